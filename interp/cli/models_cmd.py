@@ -1,0 +1,44 @@
+"""`interp models` and `interp compare`."""
+
+import json
+
+import torch
+import typer
+
+from interp.builtin_models import BUILTINS, DEFAULT_PAIR, builtin_status
+from interp.chat_template import render_chat
+
+
+def models() -> None:
+    """List the built-in models: packages installed, dequantized cache present."""
+    for name in BUILTINS:
+        typer.echo(json.dumps(builtin_status(name)))
+
+
+def compare(
+    prompt: str = typer.Option("What is the capital of France?", help="user message"),
+    base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
+    chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
+    top: int = typer.Option(5, help="how many next tokens to show"),
+) -> None:
+    """Base vs chat: the top next tokens and their probabilities on a chat-formatted prompt."""
+    from interp.models import load_pair
+
+    pair = load_pair(base, chat)
+    text = render_chat(pair.tokenizer, prompt)
+    typer.echo(f"prompt (chat template): {text!r}")
+    batch = pair.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    for role, loaded in (("base", pair.base), ("chat", pair.chat)):
+        with torch.no_grad():
+            logits = loaded.model(**batch.to(loaded.device)).logits[0, -1]
+        probs = torch.softmax(logits.float(), dim=-1)
+        values, ids = probs.topk(top)
+        shown = ", ".join(
+            f"{pair.tokenizer.decode([int(i)])!r} {float(p):.3f}" for p, i in zip(values, ids)
+        )
+        typer.echo(f"{role:>4} ({loaded.spec}): {shown}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models)
+    app.command("compare")(compare)
