@@ -1,0 +1,116 @@
+"""Latent Scaling (Minder et al. 2025, sec. 3): how much of latent j's chat direction each model's
+activations contain, in closed form, for every latent in one streaming pass.
+
+For latent j, model m and a target y_n (one vector per token), the least-squares scale is
+
+    beta_j = argmin_b sum_n ||y_n - b f_j(x_n) d_j||^2
+           = (d_j . sum_n f_j(x_n) y_n) / (||d_j||^2 sum_n f_j(x_n)^2)          (eq. 4)
+
+with the regressor d_j = the CHAT decoder vector of latent j, for two targets per model m:
+- reconstruction   y = x̂_m                                  -> beta_r(m)
+- error            y = x_m - (x̂_m - f_j d_j^m)              -> beta_eps(m)
+  (the error of model m with latent j's own contribution added back, as in the reference code).
+Ratios: nu_r = beta_r(base) / beta_r(chat), nu_eps = beta_eps(base) / beta_eps(chat).
+
+Vectorisation (no [batch, F, d] tensor is ever built): with D = chat decoder [F, d],
+    sum_n f_nj (d_j . y_n)           = sum_n f_nj (Y D^T)_nj                   (one matmul)
+    sum_n f_nj d_j.(x - x̂ + f_nj d_j^m) = sum_n f_nj ((X - X̂) D^T)_nj + (d_j . d_j^m) sum_n f_nj^2
+so the pass accumulates, per latent, sum f^2 and four numerators (2 models x 2 targets).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from einops import einsum
+from jaxtyping import Float
+from torch import Tensor
+
+# The chat-specific rule of the paper (sec. 4): a latent is chat-specific when its chat decoder
+# dominates (Delta >= 0.9) AND base reconstructs neither its error share nor its reconstruction
+# share: nu_eps < 0.2 and nu_r < 0.5.
+CHAT_ONLY_DELTA = 0.9
+NU_EPS_THRESHOLD = 0.2
+NU_R_THRESHOLD = 0.5
+
+
+@dataclass
+class LatentScalingSums:
+    """Running sums of eq. 4 for all latents; `update` once per batch, `betas` at the end."""
+
+    sum_f2: Float[Tensor, " F"]
+    numerator_r: Float[Tensor, "2 F"]  # [base, chat]: sum_n f_nj d_j . x̂_m
+    numerator_eps: Float[Tensor, "2 F"]  # [base, chat]: sum_n f_nj d_j . (x_m - x̂_m + f_nj d_j^m)
+    n_tokens: int = 0
+
+    @classmethod
+    def zeros(cls, dict_size: int) -> "LatentScalingSums":
+        return cls(
+            sum_f2=torch.zeros(dict_size, dtype=torch.float64),
+            numerator_r=torch.zeros(2, dict_size, dtype=torch.float64),
+            numerator_eps=torch.zeros(2, dict_size, dtype=torch.float64),
+        )
+
+    @torch.no_grad()
+    def update(
+        self,
+        f: Float[Tensor, "batch F"],
+        x: Float[Tensor, "batch 2 d"],
+        x_hat: Float[Tensor, "batch 2 d"],
+        W_dec: Float[Tensor, "2 F d"],
+    ) -> None:
+        """Add one batch. Sources are ordered [base, chat]; W_dec[1] is the regressor."""
+        d_chat = W_dec[1]
+        f2 = f * f
+        sum_f2 = f2.sum(0)
+        # (d_j . d_j^m) for both models: the self-contribution added back in the error target
+        self_overlap = einsum(W_dec, d_chat, "m F d, F d -> m F")
+        recon_proj = einsum(x_hat, d_chat, "b m d, F d -> m b F")  # d_j . x̂_mn
+        error_proj = einsum(x - x_hat, d_chat, "b m d, F d -> m b F")  # d_j . (x_mn - x̂_mn)
+        self.numerator_r += einsum(f, recon_proj, "b F, m b F -> m F").double()
+        self.numerator_eps += (
+            einsum(f, error_proj, "b F, m b F -> m F").double()
+            + self_overlap.double() * sum_f2.double()
+        )
+        self.sum_f2 += sum_f2.double()
+        self.n_tokens += f.shape[0]
+
+    def betas(self, W_dec: Float[Tensor, "2 F d"]) -> dict[str, Float[Tensor, " F"]]:
+        """beta_r / beta_eps per model (eq. 4); NaN for latents that never fired."""
+        norm2 = W_dec[1].double().pow(2).sum(-1)
+        denominator = norm2 * self.sum_f2
+        denominator = torch.where(denominator > 0, denominator, torch.nan)
+        beta_r = self.numerator_r / denominator
+        beta_eps = self.numerator_eps / denominator
+        return {
+            "beta_r_base": beta_r[0],
+            "beta_r_chat": beta_r[1],
+            "beta_eps_base": beta_eps[0],
+            "beta_eps_chat": beta_eps[1],
+        }
+
+
+def scaling_ratios(betas: dict[str, Tensor]) -> dict[str, Tensor]:
+    """nu_r = beta_r(base) / beta_r(chat), nu_eps = beta_eps(base) / beta_eps(chat)."""
+    return {
+        "nu_r": betas["beta_r_base"] / betas["beta_r_chat"],
+        "nu_eps": betas["beta_eps_base"] / betas["beta_eps_chat"],
+    }
+
+
+def scaling_flags(
+    relative_norm: Float[Tensor, " F"], nu_r: Float[Tensor, " F"], nu_eps: Float[Tensor, " F"]
+) -> dict[str, Tensor]:
+    """The paper's diagnosis of chat-only latents (Delta >= 0.9; False for every other latent and
+    wherever nu is undefined):
+    - Complete Shrinkage: the base error still holds the latent's direction (nu_eps >= 0.2): the
+      sparsity penalty shrank d^base to zero although the concept is present in base.
+    - Latent Decoupling: base reconstructs the direction with other latents (nu_r >= 0.5).
+    - chat-specific: neither (nu_eps < 0.2 and nu_r < 0.5)."""
+    chat_only = relative_norm >= CHAT_ONLY_DELTA
+    defined = torch.isfinite(nu_r) & torch.isfinite(nu_eps)
+    candidates = chat_only & defined
+    return {
+        "complete_shrinkage": candidates & (nu_eps >= NU_EPS_THRESHOLD),
+        "latent_decoupling": candidates & (nu_r >= NU_R_THRESHOLD),
+        "chat_specific": candidates & (nu_eps < NU_EPS_THRESHOLD) & (nu_r < NU_R_THRESHOLD),
+    }

@@ -1,0 +1,75 @@
+"""A two-model crosscoder seen from the diffing analyses: sources ordered [base, chat] whatever
+the coder's own order, raw activation units in and out, decoder vectors in raw units too.
+
+The coder scales its inputs (x_in = c_m x_raw, `input_scale`), so its decoder vectors live in
+scaled units; every analysis that adds decoder vectors to a model's residual or regresses a raw
+activation on them uses d_j^m / c_m. The relative decoder norm keeps the coder's scaled units
+(crosscoders.decoder_norms, as in the paper)."""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from crosscoders.crosscoder import CrossCoder
+from interp.errors import InterpError
+
+
+@dataclass
+class PairDictionary:
+    coder: CrossCoder
+    base_index: int
+    chat_index: int
+    layer: int
+
+    @classmethod
+    def from_coder(cls, coder: CrossCoder, layer: int | None = None) -> "PairDictionary":
+        config = coder.config
+        if config.n_sources != 2:
+            raise InterpError(
+                f"model diffing needs a 2-source (base, chat) crosscoder, got n_sources = "
+                f"{config.n_sources}"
+            )
+        names = [source.name for source in config.sources]
+        base = names.index("base") if "base" in names else 0
+        chat = names.index("chat") if "chat" in names else 1
+        if layer is None:
+            layers = {source.layer for source in config.sources}
+            if len(layers) != 1:
+                raise InterpError(
+                    f"cannot tell the dictionary's layer from its sources {config.sources}: "
+                    "expected both sources at one layer, or pass the layer"
+                )
+            layer = layers.pop()
+        return cls(coder, base, chat, int(layer))
+
+    @property
+    def order(self) -> list[int]:
+        """Coder source index of [base, chat]."""
+        return [self.base_index, self.chat_index]
+
+    @property
+    def dict_size(self) -> int:
+        return self.coder.config.dict_size
+
+    def to_coder_order(self, x: Float[Tensor, "batch 2 d"]) -> Float[Tensor, "batch 2 d"]:
+        out = torch.empty_like(x)
+        out[:, self.order] = x
+        return out
+
+    @torch.no_grad()
+    def encode(self, x: Float[Tensor, "batch 2 d"]) -> Float[Tensor, "batch F"]:
+        """Latent activations (inference mode) of raw [base, chat] activations."""
+        return self.coder.encode(self.to_coder_order(x.to(self.coder.W_enc.dtype)))
+
+    @torch.no_grad()
+    def decode(self, f: Float[Tensor, "batch F"]) -> Float[Tensor, "batch 2 d"]:
+        """Raw-unit reconstruction [base, chat]."""
+        return self.coder.decode(f)[:, self.order]
+
+    @property
+    def W_dec_raw(self) -> Float[Tensor, "2 F d"]:
+        """Decoder vectors d_j^m / c_m, [base, chat]."""
+        scale = self.coder.input_scale[self.order]
+        return (self.coder.W_dec[self.order] / scale[:, None, None]).detach()
