@@ -100,13 +100,15 @@ def test_rank_and_shift_classes():
     logits = torch.tensor([[0.1, 3.0, 2.0, 2.5], [5.0, 1.0, 1.0, 0.0]])
     ranks = rank_of(logits, torch.tensor([2, 0]))
     assert ranks.tolist() == [3, 1]
-    assert [shift_class(r) for r in (1, 2, 3, 4)] == ["unshifted", "marginal", "marginal", "shifted"]
+    classes = [shift_class(rank) for rank in (1, 2, 3, 4)]
+    assert classes == ["unshifted", "marginal", "marginal", "shifted"]
 
 
 def test_token_shift_of_a_model_against_itself_is_unshifted(pair):
     responses = greedy_responses(pair.chat, ["w1 w2 w3"], max_new_tokens=5)
     same = token_shift_table(pair.chat.model, pair.chat.model, responses, pair.tokenizer)
     assert (same["shift"] == "unshifted").all() and same["kl"].abs().max() < 1e-6
-    assert (same["token_id"].to_numpy() == responses[0].input_ids[responses[0].response_start :].numpy()).all()
+    response_ids = responses[0].input_ids[responses[0].response_start :].numpy()
+    assert (same["token_id"].to_numpy() == response_ids).all()
     diff = token_shift_table(pair.base.model, pair.chat.model, responses, pair.tokenizer)
     assert len(diff) == responses[0].n_response and (diff["kl"] > 0).all()
