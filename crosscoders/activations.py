@@ -1,0 +1,114 @@
+"""Sparsifying activation functions, registered by name (the `architecture` registry).
+
+Each one maps the post-ReLU latents `f = ReLU(pre)` [batch, F] and the summed decoder norms
+`s_j = sum_m ||d_j^m||` [F] to the sparse code used for decoding. Top-k style activations rank by
+`g_j = f_j * s_j` (Minder et al. 2025: a latent with small decoder norms explains little variance
+however large f_j is) and decode with the *unscaled* f. A new architecture is one more
+`register(Activation(...))`, with no change to the crosscoder.
+
+| name      | training                                 | inference                          |
+|-----------|------------------------------------------|------------------------------------|
+| relu_l1   | f, penalised by mu * sum_j f_j s_j       | f                                  |
+| topk      | top k of g per token                     | same                               |
+| batchtopk | top k*B of g over the flattened batch    | keep f_j where g_j > theta         |
+| jumprelu  | not trainable here (export target)       | keep f_j where f_j > threshold_j   |
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from crosscoders import ddp
+
+if TYPE_CHECKING:
+    from crosscoders.crosscoder import CrossCoder
+
+
+@dataclass
+class SparseCode:
+    f: Float[Tensor, "batch F"]  # the code that is decoded
+    min_kept_g: Tensor | None = None  # batchtopk training: smallest kept g (for theta's EMA)
+
+
+Sparsify = Callable[[Float[Tensor, "batch F"], Float[Tensor, " F"], "CrossCoder"], SparseCode]
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    sparsify: Sparsify
+    trainable: bool = True
+    # buffers saved with the weights, created from the config: name -> factory(dict_size)
+    buffers: dict[str, Callable[[int], Tensor]] = field(default_factory=dict)
+
+
+ACTIVATIONS: dict[str, Activation] = {}
+
+
+def register(activation: Activation) -> Activation:
+    ACTIVATIONS[activation.name] = activation
+    return activation
+
+
+def relu_l1(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> SparseCode:
+    return SparseCode(f)
+
+
+def topk(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> SparseCode:
+    g = f * s  # [batch F]
+    top = g.topk(coder.config.k, dim=-1)
+    kept = torch.zeros_like(f).scatter_(-1, top.indices, f.gather(-1, top.indices))
+    return SparseCode(kept)
+
+
+def batch_topk_cutoff(g: Float[Tensor, "batch F"], k: int) -> Tensor:
+    """The (k * B_global)-th largest g of the global batch (all DDP ranks together).
+
+    Each rank sends only its own top k*B_global values; the global cutoff is the k*B_global-th
+    largest of their union, so every rank keeps exactly the entries a single process would keep
+    on the concatenated batch (up to exact ties at the cutoff)."""
+    n_keep = k * g.shape[0] * ddp.world_size()
+    local_top = g.flatten().topk(min(n_keep, g.numel())).values
+    return ddp.all_gather_cat(local_top).topk(n_keep).values[-1]
+
+
+def batch_topk(
+    f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder"
+) -> SparseCode:
+    g = f * s  # [batch F]; Minder et al.: rank by f_j * sum_m ||d_j^m||
+    theta = coder.get_buffer("threshold")
+    if coder.training or theta < 0:
+        # Training (or a coder whose theta was never learned): top k*B over the flattened batch.
+        cutoff = batch_topk_cutoff(g.detach(), coder.config.k)
+        keep = (g >= cutoff) & (g > 0)
+        return SparseCode(f * keep, min_kept_g=cutoff)
+    return SparseCode(f * (g > theta))  # inference: per-token, batch-independent
+
+
+def jump_relu(
+    f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder"
+) -> SparseCode:
+    return SparseCode(f * (f > coder.get_buffer("jumprelu_threshold")))
+
+
+register(Activation("relu_l1", relu_l1))
+register(Activation("topk", topk))
+register(
+    Activation(
+        "batchtopk",
+        batch_topk,
+        buffers={"threshold": lambda dict_size: torch.tensor(-1.0)},  # theta < 0: not learned yet
+    )
+)
+register(
+    Activation(
+        "jumprelu",
+        jump_relu,
+        trainable=False,
+        buffers={"jumprelu_threshold": lambda dict_size: torch.zeros(dict_size)},
+    )
+)

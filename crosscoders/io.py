@@ -1,0 +1,46 @@
+"""Save and load a dictionary: a folder with `config.json` + `weights.safetensors`."""
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from crosscoders.config import CrossCoderConfig, read_json, write_json
+from crosscoders.crosscoder import CrossCoder
+from interp.errors import InterpError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """safetensors, written atomically (tmp + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata)
+    tmp.replace(path)
+
+
+def save_crosscoder(coder: CrossCoder, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tensors(folder / WEIGHTS_FILE, dict(coder.state_dict()), {"format": "interp-crosscoder"})
+    write_json(folder / CONFIG_FILE, coder.config.to_dict())
+    return folder
+
+
+def load_crosscoder(folder: Path, device: str | torch.device = "cpu") -> CrossCoder:
+    folder = Path(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise InterpError(
+            f"{str(folder)!r} is not a dictionary folder: expected {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    coder = CrossCoder(CrossCoderConfig.from_dict(read_json(folder / CONFIG_FILE)))
+    state = load_file(str(folder / WEIGHTS_FILE))
+    missing = set(coder.state_dict()) ^ set(state)
+    if missing:
+        raise InterpError(
+            f"{str(folder)!r}: weights do not match config.json (tensors {sorted(missing)})"
+        )
+    coder.load_state_dict(state)
+    return coder.to(device).eval()

@@ -1,0 +1,311 @@
+"""One trainer for every dictionary kind: streams global batches, Adam with warm-up and linear
+decay, gradient clipping, dead-latent tracking, JSONL logs, atomic checkpoints with exact resume,
+data parallelism across `torchrun` ranks (see ddp.py).
+
+The data source is a `BatchStream`: `stream(start)` yields the global batches number start,
+start + 1, ... as float tensors [batch, n_sources, d]. Batch number i is used at step i, so
+resuming at step i only needs `stream(i)`; the trainer never holds more than one batch.
+
+Output folder layout:
+    config.json, weights.safetensors   the final dictionary (crosscoders.io)
+    training.json                      both configs; a different one refuses to reuse the folder
+    log.jsonl                          one line per logged step
+    checkpoints/latest.json            name of the newest complete checkpoint
+    checkpoints/step-00001000/         state.safetensors (weights, Adam moments, counters, RNG)
+                                       + state.json (step, optimizer hyper-parameters)
+"""
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file
+from torch import Tensor
+from tqdm import tqdm
+
+from crosscoders import ddp
+from crosscoders.activations import ACTIVATIONS
+from crosscoders.config import CrossCoderConfig, TrainingConfig, read_json, write_json
+from crosscoders.crosscoder import CrossCoder, LossOutput
+from crosscoders.init import initialize
+from crosscoders.io import save_crosscoder, save_tensors
+from crosscoders.losses import fraction_of_variance_explained
+from interp.errors import InterpError
+
+BatchStream = Callable[[int], Iterator[Float[Tensor, "batch n_sources d"]]]
+
+
+def learning_rate(step: int, config: TrainingConfig) -> float:
+    """Linear warm-up over `warmup_steps`, constant, then linear decay to 0 from
+    `decay_start * n_steps` to `n_steps`."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+    decay_from = int(config.decay_start * config.n_steps)
+    if step < decay_from or decay_from >= config.n_steps:
+        return config.lr * warmup
+    return config.lr * warmup * (config.n_steps - step) / (config.n_steps - decay_from)
+
+
+def take_sample(stream: BatchStream, n_tokens: int) -> Tensor:
+    """The first `n_tokens` rows of the stream (for b_dec and the input scales)."""
+    rows, have = [], 0
+    for batch in stream(0):
+        rows.append(batch)
+        have += batch.shape[0]
+        if have >= n_tokens:
+            break
+    if not rows:
+        raise InterpError("the activation stream is empty: expected at least one batch")
+    return torch.cat(rows)[:n_tokens]
+
+
+class Trainer:
+    def __init__(
+        self,
+        coder_config: CrossCoderConfig,
+        training: TrainingConfig,
+        stream: BatchStream,
+        out_dir: Path,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> None:
+        if not ACTIVATIONS[coder_config.activation].trainable:
+            raise InterpError(
+                f"activation {coder_config.activation!r} cannot be trained: train batchtopk and "
+                "export it as jumprelu"
+            )
+        if training.batch_size % ddp.world_size():
+            raise InterpError(
+                f"batch_size = {training.batch_size} is not divisible by {ddp.world_size()} ranks"
+            )
+        self.coder_config, self.training = coder_config, training
+        self.stream, self.out_dir, self.device = stream, Path(out_dir), torch.device(device)
+        self.progress = progress and ddp.rank() == 0
+        self.coder = CrossCoder(coder_config).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.coder.parameters(), lr=training.lr, betas=training.adam_betas
+        )
+        self.step = 0
+        self.tokens_since_fired = torch.zeros(
+            coder_config.dict_size, dtype=torch.long, device=self.device
+        )
+        self._claim_out_dir(overwrite)
+        if not self._resume():
+            sample = take_sample(stream, training.init_sample_tokens)
+            generator = torch.Generator().manual_seed(training.seed)
+            initialize(
+                self.coder, sample, generator, training.b_dec_init, training.normalize_inputs
+            )
+            self.coder.to(self.device)
+        torch.manual_seed(training.seed + self.step)
+
+    # --- run folder, checkpoints ----------------------------------------------------------------
+
+    def _run_description(self) -> dict[str, Any]:
+        return {"crosscoder": self.coder_config.to_dict(), "training": self.training.to_dict()}
+
+    def _claim_out_dir(self, overwrite: bool) -> None:
+        path = self.out_dir / "training.json"
+        if path.exists():
+            previous = read_json(path)
+            if previous != json.loads(json.dumps(self._run_description())):
+                if not overwrite:
+                    raise InterpError(
+                        f"{str(self.out_dir)!r} holds a run with a different config: pass "
+                        "--overwrite to replace it, or choose another output folder"
+                    )
+                if ddp.rank() == 0:
+                    shutil.rmtree(self.out_dir / "checkpoints", ignore_errors=True)
+                    (self.out_dir / "log.jsonl").unlink(missing_ok=True)
+        ddp.barrier()
+        if ddp.rank() == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(path, self._run_description())
+        ddp.barrier()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        """Write `checkpoints/step-N/` through a tmp folder and rename, then point latest.json at
+        it; a crash at any moment leaves the previous checkpoint intact."""
+        name = f"step-{self.step:08d}"
+        final = self.checkpoint_dir / name
+        if ddp.rank() == 0:
+            tmp = self.checkpoint_dir / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            optimizer_state = self.optimizer.state_dict()
+            tensors = {f"coder.{k}": v for k, v in self.coder.state_dict().items()}
+            for index, state in optimizer_state["state"].items():
+                tensors.update({f"optimizer.{index}.{k}": v for k, v in state.items()})
+            tensors["tokens_since_fired"] = self.tokens_since_fired
+            tensors["rng.torch"] = torch.get_rng_state()
+            save_tensors(tmp / "state.safetensors", tensors)
+            write_json(
+                tmp / "state.json",
+                {
+                    "step": self.step,
+                    "batches_consumed": self.step,
+                    "optimizer_param_groups": optimizer_state["param_groups"],
+                    **self._run_description(),
+                },
+            )
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            write_json(self.checkpoint_dir / "latest.json", {"checkpoint": name, "step": self.step})
+            kept = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
+            for old in kept[: -self.training.keep_checkpoints]:
+                shutil.rmtree(old)
+        ddp.barrier()
+        return final
+
+    def _resume(self) -> bool:
+        latest = self.checkpoint_dir / "latest.json"
+        if not latest.exists():
+            return False
+        folder = self.checkpoint_dir / read_json(latest)["checkpoint"]
+        state = read_json(folder / "state.json")
+        tensors = load_file(str(folder / "state.safetensors"))
+        self.coder.load_state_dict(
+            {k.removeprefix("coder."): v for k, v in tensors.items() if k.startswith("coder.")}
+        )
+        optimizer_state: dict[str, Any] = {
+            "state": {},
+            "param_groups": state["optimizer_param_groups"],
+        }
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                optimizer_state["state"].setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict(optimizer_state)
+        self.tokens_since_fired.copy_(tensors["tokens_since_fired"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(state["step"])
+        self._truncate_log()
+        return True
+
+    def _truncate_log(self) -> None:
+        """Drop log lines of steps after the checkpoint: they will be run again."""
+        log = self.out_dir / "log.jsonl"
+        if ddp.rank() != 0 or not log.exists():
+            return
+        lines = [
+            line for line in log.read_text().splitlines() if json.loads(line)["step"] <= self.step
+        ]
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(log)
+
+    # --- training -------------------------------------------------------------------------------
+
+    def train_step(self, batch: Float[Tensor, "batch n_sources d"]) -> LossOutput:
+        """One optimizer step on a global batch (this rank uses its rows)."""
+        config = self.training
+        x = ddp.local_rows(batch).to(self.device, torch.float32)
+        dead = self.tokens_since_fired >= config.dead_after_tokens
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, config)
+        out = self.coder.loss(x, dead)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        parameters = list(self.coder.parameters())
+        ddp.average_gradients(parameters)
+        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            fired = ddp.all_reduce_max((out.f > 0).any(dim=0).to(torch.int32)).bool()
+            self.tokens_since_fired += batch.shape[0]
+            self.tokens_since_fired[fired] = 0
+            if out.min_kept_g is not None:
+                self.coder.update_inference_threshold(out.min_kept_g, self.step)
+        self.step += 1
+        return out
+
+    def metrics(self, out: LossOutput) -> dict[str, float]:
+        """Scalars of one step, averaged over ranks."""
+        with torch.no_grad():
+            values = {
+                "loss": out.total.detach(),
+                **{f"loss_{name}": term.detach() for name, term in out.terms.items()},
+                "l0": (out.f > 0).sum(dim=-1).float().mean(),
+                "dead_fraction": (self.tokens_since_fired >= self.training.dead_after_tokens)
+                .float()
+                .mean(),
+            }
+            fve = fraction_of_variance_explained(out.x, out.x_hat)
+            values["fve"] = fve.mean()
+            for m, value in enumerate(fve):
+                values[f"fve_{self._source_name(m)}"] = value
+            names = list(values)
+            stacked = (
+                ddp.all_reduce_sum(torch.stack([values[n].float() for n in names]))
+                / ddp.world_size()
+            )
+        result = dict(zip(names, stacked.tolist(), strict=True))
+        if "threshold" in self.coder.activation.buffers:
+            result["threshold"] = float(self.coder.get_buffer("threshold"))
+        return result
+
+    def _source_name(self, m: int) -> str:
+        sources = self.coder_config.sources
+        return sources[m].name if sources and sources[m].name else str(m)
+
+    def train(self) -> CrossCoder:
+        config = self.training
+        if self.step >= config.n_steps:
+            return self.coder.eval()
+        log_path = self.out_dir / "log.jsonl"
+        bar = tqdm(
+            total=config.n_steps * config.batch_size,
+            initial=self.step * config.batch_size,
+            unit="tok",
+            unit_scale=True,
+            disable=not self.progress,
+            desc="train",
+        )
+        started, started_step = time.perf_counter(), self.step
+        self.coder.train()
+        for batch in islice(self.stream(self.step), config.n_steps - self.step):
+            if batch.shape[0] != config.batch_size:
+                raise InterpError(
+                    f"batch {self.step} has {batch.shape[0]} rows: expected batch_size = "
+                    f"{config.batch_size}"
+                )
+            out = self.train_step(batch)
+            bar.update(config.batch_size)
+            if self.step % config.log_every == 0 or self.step == config.n_steps:
+                record = {
+                    "step": self.step,
+                    "tokens": self.step * config.batch_size,
+                    "lr": learning_rate(self.step - 1, config),
+                    **self.metrics(out),
+                }
+                elapsed = time.perf_counter() - started
+                record["tokens_per_s"] = (
+                    (self.step - started_step) * config.batch_size / max(elapsed, 1e-9)
+                )
+                bar.set_postfix(fve=f"{record['fve']:.3f}", l0=f"{record['l0']:.1f}")
+                if ddp.rank() == 0:
+                    with log_path.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+            if self.step % config.checkpoint_every == 0 and self.step < config.n_steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.step < config.n_steps:
+            raise InterpError(
+                f"the activation stream ended after {self.step} batches of {config.batch_size}: "
+                f"expected n_steps = {config.n_steps}; lower the steps or the batch size"
+            )
+        self.save_checkpoint()
+        if ddp.rank() == 0:
+            save_crosscoder(self.coder, self.out_dir)
+        ddp.barrier()
+        return self.coder.eval()
