@@ -5,12 +5,13 @@ import sys
 
 import typer
 
-from interp.cli import data_cmd, models_cmd
+from interp.cli import data_cmd, models_cmd, tuco_cmd
 from interp.errors import InterpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_cmd.register(app)
 data_cmd.register(app)
+tuco_cmd.register(app)
 
 
 def main() -> None:
