@@ -1,0 +1,102 @@
+"""One shard file: `shard-00000.safetensors` with `acts` [n_tokens, n_models, n_layers, d],
+`token_ids` int32, `seq_ids` int64, `positions` int32 and a `__metadata__` header naming models,
+layers and dtype. Written to `.tmp`, fsynced, then renamed, so a shard that exists is whole."""
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save
+
+SHARD_TENSORS = ("acts", "token_ids", "seq_ids", "positions")
+TMP_SUFFIX = ".tmp"
+# safetensors dtype tags -> numpy dtype of the raw payload (bf16 is read as its uint16 bits)
+PAYLOAD_DTYPES = {
+    "BF16": np.uint16,
+    "F16": np.float16,
+    "F32": np.float32,
+    "I32": np.int32,
+    "I64": np.int64,
+}
+SAFETENSORS_DTYPE_TAG = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: str  # safetensors tag, e.g. BF16
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset of the payload in the file
+    nbytes: int
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """Parse a safetensors header without reading the payload: (tensors, metadata)."""
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > 100 * 2**20:
+            raise ValueError(f"header length {length} is implausible")
+        header = json.loads(handle.read(length))
+    metadata = header.pop("__metadata__", {}) or {}
+    base = 8 + length
+    tensors = {
+        name: TensorEntry(
+            dtype=entry["dtype"],
+            shape=tuple(entry["shape"]),
+            offset=base + entry["data_offsets"][0],
+            nbytes=entry["data_offsets"][1] - entry["data_offsets"][0],
+        )
+        for name, entry in header.items()
+    }
+    return tensors, metadata
+
+
+def memmap_tensor(path: Path, entry: TensorEntry) -> np.ndarray:
+    """A read-only memory map of one tensor's payload (bf16 as uint16 bits)."""
+    return np.memmap(
+        path, dtype=PAYLOAD_DTYPES[entry.dtype], mode="r", offset=entry.offset, shape=entry.shape
+    )
+
+
+def payload_to_float32(rows: np.ndarray, dtype_tag: str) -> torch.Tensor:
+    """Raw payload rows (a numpy copy) -> a float32 tensor."""
+    if dtype_tag == "BF16":
+        return torch.from_numpy(rows.view(np.int16)).view(torch.bfloat16).float()
+    return torch.from_numpy(rows).float()
+
+
+def _fsync_dir(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to `path.tmp`, fsync, rename over `path`, fsync the folder."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """Write one shard atomically; returns its sha256."""
+    data = save({name: tensors[name].contiguous() for name in SHARD_TENSORS}, metadata=metadata)
+    write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,294 @@
+"""The token stream of a cache: which token ids go through both models, in which order.
+
+Choices (documented in docs/ARCHITECTURE.md, "Activation cache"):
+- **Truncate, never pack.** Each document is one sequence, tokenized on its own (plain text with
+  the tokenizer's BOS, chat data rendered with the chat template, which holds the BOS) and cut to
+  `ctx` tokens. Every cached token therefore sees only its own document as context, and
+  `(seq_id, position)` locates it in that document. The rest of a long document is dropped.
+- **Token-weighted mixture.** `wiki:0.5,chat:0.5` means half the cached tokens come from each
+  recipe. The next sequence always comes from the recipe furthest below its share (ties: first in
+  the mixture), so shares are exact up to one sequence, with no randomness in the interleaving.
+- **Seeded order.** Each recipe's documents are shuffled by `seed`; a recipe that runs out starts a
+  new, reshuffled pass (counted in the manifest as `passes`).
+- **Excluded tokens.** By default BOS and PAD are not cached (their norms dwarf everything else,
+  Minder et al. 2025); chat-template control tokens are kept because chat-specific latents live
+  there. `keep_special` keeps everything. Padding positions are never cached.
+- **Batches** are `batch_size` consecutive sequences, right-padded to the longest one. The global
+  token stream is the concatenation of the kept tokens of all sequences, cut at exactly `n_tokens`;
+  shard k holds stream tokens [k * shard_tokens, (k + 1) * shard_tokens). Because batches and
+  shards are fixed by the plan alone, any shard can be (re)computed on its own: that is how resume
+  and several processes produce byte-identical caches.
+
+A `TextSource` supplies the documents of a recipe; `DatasetSource` reads `interp.datasets`,
+`InMemorySource` takes texts directly (unit tests, notebooks).
+"""
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from interp.chat_template import render_chat
+from interp.errors import InterpError
+
+TOKENIZE_CHUNK = 256  # documents tokenized per call
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The documents of one recipe, ready to tokenize."""
+
+    recipe: str
+    texts: list[str]
+    chat_rendered: bool  # rendered with the chat template (which adds the BOS itself)
+    origin: str  # where the texts came from, for the manifest
+
+
+class TextSource(Protocol):
+    def corpus(self, recipe: str, tokenizer) -> Corpus: ...
+
+    def describe(self) -> str: ...
+
+
+class DatasetSource:
+    """Recipes of `interp.datasets`. `chat` is the chat-tune's conversations (prompt + response)
+    when they have been generated, else the `chat-benign` prompts with the generation prompt;
+    `wiki` is plain text; any other recipe is a list of user prompts, rendered as chat."""
+
+    PLAIN_RECIPES = ("wiki",)
+
+    def __init__(self, split: str = "train"):
+        self.split = split
+
+    def corpus(self, recipe: str, tokenizer) -> Corpus:
+        from interp import datasets
+
+        if recipe == "chat":
+            try:
+                conversations = datasets.load_conversations(self.split)
+            except InterpError:
+                conversations = []
+            if conversations:
+                texts = [
+                    render_chat(tokenizer, prompt, response) for prompt, response in conversations
+                ]
+                return Corpus(recipe, texts, True, f"conversations ({self.split})")
+            prompts = datasets.load_texts("chat-benign", self.split)
+            texts = [render_chat(tokenizer, prompt) for prompt in prompts]
+            return Corpus(recipe, texts, True, f"chat-benign prompts ({self.split})")
+        known = list(datasets.list_recipes())
+        if recipe not in known:
+            raise InterpError(
+                f"unknown dataset recipe {recipe!r}: expected one of {['chat', *known]}"
+            )
+        texts = datasets.load_texts(recipe, self.split)
+        if recipe in self.PLAIN_RECIPES:
+            return Corpus(recipe, texts, False, f"{recipe} ({self.split})")
+        rendered = [render_chat(tokenizer, prompt) for prompt in texts]
+        return Corpus(recipe, rendered, True, f"{recipe} prompts ({self.split})")
+
+    def describe(self) -> str:
+        return f"interp.datasets split={self.split}"
+
+
+@dataclass
+class InMemorySource:
+    """Texts given directly: `plain[recipe]` are raw texts, `chats[recipe]` are
+    (prompt, response or None) pairs rendered with the chat template."""
+
+    plain: dict[str, list[str]] = field(default_factory=dict)
+    chats: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+
+    def corpus(self, recipe: str, tokenizer) -> Corpus:
+        if recipe in self.plain:
+            return Corpus(recipe, list(self.plain[recipe]), False, "in-memory plain texts")
+        if recipe in self.chats:
+            texts = [
+                render_chat(tokenizer, prompt, response) for prompt, response in self.chats[recipe]
+            ]
+            return Corpus(recipe, texts, True, "in-memory conversations")
+        raise InterpError(
+            f"unknown dataset recipe {recipe!r}: expected one of "
+            f"{sorted([*self.plain, *self.chats])}"
+        )
+
+    def describe(self) -> str:
+        return "in-memory"
+
+
+def excluded_token_ids(tokenizer, keep_special: bool) -> list[int]:
+    """Token ids never cached: BOS and PAD, unless `keep_special`."""
+    if keep_special:
+        return []
+    ids = {tokenizer.bos_token_id, tokenizer.pad_token_id}
+    return sorted(int(token) for token in ids if token is not None)
+
+
+def _documents(
+    corpus: Corpus, tokenizer, ctx: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Endless (token ids cut to ctx, pass number): one shuffled pass after another."""
+    if not corpus.texts:
+        raise InterpError(f"dataset recipe {corpus.recipe!r} has no texts")
+    passes = 0
+    while True:
+        passes += 1
+        order = rng.permutation(len(corpus.texts))
+        for start in range(0, len(order), TOKENIZE_CHUNK):
+            chunk = [corpus.texts[int(i)] for i in order[start : start + TOKENIZE_CHUNK]]
+            encoded = tokenizer(
+                chunk,
+                add_special_tokens=not corpus.chat_rendered,
+                truncation=True,
+                max_length=ctx,
+            )["input_ids"]
+            for ids in encoded:
+                yield np.asarray(ids, dtype=np.int32), passes
+
+
+@dataclass
+class RecipeUsage:
+    recipe: str
+    weight: float
+    origin: str
+    sequences: int = 0
+    tokens: int = 0
+    passes: int = 0
+
+
+@dataclass
+class TokenPlan:
+    """The whole stream: sequences (token ids fed to the models), which of their positions are
+    cached, and the batch/shard layout derived from them."""
+
+    sequences: list[np.ndarray]  # int32 token ids, len <= ctx
+    keep: list[np.ndarray]  # bool per position: cached or not
+    recipe_of: list[int]  # index into usage
+    usage: list[RecipeUsage]
+    batch_size: int
+    n_tokens: int
+    shard_tokens: int
+    excluded: list[int]
+    batch_ends: np.ndarray = field(init=False)  # stream index just after each batch's tokens
+
+    def __post_init__(self) -> None:
+        kept = np.array([int(mask.sum()) for mask in self.keep], dtype=np.int64)
+        per_batch = np.add.reduceat(kept, np.arange(0, len(kept), self.batch_size))
+        self.batch_ends = np.cumsum(per_batch)
+        assert self.batch_ends[-1] == self.n_tokens, (self.batch_ends[-1], self.n_tokens)
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.batch_ends)
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_tokens // self.shard_tokens)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        start = shard * self.shard_tokens
+        return start, min(start + self.shard_tokens, self.n_tokens)
+
+    def batch_start(self, batch: int) -> int:
+        return int(self.batch_ends[batch - 1]) if batch > 0 else 0
+
+    def batches_for(self, start: int, stop: int) -> range:
+        """The batches whose tokens overlap stream range [start, stop)."""
+        first = int(np.searchsorted(self.batch_ends, start, side="right"))
+        last = int(np.searchsorted(self.batch_ends, stop - 1, side="right"))
+        return range(first, last + 1)
+
+    def batch_seq_ids(self, batch: int) -> range:
+        start = batch * self.batch_size
+        return range(start, min(start + self.batch_size, len(self.sequences)))
+
+    def batch_tensors(
+        self, batch: int, pad_id: int
+    ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Bool[Tensor, "batch seq"]]:
+        """(input ids right-padded with pad_id, attention mask, cached positions)."""
+        seq_ids = self.batch_seq_ids(batch)
+        width = max(len(self.sequences[s]) for s in seq_ids)
+        input_ids = torch.full((len(seq_ids), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(seq_ids), width), dtype=torch.long)
+        keep = torch.zeros((len(seq_ids), width), dtype=torch.bool)
+        for row, seq in enumerate(seq_ids):
+            length = len(self.sequences[seq])
+            input_ids[row, :length] = torch.from_numpy(self.sequences[seq].astype(np.int64))
+            attention[row, :length] = 1
+            keep[row, :length] = torch.from_numpy(self.keep[seq])
+        return input_ids, attention, keep
+
+    def sha256(self) -> str:
+        """Fingerprint of the exact stream (token ids, cached positions, batch layout)."""
+        digest = hashlib.sha256(f"{self.batch_size}:{self.n_tokens}:{self.excluded}".encode())
+        for ids, keep in zip(self.sequences, self.keep, strict=True):
+            digest.update(len(ids).to_bytes(4, "little"))
+            digest.update(ids.tobytes())
+            digest.update(np.packbits(keep).tobytes())
+        return digest.hexdigest()
+
+
+def plan_token_stream(
+    source: TextSource,
+    tokenizer,
+    mix: tuple[tuple[str, float], ...],
+    n_tokens: int,
+    ctx: int,
+    batch_size: int,
+    shard_tokens: int,
+    seed: int,
+    keep_special: bool,
+) -> TokenPlan:
+    """Draw sequences from the mixture until exactly `n_tokens` tokens are cached."""
+    if n_tokens <= 0:
+        raise InterpError(f"bad number of tokens {n_tokens}: expected a positive integer")
+    excluded = excluded_token_ids(tokenizer, keep_special)
+    excluded_array = np.asarray(excluded, dtype=np.int32)
+    corpora = [source.corpus(recipe, tokenizer) for recipe, _ in mix]
+    usage = [
+        RecipeUsage(recipe, weight, c.origin)
+        for (recipe, weight), c in zip(mix, corpora, strict=True)
+    ]
+    streams = [
+        _documents(corpus, tokenizer, ctx, np.random.default_rng([seed, index]))
+        for index, corpus in enumerate(corpora)
+    ]
+    empty_run = [0] * len(mix)  # consecutive documents with nothing to cache, per recipe
+    sequences: list[np.ndarray] = []
+    keep: list[np.ndarray] = []
+    recipe_of: list[int] = []
+    total = 0
+    while total < n_tokens:
+        # The recipe furthest below its token share goes next.
+        index = min(range(len(mix)), key=lambda i: usage[i].tokens / usage[i].weight)
+        ids, passes = next(streams[index])
+        usage[index].passes = passes
+        mask = ~np.isin(ids, excluded_array)
+        count = int(mask.sum())
+        if count == 0:
+            empty_run[index] += 1
+            if empty_run[index] > len(corpora[index].texts):
+                raise InterpError(
+                    f"dataset recipe {mix[index][0]!r} yields no tokens to cache "
+                    f"(every document is empty or special tokens only)"
+                )
+            continue
+        empty_run[index] = 0
+        if total + count > n_tokens:  # the last sequence is cached only up to n_tokens
+            cut = np.flatnonzero(mask)[n_tokens - total]
+            mask[cut:] = False
+            count = n_tokens - total
+        sequences.append(ids)
+        keep.append(mask)
+        recipe_of.append(index)
+        usage[index].sequences += 1
+        usage[index].tokens += count
+        total += count
+    return TokenPlan(
+        sequences, keep, recipe_of, usage, batch_size, n_tokens, shard_tokens, excluded
+    )

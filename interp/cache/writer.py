@@ -1,0 +1,356 @@
+"""Writing a paired activation cache: both models of a pair on the same token stream.
+
+`build_cache(pair, config, out)` plans the token stream (interp.cache.token_stream), runs each
+batch through base and chat with `interp.hooks.residual_stream` (the forward stops after the
+deepest requested block), keeps the cached positions, and fills fixed-size shards. After each
+shard: write `.tmp`, rename, then record it in `manifest.json` (atomic rewrite). A rerun of the same
+config on the same folder skips the recorded shards and recomputes only the missing ones, so a run
+killed at any moment (SIGKILL included) ends, once rerun, with the same bytes as an uninterrupted
+one. Everything that can be wrong with the input is checked before the folder is touched.
+"""
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.cache.config import (
+    CacheConfig,
+    canonical_dtype,
+    default_shard_tokens,
+    parse_mix,
+)
+from interp.cache.distributed import Ranks
+from interp.cache.manifest import (
+    FORMAT,
+    MANIFEST_NAME,
+    VERSION,
+    empty_stats,
+    manifest_path,
+    read_manifest,
+    record_shard,
+    write_manifest,
+)
+from interp.cache.shard import TMP_SUFFIX, shard_name, write_shard
+from interp.cache.token_stream import DatasetSource, TextSource, TokenPlan, plan_token_stream
+from interp.errors import InterpError
+from interp.hooks import residual_stream
+from interp.layers import LayerSpec, hook_name, resolve_layers
+from interp.models import ModelPair
+
+ROLES = ("base", "chat")
+
+
+def cache_config(
+    pair: ModelPair,
+    layers: Sequence[LayerSpec],
+    mix: str,
+    n_tokens: int,
+    ctx: int = 128,
+    batch_size: int = 8,
+    dtype: str = "bf16",
+    seed: int = 0,
+    keep_special: bool = False,
+    shard_tokens: int | None = None,
+    split: str = "train",
+) -> CacheConfig:
+    """A `CacheConfig` for `pair`: layers resolved, dtype canonical, default shard size."""
+    resolved = tuple(resolve_layers(list(layers), pair.n_layers))
+    canonical = canonical_dtype(dtype)
+    if shard_tokens is None:
+        shard_tokens = default_shard_tokens(len(ROLES), len(resolved), pair.d_model, canonical)
+    return CacheConfig(
+        base=pair.base.spec,
+        chat=pair.chat.spec,
+        layers=resolved,
+        mix=parse_mix(mix),
+        n_tokens=n_tokens,
+        shard_tokens=shard_tokens,
+        ctx=ctx,
+        batch_size=batch_size,
+        dtype=canonical,
+        seed=seed,
+        keep_special=keep_special,
+        split=split,
+    )
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, in name order: the weights the cache came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class BatchRunner:
+    """Runs plan batches through both models; keeps the last batch for shard boundaries."""
+
+    def __init__(self, pair: ModelPair, plan: TokenPlan, layers: Sequence[int], dtype: torch.dtype):
+        self.pair, self.plan, self.layers, self.dtype = pair, plan, list(layers), dtype
+        pad = pair.tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+        self._last: tuple[int, dict[str, Tensor]] | None = None
+
+    def rows(self, batch: int) -> dict[str, Tensor]:
+        """The cached rows of one batch, in stream order (sequence-major, then position)."""
+        if self._last is not None and self._last[0] == batch:
+            return self._last[1]
+        input_ids, attention, keep = self.plan.batch_tensors(batch, self.pad_id)
+        device = self.pair.base.device
+        streams = [
+            residual_stream(loaded.model, input_ids.to(device), self.layers, attention.to(device))
+            for loaded in self.pair
+        ]
+        # [batch, seq, n_layers, d] per model -> [batch, seq, n_models, n_layers, d]
+        acts = torch.stack(streams, dim=2)[keep.to(device)]
+        seq_ids = torch.tensor(list(self.plan.batch_seq_ids(batch)), dtype=torch.int64)
+        positions = torch.arange(input_ids.shape[1], dtype=torch.int32)
+        rows = {
+            "acts": acts.to(self.dtype).cpu(),
+            "token_ids": input_ids[keep].to(torch.int32),
+            "seq_ids": seq_ids[:, None].expand_as(keep)[keep].contiguous(),
+            "positions": positions[None, :].expand_as(keep)[keep].contiguous(),
+        }
+        self._last = (batch, rows)
+        return rows
+
+
+def shard_statistics(
+    acts: Float[Tensor, "n n_models n_layers d"],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of x, sum of ||x||_2) over tokens, per model/layer, in float64, from stored values."""
+    values = acts.float()
+    total = values.sum(dim=0, dtype=torch.float64)
+    norm_total = torch.linalg.vector_norm(values, dim=-1).sum(dim=0, dtype=torch.float64)
+    return total.numpy(), norm_total.numpy()
+
+
+def _initial_manifest(
+    config: CacheConfig,
+    pair: ModelPair,
+    fingerprints: list[str],
+    plan: TokenPlan,
+    source: TextSource,
+) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_json(),
+        "config_hash": config.hash,
+        "models": [
+            {
+                "role": role,
+                "spec": loaded.spec,
+                "fingerprint": fingerprint,
+                "family": loaded.family,
+                "d_model": loaded.d_model,
+                "n_layers": loaded.n_layers,
+            }
+            for role, loaded, fingerprint in zip(ROLES, pair, fingerprints, strict=True)
+        ],
+        "layers": list(config.layers),
+        "hook_names": [hook_name(layer) for layer in config.layers],
+        "d_model": pair.d_model,
+        "dtype": config.dtype,
+        "excluded_token_ids": plan.excluded,
+        "n_tokens": config.n_tokens,
+        "shard_tokens": config.shard_tokens,
+        "n_shards": plan.n_shards,
+        "dataset": {
+            "source": source.describe(),
+            "mix": [
+                {
+                    "recipe": use.recipe,
+                    "weight": use.weight,
+                    "origin": use.origin,
+                    "sequences": use.sequences,
+                    "tokens": use.tokens,
+                    "passes": use.passes,
+                }
+                for use in plan.usage
+            ],
+            "n_sequences": len(plan.sequences),
+            "plan_sha256": plan.sha256(),
+        },
+        "shards": [],
+        "stats": empty_stats(len(ROLES), len(config.layers), pair.d_model),
+        "complete": False,
+    }
+
+
+def _check_existing(out: Path, fresh: dict) -> dict | None:
+    """The manifest already in `out` if it is this very cache; None for a new or empty folder;
+    an InterpError for anything else."""
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"cache folder {str(out)!r} exists and is not a folder")
+    if not out.is_dir():
+        return None
+    if not manifest_path(out).exists():
+        others = [p.name for p in out.iterdir() if not p.name.endswith(TMP_SUFFIX)]
+        if others:
+            raise InterpError(
+                f"cache folder {str(out)!r} is not empty and holds no {MANIFEST_NAME} "
+                f"(found {sorted(others)[:3]}): choose a new or empty folder"
+            )
+        return None
+    existing = read_manifest(out)
+    if existing["config_hash"] != fresh["config_hash"]:
+        differences = CacheConfig.from_json(fresh["config"]).differences(
+            CacheConfig.from_json(existing["config"])
+        )
+        raise InterpError(
+            f"{str(out)!r} holds a cache of another config ({'; '.join(differences)}): "
+            "rerun with the same options to resume it, or choose another --out"
+        )
+    for old, new in zip(existing["models"], fresh["models"], strict=True):
+        if old["fingerprint"] != new["fingerprint"]:
+            raise InterpError(
+                f"{str(out)!r} was cached from other weights for {new['role']} model "
+                f"{new['spec']!r} (fingerprint {old['fingerprint'][:12]} != "
+                f"{new['fingerprint'][:12]}): choose another --out"
+            )
+    if existing["dataset"]["plan_sha256"] != fresh["dataset"]["plan_sha256"]:
+        raise InterpError(
+            f"{str(out)!r} was cached from another token stream (the dataset changed since): "
+            "choose another --out"
+        )
+    for shard in existing["shards"]:
+        if not (out / shard["file"]).is_file():
+            raise InterpError(
+                f"{str(out / shard['file'])!r} is listed in the manifest but missing: "
+                "the cache is damaged, delete the folder and rerun"
+            )
+    return existing
+
+
+def _create_folder(out: Path, manifest: dict) -> None:
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(out, manifest)
+    except OSError as error:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise InterpError(f"cannot write the cache folder {str(out)!r}: {error.strerror}") from None
+
+
+def build_cache(
+    pair: ModelPair,
+    config: CacheConfig,
+    out: str | Path,
+    source: TextSource | None = None,
+    progress: bool = True,
+    ranks: Ranks | None = None,
+) -> dict:
+    """Write (or finish) the cache of `config` in `out`; returns the manifest."""
+    out = Path(out)
+    ranks = ranks or Ranks()
+    source = source or DatasetSource(config.split)
+    if (config.base, config.chat) != (pair.base.spec, pair.chat.spec):
+        raise InterpError(
+            f"config is for {config.base!r}/{config.chat!r} but the pair is "
+            f"{pair.base.spec!r}/{pair.chat.spec!r}"
+        )
+    if max(config.layers) >= pair.n_layers:
+        raise InterpError(
+            f"unknown layer {max(config.layers)}: the pair has {pair.n_layers} layers"
+        )
+    plan = plan_token_stream(
+        source,
+        pair.tokenizer,
+        config.mix,
+        config.n_tokens,
+        config.ctx,
+        config.batch_size,
+        config.shard_tokens,
+        config.seed,
+        config.keep_special,
+    )
+    fresh = _initial_manifest(
+        config, pair, [model_fingerprint(loaded.model) for loaded in pair], plan, source
+    )
+    existing = _check_existing(out, fresh)
+    ranks.barrier()  # every rank has checked the folder before rank 0 touches it
+    if ranks.is_main:
+        if existing is None:
+            _create_folder(out, fresh)
+        for stale in out.glob(f"*{TMP_SUFFIX}"):
+            stale.unlink()
+    ranks.barrier()
+    done = {shard["index"] for shard in read_manifest(out)["shards"]}
+    todo = [index for index in ranks.shard_block(plan.n_shards) if index not in done]
+    _write_shards(pair, config, plan, out, todo, fresh, progress and ranks.is_main, ranks)
+    ranks.barrier()
+    return read_manifest(out)
+
+
+def _write_shards(
+    pair: ModelPair,
+    config: CacheConfig,
+    plan: TokenPlan,
+    out: Path,
+    todo: list[int],
+    manifest: dict,
+    progress: bool,
+    ranks: Ranks,
+) -> None:
+    runner = BatchRunner(pair, plan, config.layers, config.storage_dtype)
+    block = ranks.shard_block(plan.n_shards)
+    block_tokens = sum(stop - start for start, stop in map(plan.shard_range, block))
+    todo_tokens = sum(stop - start for start, stop in map(plan.shard_range, todo))
+    metadata = {
+        "format": FORMAT,
+        "models": json.dumps([m["spec"] for m in manifest["models"]]),
+        "roles": json.dumps(list(ROLES)),
+        "layers": json.dumps(list(config.layers)),
+        "dtype": config.dtype,
+        "config_hash": config.hash,
+    }
+    shape = (len(ROLES), len(config.layers), pair.d_model)
+    with tqdm(
+        total=block_tokens,
+        initial=block_tokens - todo_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc="cache" if ranks.world == 1 else f"cache rank 0/{ranks.world}",
+        disable=not progress,
+        smoothing=0.1,
+    ) as bar:
+        for index in todo:
+            start, stop = plan.shard_range(index)
+            tensors = {
+                "acts": torch.empty((stop - start, *shape), dtype=config.storage_dtype),
+                "token_ids": torch.empty(stop - start, dtype=torch.int32),
+                "seq_ids": torch.empty(stop - start, dtype=torch.int64),
+                "positions": torch.empty(stop - start, dtype=torch.int32),
+            }
+            for batch in plan.batches_for(start, stop):
+                batch_start = plan.batch_start(batch)
+                rows = runner.rows(batch)
+                low = max(start, batch_start)
+                high = min(stop, batch_start + len(rows["token_ids"]))
+                for name, values in rows.items():
+                    tensors[name][low - start : high - start] = values[
+                        low - batch_start : high - batch_start
+                    ]
+                bar.update(high - low)
+            name = shard_name(index)
+            sha = write_shard(out / name, tensors, {**metadata, "shard_index": str(index)})
+            total, norm_total = shard_statistics(tensors["acts"])
+            record = {
+                "index": index,
+                "file": name,
+                "n_tokens": stop - start,
+                "sha256": sha,
+                "first_seq_id": int(tensors["seq_ids"][0]),
+                "last_seq_id": int(tensors["seq_ids"][-1]),
+            }
+            record_shard(out, record, total, norm_total)
