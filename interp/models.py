@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from interp.builtin_models import BUILTINS, DEFAULT_PAIR, GGUF_SOURCES, dequantized_folder
 from interp.chat_template import GEMMA_CHAT_TEMPLATE
@@ -68,82 +74,105 @@ class ModelPair:
 
 def validate_pair(base: LoadedModel, chat: LoadedModel) -> None:
     """Raise an InterpError naming the first mismatch between the two models."""
+    _check_pair(
+        (base.spec, base.model.config, base.tokenizer),
+        (chat.spec, chat.model.config, chat.tokenizer),
+    )
+
+
+Header = tuple[str, PretrainedConfig, object]  # (spec, config, tokenizer)
+
+
+def _check_pair(base: Header, chat: Header) -> None:
+    """The pair rule on (spec, config, tokenizer): same family, d_model, n_layers, vocabulary."""
+    (base_spec, base_config, base_tokenizer), (chat_spec, chat_config, chat_tokenizer) = base, chat
     checks = [
-        ("architecture family", base.family, chat.family),
-        ("d_model", base.d_model, chat.d_model),
-        ("n_layers", base.n_layers, chat.n_layers),
+        ("architecture family", base_config.model_type, chat_config.model_type),
+        ("d_model", base_config.hidden_size, chat_config.hidden_size),
+        ("n_layers", base_config.num_hidden_layers, chat_config.num_hidden_layers),
     ]
     for what, left, right in checks:
         if left != right:
             raise InterpError(
-                f"mismatched pair: {what} differs: {base.spec!r} has {left}, {chat.spec!r} has {right}"
+                f"mismatched pair: {what} differs: "
+                f"{base_spec!r} has {left}, {chat_spec!r} has {right}"
             )
-    base_vocab, chat_vocab = base.tokenizer.get_vocab(), chat.tokenizer.get_vocab()
+    base_vocab, chat_vocab = base_tokenizer.get_vocab(), chat_tokenizer.get_vocab()
     if base_vocab != chat_vocab:
         differing = sorted(set(base_vocab.items()) ^ set(chat_vocab.items()), key=lambda kv: kv[1])
         raise InterpError(
             f"mismatched pair: tokenizers differ ({len(base_vocab)} vs {len(chat_vocab)} tokens; "
-            f"first differing entry {differing[0]!r}): {base.spec!r} vs {chat.spec!r}"
+            f"first differing entry {differing[0]!r}): {base_spec!r} vs {chat_spec!r}"
         )
 
 
-def _ensure_chat_template(tokenizer, family: str) -> None:
-    if getattr(tokenizer, "chat_template", None) is None and family.startswith("gemma"):
-        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+@dataclass(frozen=True)
+class _Source:
+    """Where a spec's files live: an HF folder or hub id (config, tokenizer, weights), and an
+    optional LoRA adapter merged on top at load."""
+
+    spec: str
+    location: str
+    adapter_dir: Path | None = None
 
 
-def _from_folder_or_id(source: str | Path, dtype: torch.dtype) -> tuple[PreTrainedModel, object]:
+def _source(spec: str) -> _Source:
+    """Resolve a spec to its files; GGUFs are dequantized (once, cached) here."""
+    if spec in BUILTINS:
+        builtin = BUILTINS[spec]
+        if builtin.base is None:
+            gguf_path, sha = GGUF_SOURCES[spec]()
+            return _Source(spec, str(dequantized_folder(gguf_path, sha)))
+        adapter_dir = builtin.adapter_dir
+        if adapter_dir is None or not (adapter_dir / "adapter_model.safetensors").exists():
+            raise InterpError(
+                f"built-in {spec!r} needs the chat-tune adapter in {adapter_dir}, which is "
+                "missing: create it with `interp organism chat-tune`"
+            )
+        return _Source(spec, _source(builtin.base).location, adapter_dir)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InterpError(f"GGUF file {spec!r} does not exist: expected a path to a .gguf file")
+        return _Source(spec, str(dequantized_folder(path)))
+    return _Source(spec, str(path) if path.is_dir() else spec)
+
+
+def _load_header(source: _Source) -> tuple[PretrainedConfig, object]:
+    """Config and tokenizer only (no weights): enough to validate a pair cheaply."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except OSError as error:
+        config = AutoConfig.from_pretrained(source.location)
+        tokenizer = AutoTokenizer.from_pretrained(source.location)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InterpError(
-            f"cannot load model {str(source)!r}: not a built-in ({', '.join(BUILTINS)}), a .gguf "
-            f"file, a local HF folder, or a Hugging Face id reachable offline ({error})"
+            f"cannot load model {source.spec!r}: not a built-in ({', '.join(BUILTINS)}), a .gguf "
+            f"file, a local HF folder, or a Hugging Face id reachable offline ({first_line})"
         ) from None
-    return model, tokenizer
+    if source.adapter_dir is not None and (source.adapter_dir / "chat_template.jinja").exists():
+        tokenizer.chat_template = (source.adapter_dir / "chat_template.jinja").read_text()
+    if getattr(tokenizer, "chat_template", None) is None and config.model_type.startswith("gemma"):
+        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    return config, tokenizer
 
 
-def _load_builtin(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, object]:
-    builtin = BUILTINS[name]
-    if builtin.base is not None:
-        return _load_with_adapter(builtin.base, builtin.adapter_dir, name, dtype)
-    gguf_path, sha = GGUF_SOURCES[name]()
-    return _from_folder_or_id(dequantized_folder(gguf_path, sha), dtype)
+def _load_weights(
+    source: _Source, tokenizer: object, dtype: torch.dtype, device: str
+) -> LoadedModel:
+    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+    if source.adapter_dir is not None:
+        from peft import PeftModel
 
-
-def _load_with_adapter(
-    base_name: str, adapter_dir: Path | None, name: str, dtype: torch.dtype
-) -> tuple[PreTrainedModel, object]:
-    if adapter_dir is None or not (adapter_dir / "adapter_model.safetensors").exists():
-        raise InterpError(
-            f"built-in {name!r} needs the chat-tune adapter in {adapter_dir}, which is missing: "
-            "create it with `interp organism chat-tune`"
-        )
-    from peft import PeftModel
-
-    model, tokenizer = _load_builtin(base_name, dtype)
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    template = adapter_dir / "chat_template.jinja"
-    if template.exists():
-        tokenizer.chat_template = template.read_text()
-    return model, tokenizer
+        model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
+    model.eval().to(device)
+    return LoadedModel(spec=source.spec, model=model, tokenizer=tokenizer)
 
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load a causal LM by spec, in eval mode, with a chat template where the family has one."""
-    path = Path(spec).expanduser()
-    if spec in BUILTINS:
-        model, tokenizer = _load_builtin(spec, dtype)
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise InterpError(f"GGUF file {spec!r} does not exist")
-        model, tokenizer = _from_folder_or_id(dequantized_folder(path), dtype)
-    else:
-        model, tokenizer = _from_folder_or_id(path if path.is_dir() else spec, dtype)
-    model.eval().to(device)
-    _ensure_chat_template(tokenizer, str(model.config.model_type))
-    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer)
+    source = _source(spec)
+    _config, tokenizer = _load_header(source)
+    return _load_weights(source, tokenizer, dtype, device)
 
 
 def load_pair(
@@ -152,7 +181,17 @@ def load_pair(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
 ) -> ModelPair:
-    """Load and validate a base/chat pair; with no arguments, the default built-in pair."""
-    base = load_model(base_spec, dtype=dtype, device=device)
-    chat = load_model(chat_spec, dtype=dtype, device=device)
+    """Load and validate a base/chat pair; with no arguments, the default built-in pair.
+
+    The pair is validated on configs and tokenizers before any weights are read, so a
+    mismatched pair fails in about a second."""
+    sources = (_source(base_spec), _source(chat_spec))
+    headers = [_load_header(source) for source in sources]
+    _check_pair(
+        (base_spec, headers[0][0], headers[0][1]), (chat_spec, headers[1][0], headers[1][1])
+    )
+    base, chat = (
+        _load_weights(source, tokenizer, dtype, device)
+        for source, (_config, tokenizer) in zip(sources, headers, strict=True)
+    )
     return ModelPair(base=base, chat=chat)
