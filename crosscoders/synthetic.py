@@ -42,7 +42,9 @@ class PlantedDictionary:
         classes = ["shared"] * n_shared + ["base_only"] * n_base_only + ["chat_only"] * n_chat_only
         base_mask = torch.tensor([c != "chat_only" for c in classes], dtype=torch.float32)
         chat_mask = torch.tensor([c != "base_only" for c in classes], dtype=torch.float32)
-        atoms = torch.stack([directions * base_mask[:, None], directions * chat_mask[:, None]], dim=1)
+        atoms = torch.stack(
+            [directions * base_mask[:, None], directions * chat_mask[:, None]], dim=1
+        )
         return cls(atoms, classes, firing_probability, noise)
 
     def sample(self, n_tokens: int, generator: torch.Generator) -> Float[Tensor, "n 2 d"]:

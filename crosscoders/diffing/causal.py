@@ -174,7 +174,5 @@ def aggregate_causal(per_prompt: list[dict[str, dict[str, float]]]) -> list[dict
     for row in rows:
         for key in ("kl_first_k", "kl_all"):
             reference = none[key]
-            row[f"{key}_reduction"] = (
-                (reference - row[key]) / reference if reference > 0 else float("nan")
-            )
+            row[f"{key}_reduction"] = (reference - row[key]) / reference if reference > 0 else None
     return rows

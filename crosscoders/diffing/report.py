@@ -1,0 +1,190 @@
+"""report.md, figures/*.png and summary.json of one analysed dictionary, from the files the other
+units wrote (never from the cache or the models): the numbers of Minder et al.'s tables (latents
+per class, what Latent Scaling says about the chat-only ones, causal KL of latent halves) and
+the figures (relative-norm and cosine histograms, nu scatter)."""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from crosscoders.config import write_json  # noqa: E402
+from crosscoders.diffing.latent_scaling import (  # noqa: E402
+    CHAT_ONLY_DELTA,
+    NU_EPS_THRESHOLD,
+    NU_R_THRESHOLD,
+)
+from crosscoders.diffing.latent_table import LATENTS_FILE, class_counts  # noqa: E402
+
+CLASS_COLOURS = {"base-only": "tab:blue", "shared": "tab:gray", "chat-only": "tab:red",
+                 "other": "tab:olive"}
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def latent_summary(table: pd.DataFrame) -> dict[str, object]:
+    """Class counts and the Latent Scaling diagnosis of the chat-only latents."""
+    chat_only = table[table["rel_norm"] >= CHAT_ONLY_DELTA]
+    measured = chat_only[np.isfinite(chat_only["nu_r"]) & np.isfinite(chat_only["nu_eps"])]
+    n_measured = len(measured)
+    present_in_base = int((~measured["chat_specific"]).sum())
+    return {
+        "n_latents": int(len(table)),
+        "classes": class_counts(table),
+        "dead_fraction_in_analysis": float((table["max_act"] <= 0).mean()),
+        "chat_only_with_nu": n_measured,
+        "chat_specific": int(table["chat_specific"].sum()),
+        "complete_shrinkage": int(table["complete_shrinkage"].sum()),
+        "latent_decoupling": int(table["latent_decoupling"].sum()),
+        "chat_only_present_in_base_share": present_in_base / n_measured if n_measured else None,
+    }
+
+
+def _finite(values: pd.Series) -> np.ndarray:
+    array = values.to_numpy(dtype=float)
+    return array[np.isfinite(array)]
+
+
+def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
+    names = []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(_finite(table["rel_norm"]), bins=50, range=(0, 1), color="tab:purple")
+    for edge in (0.1, 0.4, 0.6, 0.9):
+        ax.axvline(edge, color="black", lw=0.6, ls="--")
+    ax.set(xlabel="relative decoder norm (0 = base-only, 1 = chat-only)", ylabel="latents",
+           yscale="log", title="Relative decoder norm")
+    fig.tight_layout()
+    fig.savefig(folder / "rel_norm_hist.png", dpi=110)
+    plt.close(fig)
+    names.append("rel_norm_hist.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in ("shared", "other", "base-only", "chat-only"):
+        values = _finite(table.loc[table["latent_class"] == name, "cosine"])
+        if values.size:
+            ax.hist(values, bins=50, range=(-1, 1), alpha=0.6, label=name,
+                    color=CLASS_COLOURS[name])
+    ax.set(xlabel="cosine(d_base, d_chat)", ylabel="latents", yscale="log",
+           title="Decoder cosine by class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "cosine_hist.png", dpi=110)
+    plt.close(fig)
+    names.append("cosine_hist.png")
+    return names
+
+
+def plot_nu_scatter(table: pd.DataFrame, folder: Path) -> str:
+    chat_only = table[table["rel_norm"] >= CHAT_ONLY_DELTA]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    finite = np.isfinite(chat_only["nu_r"]) & np.isfinite(chat_only["nu_eps"])
+    shown = chat_only[finite]
+    colours = np.where(shown["chat_specific"], "tab:red", "tab:gray")
+    ax.scatter(shown["nu_eps"], shown["nu_r"], s=8, c=colours)
+    ax.axvline(NU_EPS_THRESHOLD, color="black", lw=0.6, ls="--")
+    ax.axhline(NU_R_THRESHOLD, color="black", lw=0.6, ls="--")
+    ax.set(xlabel="nu_eps = beta_eps(base) / beta_eps(chat)",
+           ylabel="nu_r = beta_r(base) / beta_r(chat)",
+           title=f"Latent Scaling of {len(shown)} chat-only latents (red: chat-specific)")
+    fig.tight_layout()
+    fig.savefig(folder / "nu_scatter.png", dpi=110)
+    plt.close(fig)
+    return "nu_scatter.png"
+
+
+def _markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
+    table = pd.read_parquet(out / LATENTS_FILE)
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    images = plot_histograms(table, figures) + [plot_nu_scatter(table, figures)]
+    summary: dict[str, object] = {"dictionary": dict_name, **latent_summary(table)}
+    dict_config = _read_json(dict_dir / "config.json") or {}
+    evaluation = _read_json(dict_dir / "eval.json")
+    causal_rows = _read_json(out / "causal.json")
+    shift = _read_json(out / "token_shift_summary.json")
+    summary.update(
+        {
+            "activation": dict_config.get("activation"),
+            "dict_size": dict_config.get("dict_size"),
+            "eval": evaluation,
+            "causal": causal_rows,
+            "token_shift": shift,
+        }
+    )
+    lines = [
+        f"# Model-diffing analysis of `{dict_name}`",
+        "",
+        f"Dictionary: activation `{dict_config.get('activation')}`, F = "
+        f"{dict_config.get('dict_size')}, k = {dict_config.get('k')}, "
+        f"mu = {dict_config.get('l1_coefficient')} (k applies to top-k kinds, mu to relu_l1).",
+        "",
+        "## Latent classes (relative decoder norm, 1 = chat-only)",
+        "",
+        _markdown_table([summary["classes"]], ["base-only", "shared", "chat-only", "other"]),
+        "",
+        "## Latent Scaling of the chat-only latents (Minder et al. 2025)",
+        "",
+        f"Chat-only latents with defined nu: {summary['chat_only_with_nu']}. Chat-specific "
+        f"(nu_eps < {NU_EPS_THRESHOLD} and nu_r < {NU_R_THRESHOLD}): {summary['chat_specific']}; "
+        f"Complete Shrinkage (nu_eps >= {NU_EPS_THRESHOLD}): {summary['complete_shrinkage']}; "
+        f"Latent Decoupling (nu_r >= {NU_R_THRESHOLD}): {summary['latent_decoupling']}. "
+        f"Share of chat-only latents that Latent Scaling finds also in base: "
+        f"{summary['chat_only_present_in_base_share']}.",
+        "",
+    ]
+    if evaluation:
+        lines += ["## Dictionary quality (eval.json)", "", "```json",
+                  json.dumps(evaluation, indent=1), "```", ""]
+    if causal_rows:
+        lines += [
+            "## Causal test: KL(P_chat || P_patched) on held-out chat responses",
+            "",
+            _markdown_table(
+                causal_rows,
+                ["latent_set", "n_latents", "kl_first_k", "kl_all", "kl_first_k_reduction",
+                 "kl_all_reduction"],
+            ),
+            "",
+            f"Candidates: {causal_rows[0].get('candidate_rule')}.",
+            "",
+        ]
+    if shift:
+        lines += ["## Token distribution shift (URIAL)", "",
+                  _markdown_table([shift], list(shift)), ""]
+    top = table[table["chat_specific"]].sort_values("freq", ascending=False).head(10)
+    if len(top):
+        lines += [
+            "## Most frequent chat-specific latents",
+            "",
+            _markdown_table(
+                top.to_dict("records"),
+                ["latent", "rel_norm", "nu_r", "nu_eps", "freq", "freq_template", "max_act"],
+            ),
+            "",
+        ]
+    lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in images]
+    text = "\n".join(lines) + "\n"
+    tmp = out / "report.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / "report.md")
+    write_json(out / "summary.json", summary)
+    return summary

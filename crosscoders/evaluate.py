@@ -1,0 +1,174 @@
+"""Evaluation of a trained dictionary: reconstruction metrics on held-out activations and
+splice-in language-model loss.
+
+- FVE_m = 1 - sum_d var(x_m - x^_m) / sum_d var(x_m) over all evaluated tokens, per source;
+  L0 = mean number of nonzero latents per token (inference rule: theta for BatchTopK);
+  dead fraction = latents that never fire on the evaluated tokens; dense fraction = latents that
+  fire on more than `dense_threshold` of them.
+- Splice-in: model m's residual `resid_post[layer_m]` is replaced by the reconstruction x^_m
+  (forward hook on the block output) and the rest of the model runs as usual:
+  CE_spliced, KL(P_clean || P_spliced), and
+  ce_loss_recovered = (CE_zero_ablation - CE_spliced) / (CE_zero_ablation - CE_clean),
+  where zero ablation writes 0 instead of x^_m. Special tokens (BOS, padding) are never replaced:
+  the activation cache excludes them, so the dictionary was not trained on them.
+"""
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from crosscoders.crosscoder import CrossCoder
+from interp.hooks import block_output, decoder_layers, residual_stream
+from interp.models import LoadedModel
+
+
+def source_names(coder: CrossCoder) -> list[str]:
+    sources = coder.config.sources
+    return [s.name or str(m) for m, s in enumerate(sources)] or [
+        str(m) for m in range(coder.config.n_sources)
+    ]
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    coder: CrossCoder,
+    batches: Iterable[Float[Tensor, "batch n_sources d"]],
+    dense_threshold: float = 0.1,
+) -> dict[str, object]:
+    """Streaming FVE per source, L0, dead and dense fractions over all batches."""
+    coder.eval()
+    device = coder.W_enc.device
+    S, d, F = coder.config.n_sources, coder.config.d_model, coder.config.dict_size
+    sums = {name: torch.zeros(S, d, dtype=torch.float64) for name in ("x", "x2", "e", "e2")}
+    fire_counts = torch.zeros(F, dtype=torch.float64)
+    n_tokens, l0_total = 0, 0.0
+    for batch in batches:
+        x = batch.to(device, torch.float32)
+        f = coder.encode(x)
+        error = (x - coder.decode(f)).double().cpu()
+        x64 = x.double().cpu()
+        sums["x"] += x64.sum(0)
+        sums["x2"] += x64.pow(2).sum(0)
+        sums["e"] += error.sum(0)
+        sums["e2"] += error.pow(2).sum(0)
+        firing = (f > 0).cpu()
+        fire_counts += firing.sum(0)
+        l0_total += float(firing.sum())
+        n_tokens += x.shape[0]
+    variance = {k: sums[k + "2"] / n_tokens - (sums[k] / n_tokens).pow(2) for k in ("x", "e")}
+    fve = 1.0 - variance["e"].sum(-1) / variance["x"].sum(-1)  # [S]
+    frequency = fire_counts / max(n_tokens, 1)
+    return {
+        "n_tokens": n_tokens,
+        "fve": dict(zip(source_names(coder), fve.tolist(), strict=True)),
+        "l0": l0_total / max(n_tokens, 1),
+        "dead_fraction": float((frequency == 0).double().mean()),
+        "dense_fraction": float((frequency > dense_threshold).double().mean()),
+    }
+
+
+@contextmanager
+def replaced_residual(
+    model: nn.Module, layer: int, where: Bool[Tensor, "batch seq"], values: Tensor
+) -> Iterator[None]:
+    """While active, block `layer`'s output at positions `where` is `values` [n_where, d]."""
+
+    def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+        hidden = block_output(output).clone()
+        hidden[where] = values.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def next_token_losses(
+    logits: Float[Tensor, "batch seq vocab"],
+    clean_logprobs: Float[Tensor, "batch seq vocab"],
+    input_ids: Int[Tensor, "batch seq"],
+    predicted: Bool[Tensor, "batch seq"],
+) -> tuple[Tensor, Tensor]:
+    """Sums over predicted positions of CE(next token) and KL(P_clean || P)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)[:, :-1]
+    targets = input_ids[:, 1:]
+    ce = -logprobs.gather(-1, targets[..., None])[..., 0]
+    clean = clean_logprobs[:, :-1]
+    kl = (clean.exp() * (clean - logprobs)).sum(-1)
+    mask = predicted[:, 1:]
+    return ce[mask].sum(), kl[mask].sum()
+
+
+@torch.no_grad()
+def splice_metrics(
+    coder: CrossCoder,
+    models: Sequence[LoadedModel],
+    layers: Sequence[int],
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 8,
+) -> dict[str, dict[str, float]]:
+    """Per source m (model `models[m]` at `resid_post[layers[m]]`): CE clean / spliced / zero
+    ablation, KL of the spliced model, and the fraction of CE loss recovered."""
+    coder.eval()
+    tokenizer = models[0].tokenizer
+    device = coder.W_enc.device
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=device)
+    names = source_names(coder)
+    totals = {name: dict.fromkeys(("ce_clean", "ce_spliced", "ce_zero", "kl"), 0.0) for name in names}
+    n_predicted = 0
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            return_tensors="pt",
+            padding=True,
+            padding_side="right",
+            truncation=True,
+            max_length=max_length,
+        ).to(device)
+        ids, attention = batch["input_ids"], batch["attention_mask"].bool()
+        replace = attention & ~torch.isin(ids, special_ids)  # [batch seq]
+        x = torch.stack(
+            [
+                residual_stream(model.model, ids, [layer], batch["attention_mask"])[:, :, 0]
+                for model, layer in zip(models, layers, strict=True)
+            ],
+            dim=2,
+        )  # [batch seq S d]
+        x_hat = coder(x[replace].float())  # [n_replace S d]
+        n_predicted += int(attention[:, 1:].sum())
+        for m, (loaded, layer) in enumerate(zip(models, layers, strict=True)):
+            model, total = loaded.model, totals[names[m]]
+            clean_logits = model(**batch, use_cache=False).logits
+            clean_logprobs = torch.log_softmax(clean_logits.float(), dim=-1)
+            ce, _ = next_token_losses(clean_logits, clean_logprobs, ids, attention)
+            total["ce_clean"] += float(ce)
+            with replaced_residual(model, layer, replace, x_hat[:, m]):
+                ce, kl = next_token_losses(
+                    model(**batch, use_cache=False).logits, clean_logprobs, ids, attention
+                )
+            total["ce_spliced"] += float(ce)
+            total["kl"] += float(kl)
+            with replaced_residual(model, layer, replace, torch.zeros_like(x_hat[:, m])):
+                ce, _ = next_token_losses(
+                    model(**batch, use_cache=False).logits, clean_logprobs, ids, attention
+                )
+            total["ce_zero"] += float(ce)
+    results = {}
+    for name, total in totals.items():
+        mean = {key: value / max(n_predicted, 1) for key, value in total.items()}
+        results[name] = {
+            "ce_clean": mean["ce_clean"],
+            "ce_spliced": mean["ce_spliced"],
+            "ce_zero_ablation": mean["ce_zero"],
+            "kl_spliced": mean["kl"],
+            "ce_loss_recovered": (mean["ce_zero"] - mean["ce_spliced"])
+            / (mean["ce_zero"] - mean["ce_clean"]),
+            "n_predicted_tokens": n_predicted,
+        }
+    return results

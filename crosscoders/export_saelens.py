@@ -1,0 +1,174 @@
+"""Export one source of a dictionary as a SAELens folder, and read such a folder back.
+
+Format (SAELens spec): `cfg.json` + `sae_weights.safetensors` with W_enc [d_in, d_sae],
+b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in], and threshold [d_sae] for JumpReLU. SAELens
+computes, with apply_b_dec_to_input = false and normalize_activations = "none":
+    pre = x W_enc + b_enc
+    standard: f = ReLU(pre);  topk: top k of pre, then ReLU;  jumprelu: f = ReLU(pre) * (pre > t)
+    x^ = f W_dec + b_dec
+Our coder differs in two ways that the export folds into the weights, so that an exported SAE
+(n_sources = 1) computes exactly our `forward`:
+  - inputs are scaled by c = input_scale[m]: W_enc <- c W_enc, W_dec <- W_dec / c,
+    b_dec <- b_dec / c;
+  - top-k kinds rank by g_j = f_j s_j: scaling latent j by s_j (W_enc[:, j], b_enc[j] <- * s_j,
+    W_dec[j] <- / s_j) makes the exported latent equal g_j, so SAELens' ranking on it is ours, and
+    BatchTopK's inference rule g_j > theta becomes a JumpReLU with threshold theta for every j.
+For a crosscoder (n_sources > 1) the export is source m's slice: its encoder only sees x_m, while
+the crosscoder's latents read all sources, so it is an approximation of the crosscoder.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from crosscoders.config import CrossCoderConfig, Source, read_json, write_json
+from crosscoders.crosscoder import CrossCoder
+from crosscoders.io import save_tensors
+from interp.errors import InterpError
+from interp.layers import hook_name
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+# our activation -> SAELens architecture
+ARCHITECTURES = {
+    "relu_l1": "standard",
+    "topk": "topk",
+    "batchtopk": "jumprelu",
+    "jumprelu": "jumprelu",
+}
+
+
+def transformer_lens_hook_name(layer: int) -> str:
+    """SAELens names sites by TransformerLens hooks: resid_post[l] = blocks.l.hook_resid_post."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+@torch.no_grad()
+def saelens_tensors(coder: CrossCoder, source: int) -> dict[str, torch.Tensor]:
+    """The SAELens weights of one source, with input scale and decoder norms folded in."""
+    config = coder.config
+    if not 0 <= source < config.n_sources:
+        raise InterpError(f"source {source} does not exist: expected 0..{config.n_sources - 1}")
+    c = coder.input_scale[source]
+    W_enc = coder.W_enc[source] * c  # [d F]
+    b_enc = coder.b_enc.clone()  # [F]
+    W_dec = coder.W_dec[source] / c  # [F d]
+    b_dec = coder.b_dec[source] / c  # [d]
+    tensors = {}
+    if config.activation in ("topk", "batchtopk"):
+        s = coder.decoder_norms().sum(dim=0)  # [F]
+        W_enc, b_enc = W_enc * s, b_enc * s
+        W_dec = torch.where(s[:, None] > 0, W_dec / s.clamp_min(1e-30)[:, None], 0.0)
+    if config.activation == "batchtopk":
+        theta = coder.get_buffer("threshold")
+        if theta < 0:
+            raise InterpError(
+                "this BatchTopK dictionary has no inference threshold yet (theta is learned after "
+                f"threshold_start_step = {config.threshold_start_step} steps): train longer"
+            )
+        tensors["threshold"] = theta.expand(config.dict_size).clone()
+    elif config.activation == "jumprelu":
+        tensors["threshold"] = coder.get_buffer("jumprelu_threshold").clone()
+    tensors.update(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec)
+    return {name: tensor.float().contiguous() for name, tensor in tensors.items()}
+
+
+def saelens_cfg(coder: CrossCoder, source: int, context_size: int) -> dict[str, Any]:
+    config = coder.config
+    origin = config.sources[source] if config.sources else Source(model="unknown", layer=-1)
+    architecture = ARCHITECTURES[config.activation]
+    metadata = {
+        "model_name": origin.model,
+        "hook_name": transformer_lens_hook_name(origin.layer),
+        "hook_head_index": None,
+        "context_size": context_size,
+        "prepend_bos": True,
+        "interp_source": {"index": source, "name": origin.name, "site": hook_name(origin.layer)},
+        "interp_activation": config.activation,
+    }
+    cfg: dict[str, Any] = {
+        "architecture": architecture,
+        "d_in": config.d_model,
+        "d_sae": config.dict_size,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": False,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+        # pre-v6 SAELens readers take these at the top level
+        "model_name": origin.model,
+        "hook_name": metadata["hook_name"],
+        "hook_layer": origin.layer,
+        "context_size": context_size,
+        "prepend_bos": True,
+        "activation_fn_str": "topk" if architecture == "topk" else "relu",
+        "activation_fn_kwargs": {"k": config.k} if architecture == "topk" else {},
+    }
+    if architecture == "topk":
+        cfg["k"] = config.k
+    return cfg
+
+
+def export_saelens(coder: CrossCoder, source: int, folder: Path, context_size: int = 1024) -> Path:
+    folder = Path(folder)
+    tensors = saelens_tensors(coder, source)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tensors(folder / WEIGHTS_FILE, tensors)
+    write_json(folder / CFG_FILE, saelens_cfg(coder, source, context_size))
+    return folder
+
+
+def import_saelens(folder: Path) -> CrossCoder:
+    """A one-source CrossCoder computing what the SAELens folder computes (standard -> relu_l1,
+    topk -> topk, jumprelu -> jumprelu)."""
+    folder = Path(folder)
+    cfg = read_json(folder / CFG_FILE)
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    by_architecture = {"standard": "relu_l1", "topk": "topk", "jumprelu": "jumprelu"}
+    if cfg.get("architecture") not in by_architecture:
+        raise InterpError(
+            f"SAELens architecture {cfg.get('architecture')!r} in {str(folder)!r}: expected one of "
+            f"{', '.join(by_architecture)}"
+        )
+    if cfg.get("apply_b_dec_to_input") or cfg.get("normalize_activations", "none") != "none":
+        raise InterpError(
+            f"{str(folder)!r}: only apply_b_dec_to_input = false and normalize_activations = "
+            "'none' are supported"
+        )
+    if cfg["architecture"] == "topk":
+        norms = tensors["W_dec"].norm(dim=-1)
+        if not torch.allclose(norms, norms.mean().expand_as(norms), rtol=1e-4):
+            raise InterpError(
+                f"{str(folder)!r}: a topk SAE with unequal decoder norms cannot be imported "
+                "(our top-k ranks by f_j * ||d_j||, SAELens by f_j)"
+            )
+    metadata = cfg.get("metadata", {})
+    interp_source = metadata.get("interp_source", {})
+    source = Source(
+        model=str(metadata.get("model_name", cfg.get("model_name", "unknown"))),
+        layer=int(cfg.get("hook_layer", -1)),
+        name=str(interp_source.get("name", "")),
+    )
+    config = CrossCoderConfig(
+        n_sources=1,
+        d_model=int(cfg["d_in"]),
+        dict_size=int(cfg["d_sae"]),
+        activation=by_architecture[cfg["architecture"]],
+        k=int(cfg.get("k", cfg.get("activation_fn_kwargs", {}).get("k", 1))),
+        sources=[source],
+    )
+    coder = CrossCoder(config)
+    state = {
+        "W_enc": tensors["W_enc"][None],
+        "b_enc": tensors["b_enc"],
+        "W_dec": tensors["W_dec"][None],
+        "b_dec": tensors["b_dec"][None],
+        "input_scale": torch.ones(1),
+    }
+    if config.activation == "jumprelu":
+        state["jumprelu_threshold"] = tensors["threshold"]
+    coder.load_state_dict(state)
+    return coder.eval()
