@@ -120,7 +120,8 @@ def splice_metrics(
     device = coder.W_enc.device
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=device)
     names = source_names(coder)
-    totals = {name: dict.fromkeys(("ce_clean", "ce_spliced", "ce_zero", "kl"), 0.0) for name in names}
+    keys = ("ce_clean", "ce_spliced", "ce_zero", "kl")
+    totals = {name: dict.fromkeys(keys, 0.0) for name in names}
     n_predicted = 0
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
