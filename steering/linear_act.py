@@ -1,0 +1,104 @@
+"""Linear-AcT (Rodriguez et al. 2024, "Controlling language and diffusion models by transporting
+activations"): a closed-form per-neuron affine map per site, fitted layer by layer.
+
+Fit, per site and neuron: sort the source samples x and the target samples y (the 1-D optimal
+transport plan; unequal counts are matched by quantile interpolation, steering/wasserstein.py),
+then least squares on the matched pairs:
+    w = cov(x, y) / var(x),   b = mean(y) - w mean(x).
+A neuron whose source samples are constant gets w = 1 and b = mean(y) - mean(x).
+Incremental fitting (the reference's `incr`): a site is fitted on source samples taken with the
+maps of all earlier sites already applied. Sites run in forward order, so one forward pass over
+all source texts fits every site: each site's hook fits its map, then applies it.
+
+Applied only inside the source range (the reference's `q_0_100` support): where
+min(x) < z < max(x) the neuron is mapped, elsewhere it passes unchanged. That mask makes the map
+non-injective, so it has no inverse: fit the other direction instead.
+"""
+
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from interp.hooks import block_output
+from steering.activations import TextBatch, pool
+from steering.affine_map import AffineMap
+from steering.sites import site_modules
+from steering.steering_map import register_map
+from steering.wasserstein import quantile_function
+
+MIN_SOURCE_VARIANCE = 1e-12
+
+
+@register_map("supported-affine")
+class SupportedAffineMap(AffineMap):
+    """An affine map applied only where min < z < max of the source samples, per neuron."""
+
+    invertible = False
+
+    def __init__(self, sites: list[str], width: int, info: dict[str, Any] | None = None) -> None:
+        super().__init__(sites, width, info)
+        self.register_buffer("lower", torch.full((len(sites), width), -torch.inf))
+        self.register_buffer("upper", torch.full((len(sites), width), torch.inf))
+
+    def steer(self, site: int, z: Float[Tensor, "*batch d"], strength: float) -> Tensor:
+        inside = (self.lower[site].to(z.dtype) < z) & (z < self.upper[site].to(z.dtype))
+        return torch.where(inside, super().steer(site, z, strength), z)
+
+
+def transport_fit(
+    source: Float[Tensor, "n_source d"], target: Float[Tensor, "n_target d"]
+) -> tuple[Float[Tensor, " d"], Float[Tensor, " d"]]:
+    """(w, b) of the least-squares affine fit of sorted target on sorted source, per neuron."""
+    x = source.double().sort(dim=0).values
+    y = target.double().sort(dim=0).values
+    if y.shape[0] != x.shape[0]:
+        n = x.shape[0]
+        y = quantile_function(y, (torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n)
+    x_centred, y_centred = x - x.mean(dim=0), y - y.mean(dim=0)
+    variance = x_centred.pow(2).sum(dim=0)
+    covariance = (x_centred * y_centred).sum(dim=0)
+    constant = variance < MIN_SOURCE_VARIANCE
+    scale = torch.where(constant, 1.0, covariance / variance.clamp(min=MIN_SOURCE_VARIANCE))
+    shift = y.mean(dim=0) - scale * x.mean(dim=0)
+    return scale.float(), shift.float()
+
+
+def fit_linear_act(
+    model: nn.Module,
+    sites: list[str],
+    source: TextBatch,
+    targets: Float[Tensor, "n_target n_sites d"],
+    pooling: str = "mean",
+    info: dict[str, Any] | None = None,
+) -> SupportedAffineMap:
+    """Fit every site in one forward pass over all source texts (see the module docstring)."""
+    device = next(model.parameters()).device
+    steering_map = SupportedAffineMap(sites, width=targets.shape[-1], info=info).to(device)
+    modules = site_modules(model, sites)
+    batch = source.to(device)
+
+    def fit_then_steer(site: int):
+        def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+            z = block_output(output)
+            samples = pool(z[:, :, None, :].float(), batch.sample_mask, pooling)[:, 0]
+            scale, shift = transport_fit(samples, targets[:, site].to(device))
+            steering_map.scale_offset[site] = scale - 1
+            steering_map.bias[site] = shift
+            steering_map.lower[site] = samples.min(dim=0).values
+            steering_map.upper[site] = samples.max(dim=0).values
+            steered = steering_map.steer(site, z, 1.0)
+            return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+        return hook
+
+    handles = [module.register_forward_hook(fit_then_steer(i)) for i, module in enumerate(modules)]
+    try:
+        with torch.no_grad():
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    steering_map.info.update({"method": "linear-act", "pooling": pooling})
+    return steering_map

@@ -1,0 +1,164 @@
+"""The interface every steering map implements, and the registry of map types.
+
+A map holds per-site parameters (tensors, one row per site) and edits each site's output during
+the forward pass: `with steering_map.apply(model, strength=0.5): model.generate(...)`. Plain torch
+forward hooks do the editing: they run on every forward call, so `generate` with or without the
+KV cache sees the same edit (each position is mapped on its own), and gradients flow into the
+map's parameters for training.
+
+On disk a map is a folder with `map.safetensors` (its tensors) and `map.json` (`type`, `sites`,
+`info`: what produced it). New map types register with `@register_map("name")` and are found by
+`load_map` without any if/elif chain.
+"""
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from interp.errors import InterpError
+from interp.hooks import block_output
+from steering.sites import site_modules
+
+MAP_TYPES: dict[str, type["SteeringMap"]] = {}
+MAP_WEIGHTS, MAP_CONFIG = "map.safetensors", "map.json"
+
+
+def register_map(name: str) -> Callable[[type["SteeringMap"]], type["SteeringMap"]]:
+    """Class decorator: make a map type loadable under `name`."""
+
+    def decorate(cls: type["SteeringMap"]) -> type["SteeringMap"]:
+        assert name not in MAP_TYPES, f"map type {name!r} registered twice"
+        cls.map_type = name
+        MAP_TYPES[name] = cls
+        return cls
+
+    return decorate
+
+
+class SteeringMap(nn.Module, ABC):
+    """Per-site maps T_s applied to the outputs of the modules named in `sites`.
+
+    `strength` lambda interpolates (or, for additive maps, scales) the edit; `inverse=True`
+    applies the inverse map (inducing a concept instead of removing it) where one exists.
+    """
+
+    map_type: ClassVar[str]
+    invertible: ClassVar[bool] = False
+
+    def __init__(self, sites: list[str], info: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.sites = list(sites)
+        self.info: dict[str, Any] = dict(info or {})
+
+    @abstractmethod
+    def steer(
+        self, site: int, z: Float[Tensor, "*batch d"], strength: float
+    ) -> Float[Tensor, "*batch d"]:
+        """T^lambda at site `site` (an index into `sites`)."""
+
+    def invert(
+        self, site: int, z: Float[Tensor, "*batch d"], strength: float
+    ) -> Float[Tensor, "*batch d"]:
+        """The inverse of `steer(site, ., strength)` (maps with `invertible = True`)."""
+        raise NotImplementedError
+
+    def active_sites(self) -> list[int]:
+        """Sites where the map is not the identity (sparse maps skip the rest when applied)."""
+        return list(range(len(self.sites)))
+
+    @contextmanager
+    def apply(
+        self,
+        model: nn.Module,
+        strength: float = 1.0,
+        inverse: bool = False,
+        skip_identity_sites: bool = True,
+    ) -> Iterator[nn.Module]:
+        """Edit the sites' outputs of `model` inside the `with` block (forward and generate).
+        Sites where the map is the identity get no hook unless `skip_identity_sites` is False
+        (training: a zeroed site must still receive gradients)."""
+        if inverse and not self.invertible:
+            raise InterpError(
+                f"{self.map_type!r} maps have no inverse: fit one in the other direction instead"
+            )
+        modules = site_modules(model, self.sites)
+        edit = self.invert if inverse else self.steer
+
+        def hook_for(site: int):
+            def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+                steered = edit(site, block_output(output), strength)
+                return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+            return hook
+
+        hooked = self.active_sites() if skip_identity_sites else range(len(self.sites))
+        handles = [modules[site].register_forward_hook(hook_for(site)) for site in hooked]
+        try:
+            yield model
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments beyond `sites` and `info` (JSON-serialisable)."""
+        return {}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `map.safetensors` and `map.json` into `folder`, each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()
+        }
+        description = {
+            "type": self.map_type,
+            "sites": self.sites,
+            "config": self.config(),
+            "info": self.info,
+        }
+        weights_tmp, config_tmp = folder / f"{MAP_WEIGHTS}.tmp", folder / f"{MAP_CONFIG}.tmp"
+        save_file(tensors, str(weights_tmp))
+        config_tmp.write_text(json.dumps(description, indent=2))
+        os.replace(weights_tmp, folder / MAP_WEIGHTS)
+        os.replace(config_tmp, folder / MAP_CONFIG)
+        return folder
+
+
+def load_map(folder: str | Path) -> SteeringMap:
+    """Read a map saved by `SteeringMap.save`, whatever its registered type."""
+    folder = Path(folder)
+    if not (folder / MAP_CONFIG).is_file() or not (folder / MAP_WEIGHTS).is_file():
+        raise InterpError(
+            f"{str(folder)!r} is not a steering map folder: expected {MAP_CONFIG} and {MAP_WEIGHTS}"
+        )
+    description = json.loads((folder / MAP_CONFIG).read_text())
+    map_type = description.get("type")
+    if map_type not in MAP_TYPES:
+        raise InterpError(
+            f"unknown steering map type {map_type!r} in {folder}: "
+            f"expected one of {sorted(MAP_TYPES)}"
+        )
+    tensors = load_file(str(folder / MAP_WEIGHTS))
+    steering_map = MAP_TYPES[map_type](
+        sites=description["sites"],
+        info=description["info"],
+        **description["config"],
+        **_shapes(tensors),
+    )
+    steering_map.load_state_dict(tensors)
+    return steering_map
+
+
+def _shapes(tensors: dict[str, Tensor]) -> dict[str, Any]:
+    """Map constructors take `width` (the site width); every tensor is [n_sites, width]."""
+    widths = {tensor.shape[-1] for tensor in tensors.values()}
+    assert len(widths) == 1, f"map tensors disagree on width: {widths}"
+    return {"width": widths.pop()}
