@@ -5,13 +5,16 @@ import sys
 
 import typer
 
-from interp.cli import data_cmd, models_cmd, tuco_cmd
+from interp.cli import app_cmd, cache_cmd, data_cmd, models_cmd, organism_cmd, tuco_cmd
 from interp.errors import InterpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_cmd.register(app)
+app_cmd.register(app)
+cache_cmd.register(app)
 data_cmd.register(app)
 tuco_cmd.register(app)
+organism_cmd.register(app)
 
 
 def main() -> None:
