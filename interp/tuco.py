@@ -48,12 +48,13 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 from transformers.cache_utils import Cache, DynamicCache
 
 from interp.chat_template import END_OF_TURN, render_chat
 from interp.errors import InterpError
 from interp.hooks import block_output, decoder_layers, residual_stream
-from interp.models import ModelPair
+from interp.models import LoadedModel, ModelPair
 
 # combine(layer, x_l, block_PT(x_l), block_FT(x_l)) -> x_{l+1}
 BlockCombiner = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -323,6 +324,8 @@ def tokenize_prompts(
     tokenizer = pair.tokenizer
     if tokenizer.pad_token_id is None:
         raise InterpError(f"tokenizer of {pair.chat.spec!r} has no pad token: expected one")
+    if not prompts:
+        raise InterpError("no prompts given: expected at least one")
     texts = [render_chat(tokenizer, p) if chat_template else p for p in prompts]
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = padding_side
@@ -347,37 +350,103 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate(
-    pair: ModelPair,
+def complete(
+    loaded: LoadedModel,
     input_ids: Int[Tensor, "batch seq"],
     attention_mask: Int[Tensor, "batch seq"],
-    alpha: float = 1.0,
     max_new_tokens: int = 30,
     do_sample: bool = False,
     num_return_sequences: int = 1,
     use_cache: bool = True,
     seed: int = 0,
 ) -> Int[Tensor, "batch_x_samples new_tokens"]:
-    """Generate from the alpha-scaled fine-tuned model; returns only the new tokens (rows are
-    prompt-major: the samples of prompt i are rows i*n .. i*n+n-1). Left padding expected."""
+    """Greedy or sampled completions of left-padded prompts; only the new tokens, prompt-major
+    rows (the samples of prompt i are rows i*n .. i*n+n-1), padded after a stop token."""
     if bool((attention_mask[:, -1] == 0).any()):
         raise InterpError(
             "generate needs left-padded prompts: use tokenize_prompts(padding_side='left')"
         )
     torch.manual_seed(seed)
-    tokenizer = pair.tokenizer
+    tokenizer = loaded.tokenizer
     # Plain sampling at temperature 1: no top-k/top-p inherited from the model's generation config.
     sampling = {"top_k": 0, "top_p": 1.0, "temperature": 1.0} if do_sample else {}
-    with alpha_scaled(pair, alpha):
-        output = pair.chat.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            num_return_sequences=num_return_sequences,
-            use_cache=use_cache,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=stop_token_ids(tokenizer),
-            **sampling,
-        )
+    output = loaded.model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        num_return_sequences=num_return_sequences,
+        use_cache=use_cache,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_token_ids(tokenizer),
+        **sampling,
+    )
     return output[:, input_ids.shape[1] :]
+
+
+def generate(
+    pair: ModelPair,
+    input_ids: Int[Tensor, "batch seq"],
+    attention_mask: Int[Tensor, "batch seq"],
+    alpha: float = 1.0,
+    **options,
+) -> Int[Tensor, "batch_x_samples new_tokens"]:
+    """`complete` with the alpha-scaled fine-tuned model: x_{l+1} = x_l + PTC_l + alpha FTC_l."""
+    with alpha_scaled(pair, alpha):
+        return complete(pair.chat, input_ids, attention_mask, **options)
+
+
+def decode_completions(tokenizer, new_tokens: Int[Tensor, "rows new_tokens"]) -> list[str]:
+    """Completion texts, cut at the first stop token."""
+    stops = set(stop_token_ids(tokenizer)) | {tokenizer.pad_token_id}
+    texts = []
+    for row in new_tokens.tolist():
+        end = next((i for i, token in enumerate(row) if token in stops), len(row))
+        texts.append(tokenizer.decode(row[:end], skip_special_tokens=True))
+    return texts
+
+
+@dataclass
+class PromptScore:
+    """TuCo of one prompt, as the experiments and the app store it."""
+
+    prompt: str
+    tokens: list[str]  # the chat-formatted prompt's tokens
+    tuco: float  # at the last prompt token
+    output_contribution: float | None
+    cumulative: list[float]  # by layer
+    per_token: list[float]
+
+
+def score_prompts(
+    pair: ModelPair,
+    prompts: Sequence[str],
+    batch_size: int = 8,
+    with_output_contribution: bool = True,
+    chat_template: bool = True,
+) -> list[PromptScore]:
+    """TuCo of each prompt (rendered in the chat template), batched by similar length to waste
+    little on padding; results keep the order of `prompts`."""
+    if batch_size < 1:
+        raise InterpError(f"batch size {batch_size} is invalid: expected >= 1")
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # characters ~ tokens
+    results: dict[int, PromptScore] = {}
+    for start in tqdm(range(0, len(order), batch_size), desc="TuCo", unit="batch"):
+        chunk = order[start : start + batch_size]
+        batch = tokenize_prompts(pair, [prompts[i] for i in chunk], chat_template)
+        scores = tuning_contribution(
+            pair, **batch, with_output_contribution=with_output_contribution
+        )
+        for row, index in enumerate(chunk):
+            real = batch["attention_mask"][row].bool()
+            results[index] = PromptScore(
+                prompt=prompts[index],
+                tokens=pair.tokenizer.convert_ids_to_tokens(batch["input_ids"][row][real].tolist()),
+                tuco=float(scores.tuco[row]),
+                output_contribution=None
+                if scores.output_contribution is None
+                else float(scores.output_contribution[row]),
+                cumulative=scores.cumulative[row].tolist(),
+                per_token=scores.per_token[row][real].tolist(),
+            )
+    return [results[i] for i in range(len(prompts))]

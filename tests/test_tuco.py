@@ -10,11 +10,13 @@ from interp.models import ModelPair
 from interp.tuco import (
     alpha_scaled,
     contribution_ratio,
+    decode_completions,
     decompose,
     generate,
     last_token_index,
     output_contribution,
     roc_auc,
+    score_prompts,
     tokenize_prompts,
     tuning_contribution,
 )
@@ -277,3 +279,27 @@ def test_hooks_leave_the_models_unchanged():
         assert not block._forward_hooks
     assert all(torch.equal(before[k], v) for k, v in pair.chat.model.state_dict().items())
     assert plain.isfinite().all()
+
+
+def test_decode_completions_cuts_at_stop_tokens():
+    pair = tiny_pair("llama")
+    tokenizer = pair.tokenizer
+    rows = [["w1", "w2", "<end_of_turn>", "w3"], ["w3", "w4", "<pad>", "<pad>"]]
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(row) for row in rows])
+    assert decode_completions(tokenizer, ids) == [
+        "w1 w2",
+        "w3 w4",
+    ]
+
+
+def test_score_prompts_keeps_prompt_order_and_matches_batch_scores():
+    pair = tiny_pair("gemma3")
+    results = score_prompts(pair, PROMPTS, batch_size=2)
+    assert [r.prompt for r in results] == PROMPTS
+    reference = tuning_contribution(pair, **tokenize_prompts(pair, PROMPTS))
+    for result, expected in zip(results, reference.tuco.tolist(), strict=True):
+        assert result.tuco == pytest.approx(expected, abs=1e-5)
+        assert len(result.tokens) == len(result.per_token)
+        assert result.per_token[-1] == pytest.approx(result.tuco, abs=1e-6)
+        alone = tokenize_prompts(pair, [result.prompt])["input_ids"][0]
+        assert result.tokens == pair.tokenizer.convert_ids_to_tokens(alone.tolist())
