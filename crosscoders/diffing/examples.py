@@ -78,9 +78,7 @@ class ExampleCollector:
         self.sample.update(torch.where(firing, random_keys, -torch.inf), f, start)
 
 
-def select_examples(
-    collector: ExampleCollector, seq_ids: np.ndarray
-) -> pd.DataFrame:
+def select_examples(collector: ExampleCollector, seq_ids: np.ndarray) -> pd.DataFrame:
     """One row per (latent, example): latent, kind, rank, token (stream index), activation."""
     settings = collector.settings
     top_keys = collector.top.keys.numpy()

@@ -22,8 +22,12 @@ from crosscoders.diffing.latent_scaling import (  # noqa: E402
 )
 from crosscoders.diffing.latent_table import LATENTS_FILE, class_counts  # noqa: E402
 
-CLASS_COLOURS = {"base-only": "tab:blue", "shared": "tab:gray", "chat-only": "tab:red",
-                 "other": "tab:olive"}
+CLASS_COLOURS = {
+    "base-only": "tab:blue",
+    "shared": "tab:gray",
+    "chat-only": "tab:red",
+    "other": "tab:olive",
+}
 
 
 def _read_json(path: Path):
@@ -59,8 +63,12 @@ def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
     ax.hist(_finite(table["rel_norm"]), bins=50, range=(0, 1), color="tab:purple")
     for edge in (0.1, 0.4, 0.6, 0.9):
         ax.axvline(edge, color="black", lw=0.6, ls="--")
-    ax.set(xlabel="relative decoder norm (0 = base-only, 1 = chat-only)", ylabel="latents",
-           yscale="log", title="Relative decoder norm")
+    ax.set(
+        xlabel="relative decoder norm (0 = base-only, 1 = chat-only)",
+        ylabel="latents",
+        yscale="log",
+        title="Relative decoder norm",
+    )
     fig.tight_layout()
     fig.savefig(folder / "rel_norm_hist.png", dpi=110)
     plt.close(fig)
@@ -70,10 +78,15 @@ def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
     for name in ("shared", "other", "base-only", "chat-only"):
         values = _finite(table.loc[table["latent_class"] == name, "cosine"])
         if values.size:
-            ax.hist(values, bins=50, range=(-1, 1), alpha=0.6, label=name,
-                    color=CLASS_COLOURS[name])
-    ax.set(xlabel="cosine(d_base, d_chat)", ylabel="latents", yscale="log",
-           title="Decoder cosine by class")
+            ax.hist(
+                values, bins=50, range=(-1, 1), alpha=0.6, label=name, color=CLASS_COLOURS[name]
+            )
+    ax.set(
+        xlabel="cosine(d_base, d_chat)",
+        ylabel="latents",
+        yscale="log",
+        title="Decoder cosine by class",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(folder / "cosine_hist.png", dpi=110)
@@ -91,9 +104,11 @@ def plot_nu_scatter(table: pd.DataFrame, folder: Path) -> str:
     ax.scatter(shown["nu_eps"], shown["nu_r"], s=8, c=colours)
     ax.axvline(NU_EPS_THRESHOLD, color="black", lw=0.6, ls="--")
     ax.axhline(NU_R_THRESHOLD, color="black", lw=0.6, ls="--")
-    ax.set(xlabel="nu_eps = beta_eps(base) / beta_eps(chat)",
-           ylabel="nu_r = beta_r(base) / beta_r(chat)",
-           title=f"Latent Scaling of {len(shown)} chat-only latents (red: chat-specific)")
+    ax.set(
+        xlabel="nu_eps = beta_eps(base) / beta_eps(chat)",
+        ylabel="nu_r = beta_r(base) / beta_r(chat)",
+        title=f"Latent Scaling of {len(shown)} chat-only latents (red: chat-specific)",
+    )
     fig.tight_layout()
     fig.savefig(folder / "nu_scatter.png", dpi=110)
     plt.close(fig)
@@ -152,24 +167,40 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         "",
     ]
     if evaluation:
-        lines += ["## Dictionary quality (eval.json)", "", "```json",
-                  json.dumps(evaluation, indent=1), "```", ""]
+        lines += [
+            "## Dictionary quality (eval.json)",
+            "",
+            "```json",
+            json.dumps(evaluation, indent=1),
+            "```",
+            "",
+        ]
     if causal_rows:
         lines += [
             "## Causal test: KL(P_chat || P_patched) on held-out chat responses",
             "",
             _markdown_table(
                 causal_rows,
-                ["latent_set", "n_latents", "kl_first_k", "kl_all", "kl_first_k_reduction",
-                 "kl_all_reduction"],
+                [
+                    "latent_set",
+                    "n_latents",
+                    "kl_first_k",
+                    "kl_all",
+                    "kl_first_k_reduction",
+                    "kl_all_reduction",
+                ],
             ),
             "",
             f"Candidates: {causal_rows[0].get('candidate_rule')}.",
             "",
         ]
     if shift:
-        lines += ["## Token distribution shift (URIAL)", "",
-                  _markdown_table([shift], list(shift)), ""]
+        lines += [
+            "## Token distribution shift (URIAL)",
+            "",
+            _markdown_table([shift], list(shift)),
+            "",
+        ]
     top = table[table["chat_specific"]].sort_values("freq", ascending=False).head(10)
     if len(top):
         lines += [

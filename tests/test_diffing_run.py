@@ -1,0 +1,206 @@
+"""The whole analysis on a tiny pair: a real activation cache, a crosscoder with planted base-only
+and chat-only latents, `analyze` writing the run-folder layout the app reads."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crosscoders.config import CrossCoderConfig, Source, write_json
+from crosscoders.crosscoder import CrossCoder
+from crosscoders.diffing.cache_pass import pair_sources
+from crosscoders.diffing.examples import ExampleSettings
+from crosscoders.diffing.pair_dictionary import PairDictionary
+from crosscoders.diffing.run import AnalysisConfig, analyze
+from crosscoders.io import save_crosscoder
+from interp.cache import ActivationCache, InMemorySource, build_cache, cache_config
+from interp.errors import InterpError
+
+LAYER = 1
+DICT_SIZE = 48
+N_CHAT_ONLY = 6
+N_BASE_ONLY = 4
+
+
+def _words(rng: np.random.Generator, n: int) -> str:
+    return " ".join(f"w{i}" for i in rng.integers(0, 80, n))
+
+
+def _crosscoder(cache: ActivationCache) -> CrossCoder:
+    """Random relu_l1 crosscoder; latents [0, N_CHAT_ONLY) decode only into chat, the next
+    N_BASE_ONLY only into base; inputs scaled as the trainer would."""
+    d = cache.d_model
+    config = CrossCoderConfig(
+        n_sources=2,
+        d_model=d,
+        dict_size=DICT_SIZE,
+        activation="relu_l1",
+        sources=[Source(cache.models[0], LAYER, "base"), Source(cache.models[1], LAYER, "chat")],
+    )
+    coder = CrossCoder(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        coder.W_enc.copy_(torch.randn(2, d, DICT_SIZE, generator=generator) / d**0.5)
+        coder.b_enc.fill_(-0.3)
+        coder.W_dec.copy_(torch.randn(2, DICT_SIZE, d, generator=generator) / d**0.5)
+        coder.W_dec[0, :N_CHAT_ONLY] = 0
+        coder.W_dec[1, N_CHAT_ONLY : N_CHAT_ONLY + N_BASE_ONLY] = 0
+        sources = pair_sources(cache, LAYER)
+        coder.input_scale.copy_(cache.normalization_scales()[sources])
+    return coder.eval()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from tiny_models import tiny_pair
+
+    pair = tiny_pair()
+    rng = np.random.default_rng(0)
+    source = InMemorySource(
+        plain={"wiki": [_words(rng, 20) for _ in range(40)]},
+        chats={"chat": [(_words(rng, 6), _words(rng, 10)) for _ in range(40)]},
+    )
+    run = tmp_path_factory.mktemp("run")
+    config = cache_config(
+        pair, [LAYER], "wiki:0.5,chat:0.5", n_tokens=900, ctx=24, dtype="fp32", shard_tokens=256
+    )
+    build_cache(pair, config, run / "cache", source=source, progress=False)
+    cache = ActivationCache(run / "cache")
+    save_crosscoder(_crosscoder(cache), run / "dictionaries" / "tiny")
+    write_json(
+        run / "run.json",
+        {
+            "name": "tiny",
+            "base": pair.base.spec,
+            "chat": pair.chat.spec,
+            "layer": LAYER,
+            "steps": {"cache": "cache"},
+        },
+    )
+    settings = ExampleSettings(
+        n_top=3,
+        quantiles=(0.5,),
+        n_per_quantile=1,
+        sample_size=8,
+        window_before=3,
+        window_after=2,
+        hist_bins=5,
+    )
+    analysis = AnalysisConfig(
+        batch_size=128, examples=settings, n_prompts=2, max_new_tokens=5, max_logit_latents=20
+    )
+    analyze(run, "tiny", analysis, pair_loader=lambda: pair, prompts=["w1 w2 w3", "w7 w8"])
+    return run
+
+
+def test_analysis_writes_the_run_folder_contract(run_dir):
+    out = run_dir / "analysis" / "tiny"
+    for name in [
+        "config.json",
+        "latents.parquet",
+        "examples.parquet",
+        "tokens.json",
+        "decoder_logits.parquet",
+        "neighbors.parquet",
+        "activation_hist.parquet",
+        "causal.json",
+        "token_shift.parquet",
+        "report.md",
+        "summary.json",
+        "figures/rel_norm_hist.png",
+        "figures/cosine_hist.png",
+        "figures/nu_scatter.png",
+    ]:
+        assert (out / name).is_file(), name
+    latents = pd.read_parquet(out / "latents.parquet")
+    assert len(latents) == DICT_SIZE and list(latents["latent"]) == list(range(DICT_SIZE))
+    assert (latents["latent_class"][:N_CHAT_ONLY] == "chat-only").all()
+    base_only = slice(N_CHAT_ONLY, N_CHAT_ONLY + N_BASE_ONLY)
+    assert (latents["latent_class"][base_only] == "base-only").all()
+    assert np.allclose(latents["rel_norm"][:N_CHAT_ONLY], 1.0)
+    # chat-only latents: base's reconstruction holds none of their direction
+    fired = latents["max_act"] > 0
+    assert fired[:N_CHAT_ONLY].any()
+    chat_only_fired = latents[:N_CHAT_ONLY][fired[:N_CHAT_ONLY]]
+    assert np.isfinite(chat_only_fired["beta_r_chat"]).all()
+    examples = pd.read_parquet(out / "examples.parquet")
+    tokens = json.loads((out / "tokens.json").read_text())["token_strings"]
+    for row in examples.itertuples():
+        assert len(row.token_ids) == len(row.acts) == len(row.acts_base)
+        # the example's own token carries its recorded activation
+        assert abs(row.acts[row.max_index] - row.activation) < 1e-4 * max(1.0, row.activation)
+        assert all(str(t) in tokens for t in row.token_ids)
+    top = examples[examples["kind"] == "top"]
+    assert (
+        top.groupby("latent")["activation"]
+        .max()
+        .round(5)
+        .equals(latents.set_index("latent").loc[top["latent"].unique(), "max_act"].round(5))
+    )
+    hist = pd.read_parquet(out / "activation_hist.parquet")
+    freq_tokens = latents.set_index("latent")["freq"]
+    n_tokens = ActivationCache(run_dir / "cache").n_tokens
+    for row in hist.itertuples():
+        assert int(row.counts.sum()) == round(freq_tokens[row.latent] * n_tokens)
+    causal = {row["latent_set"]: row for row in json.loads((out / "causal.json").read_text())}
+    assert {"none", "all", "rel_norm_top_half", "rel_norm_bottom_half"} <= set(causal)
+    shift = pd.read_parquet(out / "token_shift.parquet")
+    assert set(shift["shift"]) <= {"unshifted", "marginal", "shifted"}
+    neighbors = pd.read_parquet(out / "neighbors.parquet")
+    assert (neighbors["latent"] != neighbors["neighbor"]).all()
+    logits = pd.read_parquet(out / "decoder_logits.parquet")
+    assert set(logits["model"]) == {"base", "chat"} and len(logits) == 2 * 20
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["steps"]["analysis/tiny"] == "analysis/tiny"
+
+
+def test_subset_frequencies_partition_the_stream(run_dir):
+    latents = pd.read_parquet(run_dir / "analysis" / "tiny" / "latents.parquet")
+    cache = ActivationCache(run_dir / "cache")
+    found = cache.tokens(np.arange(cache.n_tokens))
+    # the cache holds chat and wiki sequences; frequencies are weighted means of the subsets
+    seq_ids = found["seq_ids"].numpy()
+    assert len(np.unique(seq_ids)) > 2
+    assert latents["freq_wiki"].notna().all() and latents["freq_chat"].notna().all()
+    assert latents["freq_template"].notna().all()
+    assert (latents["freq"] <= np.maximum(latents["freq_wiki"], latents["freq_chat"]) + 1e-9).all()
+    assert (latents["freq"] >= np.minimum(latents["freq_wiki"], latents["freq_chat"]) - 1e-9).all()
+
+
+def test_latent_scaling_on_real_cache_matches_bruteforce_lstsq(run_dir):
+    cache = ActivationCache(run_dir / "cache")
+    dictionary = PairDictionary.from_coder(_load(run_dir))
+    x = cache.gather(np.arange(cache.n_tokens))[:, pair_sources(cache, LAYER)].double()
+    coder = dictionary.coder.double()
+    dictionary.coder = coder
+    f = dictionary.encode(x)
+    x_hat = dictionary.decode(f)
+    W = dictionary.W_dec_raw
+    latents = pd.read_parquet(run_dir / "analysis" / "tiny" / "latents.parquet")
+    checked = 0
+    for j in np.flatnonzero(latents["max_act"].to_numpy() > 0)[:16]:
+        if latents["norm_chat"][j] == 0:  # base-only latent: no chat regressor, beta undefined
+            assert np.isnan(latents["beta_r_base"][j]) and np.isnan(latents["nu_eps"][j])
+            continue
+        regressor = (f[:, j, None] * W[1, j]).reshape(-1, 1)
+        for m, model in enumerate(("base", "chat")):
+            targets = {"r": x_hat[:, m], "eps": x[:, m] - (x_hat[:, m] - f[:, j, None] * W[m, j])}
+            for kind, target in targets.items():
+                want = torch.linalg.lstsq(regressor, target.reshape(-1, 1)).solution[0, 0]
+                got = latents[f"beta_{kind}_{model}"][j]
+                assert abs(got - float(want)) < 1e-4 * max(1.0, abs(float(want))), (j, model, kind)
+                checked += 1
+    assert checked >= 4 * 5
+
+
+def _load(run_dir):
+    from crosscoders.io import load_crosscoder
+
+    return load_crosscoder(run_dir / "dictionaries" / "tiny")
+
+
+def test_analysis_refuses_a_different_config(run_dir):
+    with pytest.raises(InterpError, match="another config"):
+        analyze(run_dir, "tiny", AnalysisConfig(batch_size=64), pair_loader=lambda: None)
