@@ -42,7 +42,9 @@ def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
         part = part.strip()
         if not part:
             continue
-        name, _, weight_text = part.partition(":")
+        name, colon, weight_text = part.rpartition(":")
+        if not colon:
+            name, weight_text = part, ""
         try:
             weight = float(weight_text) if weight_text else 1.0
         except ValueError:

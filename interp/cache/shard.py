@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save
 
 SHARD_TENSORS = ("acts", "token_ids", "seq_ids", "positions")
 TMP_SUFFIX = ".tmp"
@@ -24,6 +23,7 @@ PAYLOAD_DTYPES = {
     "I64": np.int64,
 }
 SAFETENSORS_DTYPE_TAG = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+SAFETENSORS_INT_TAG = {torch.int32: "I32", torch.int64: "I64"}
 
 
 def shard_name(index: int) -> str:
@@ -95,8 +95,31 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def serialize_shard(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of a shard, byte-for-byte deterministic: the header lists metadata
+    and tensors in a fixed order (the safetensors library orders its header through a hash map,
+    which would make equal shards hash differently)."""
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    payloads = []
+    offset = 0
+    for name in SHARD_TENSORS:
+        tensor = tensors[name].contiguous()
+        payload = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        tag = SAFETENSORS_DTYPE_TAG.get(tensor.dtype) or SAFETENSORS_INT_TAG[tensor.dtype]
+        header[name] = {
+            "dtype": tag,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(payload)],
+        }
+        payloads.append(payload)
+        offset += len(payload)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the payload starts 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + b"".join(payloads)
+
+
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """Write one shard atomically; returns its sha256."""
-    data = save({name: tensors[name].contiguous() for name in SHARD_TENSORS}, metadata=metadata)
+    data = serialize_shard(tensors, metadata)
     write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()

@@ -26,6 +26,7 @@ A `TextSource` supplies the documents of a recipe; `DatasetSource` reads `interp
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -58,7 +59,8 @@ class TextSource(Protocol):
 class DatasetSource:
     """Recipes of `interp.datasets`. `chat` is the chat-tune's conversations (prompt + response)
     when they have been generated, else the `chat-benign` prompts with the generation prompt;
-    `wiki` is plain text; any other recipe is a list of user prompts, rendered as chat."""
+    `wiki` is plain text; any other recipe is a list of user prompts, rendered as chat. A recipe
+    that is the path of a `.txt` file reads one plain document per non-empty line."""
 
     PLAIN_RECIPES = ("wiki",)
 
@@ -66,6 +68,12 @@ class DatasetSource:
         self.split = split
 
     def corpus(self, recipe: str, tokenizer) -> Corpus:
+        if recipe.endswith(".txt"):
+            path = Path(recipe)
+            if not path.is_file():
+                raise InterpError(f"dataset file {recipe!r} does not exist")
+            texts = [line for line in path.read_text().splitlines() if line.strip()]
+            return Corpus(recipe, texts, False, f"lines of {path.name}")
         from interp import datasets
 
         if recipe == "chat":
