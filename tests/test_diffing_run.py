@@ -2,6 +2,7 @@
 and chat-only latents, `analyze` writing the run-folder layout the app reads."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.run import AnalysisConfig, analyze
 from crosscoders.io import save_crosscoder
 from interp.cache import ActivationCache, InMemorySource, build_cache, cache_config
+from interp.cli.main import app
 from interp.errors import InterpError
 
 LAYER = 1
@@ -54,9 +56,16 @@ def _crosscoder(cache: ActivationCache) -> CrossCoder:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from tiny_models import tiny_pair
+    from tiny_models import save_tiny, tiny_pair
 
-    pair = tiny_pair()
+    from interp.models import load_pair
+
+    models = tmp_path_factory.mktemp("models")
+    tiny = tiny_pair()
+    # specs are folders, so that `interp analyze` can load the pair named in the cache
+    pair = load_pair(
+        str(save_tiny(tiny.base, models / "base")), str(save_tiny(tiny.chat, models / "chat"))
+    )
     rng = np.random.default_rng(0)
     source = InMemorySource(
         plain={"wiki": [_words(rng, 20) for _ in range(40)]},
@@ -204,3 +213,29 @@ def _load(run_dir):
 def test_analysis_refuses_a_different_config(run_dir):
     with pytest.raises(InterpError, match="another config"):
         analyze(run_dir, "tiny", AnalysisConfig(batch_size=64), pair_loader=lambda: None)
+
+
+def test_cli_analyze_runs_selected_units(run_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("analysis"))
+    args = [
+        "analyze",
+        str(copy),
+        "--max-tokens",
+        "300",
+        "--batch-size",
+        "64",
+        "--units",
+        "latents,examples,report",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = copy / "analysis" / "tiny"
+    printed = result.output[result.output.rindex('{"out"') :]  # after the progress bars
+    assert json.loads(printed)["out"] == str(out)
+    assert (out / "latents.parquet").is_file() and (out / "report.md").is_file()
+    assert not (out / "causal.json").exists()
+    examples = pd.read_parquet(out / "examples.parquet")
+    assert len(examples) > 0

@@ -5,11 +5,12 @@ import sys
 
 import typer
 
-from interp.cli import app_cmd, cache_cmd, data_cmd, models_cmd, organism_cmd, tuco_cmd
+from interp.cli import analyze_cmd, app_cmd, cache_cmd, data_cmd, models_cmd, organism_cmd, tuco_cmd
 from interp.errors import InterpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_cmd.register(app)
+analyze_cmd.register(app)
 app_cmd.register(app)
 cache_cmd.register(app)
 data_cmd.register(app)
