@@ -10,9 +10,10 @@ Our coder differs in two ways that the export folds into the weights, so that an
 (n_sources = 1) computes exactly our `forward`:
   - inputs are scaled by c = input_scale[m]: W_enc <- c W_enc, W_dec <- W_dec / c,
     b_dec <- b_dec / c;
-  - top-k kinds rank by g_j = f_j s_j: scaling latent j by s_j (W_enc[:, j], b_enc[j] <- * s_j,
-    W_dec[j] <- / s_j) makes the exported latent equal g_j, so SAELens' ranking on it is ours, and
-    BatchTopK's inference rule g_j > theta becomes a JumpReLU with threshold theta for every j.
+  - top-k kinds rank by g_j = f_j s_j: scaling latent j by a_j = s_j / c (W_enc[:, j],
+    b_enc[j] <- * a_j, W_dec[j] <- / a_j) makes the exported latent g_j / c, so SAELens' ranking
+    on it is ours, BatchTopK's rule g_j > theta becomes a JumpReLU with threshold theta / c for
+    every j, and an exported SAE has unit-norm decoder rows (the SAELens convention).
 For a crosscoder (n_sources > 1) the export is source m's slice: its encoder only sees x_m, while
 the crosscoder's latents read all sources, so it is an approximation of the crosscoder.
 """
@@ -58,9 +59,9 @@ def saelens_tensors(coder: CrossCoder, source: int) -> dict[str, torch.Tensor]:
     b_dec = coder.b_dec[source] / c  # [d]
     tensors = {}
     if config.activation in ("topk", "batchtopk"):
-        s = coder.decoder_norms().sum(dim=0)  # [F]
-        W_enc, b_enc = W_enc * s, b_enc * s
-        W_dec = torch.where(s[:, None] > 0, W_dec / s.clamp_min(1e-30)[:, None], 0.0)
+        a = coder.decoder_norms().sum(dim=0) / c  # [F]: exported latent j = f_j * a_j = g_j / c
+        W_enc, b_enc = W_enc * a, b_enc * a
+        W_dec = torch.where(a[:, None] > 0, W_dec / a.clamp_min(1e-30)[:, None], 0.0)
     if config.activation == "batchtopk":
         theta = coder.get_buffer("threshold")
         if theta < 0:
@@ -68,7 +69,7 @@ def saelens_tensors(coder: CrossCoder, source: int) -> dict[str, torch.Tensor]:
                 "this BatchTopK dictionary has no inference threshold yet (theta is learned after "
                 f"threshold_start_step = {config.threshold_start_step} steps): train longer"
             )
-        tensors["threshold"] = theta.expand(config.dict_size).clone()
+        tensors["threshold"] = (theta / c).expand(config.dict_size).clone()
     elif config.activation == "jumprelu":
         tensors["threshold"] = coder.get_buffer("jumprelu_threshold").clone()
     tensors.update(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec)
