@@ -1,0 +1,113 @@
+"""Live computations of the app: the models, the dictionary and the steering maps are loaded lazily
+on the first request and kept by `st.cache_resource` (one copy per server process). Everything
+else in the app renders from precomputed files.
+
+The computations reuse the pipeline's own code: `interp.hooks.residual_stream` and
+`PairDictionary.encode` for latent activations, `greedy_responses` + `token_shift_rows` for the
+base-vs-chat shift, `SteeringMap.apply` for steered generation.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from interp.models import LoadedModel, ModelPair
+
+
+@st.cache_resource(show_spinner="Loading the base and chat models...", max_entries=1)
+def model_pair(base_spec: str, chat_spec: str) -> ModelPair:
+    from interp.models import load_pair
+
+    return load_pair(base_spec, chat_spec)
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=1)
+def single_model(spec: str) -> LoadedModel:
+    from interp.models import load_model
+
+    return load_model(spec)
+
+
+@st.cache_resource(show_spinner="Loading the dictionary...", max_entries=2)
+def pair_dictionary(folder: str, layer: int | None):
+    from crosscoders.diffing.pair_dictionary import PairDictionary
+    from crosscoders.io import load_crosscoder
+
+    return PairDictionary.from_coder(load_crosscoder(Path(folder)), layer)
+
+
+@st.cache_resource(show_spinner="Loading the steering map...", max_entries=4)
+def steering_map(folder: str):
+    from steering.steering_map import load_map
+
+    return load_map(folder).eval()
+
+
+@torch.no_grad()
+def latent_activations(
+    pair: ModelPair, dictionary, text: str, latent: int
+) -> tuple[list[int], np.ndarray]:
+    """Token ids of `text` (special tokens dropped: the activation cache excludes BOS, whose norm
+    dwarfs the rest) and latent `latent`'s activation on each, from the two models'
+    `resid_post[layer]` stacked as [base, chat]."""
+    from interp.hooks import residual_stream
+
+    ids = pair.tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
+    streams = [
+        residual_stream(loaded.model, ids.to(loaded.device), [dictionary.layer])[0, :, 0].cpu()
+        for loaded in pair
+    ]
+    x = torch.stack(streams, dim=1).float()  # [seq, 2 (base, chat), d]
+    activations = dictionary.encode(x)[:, latent].numpy()
+    special = set(pair.tokenizer.all_special_ids)
+    keep = [i for i, token in enumerate(ids[0].tolist()) if token not in special]
+    return [int(ids[0, i]) for i in keep], activations[keep]
+
+
+def token_shift(pair: ModelPair, prompt: str, max_new_tokens: int) -> pd.DataFrame:
+    """URIAL shift of the chat model's greedy response to `prompt` (as token_shift.parquet)."""
+    from crosscoders.diffing.responses import greedy_responses
+    from crosscoders.diffing.token_shift import token_shift_rows
+
+    response = greedy_responses(pair.chat, [prompt], max_new_tokens)[0]
+    return pd.DataFrame(
+        token_shift_rows(pair.base.model, pair.chat.model, response, 0, pair.tokenizer)
+    )
+
+
+@torch.no_grad()
+def generate(
+    loaded: LoadedModel, prompt: str, max_new_tokens: int, steering=None, strength: float = 0.0
+) -> str:
+    """The greedy continuation of `prompt` in the chat template, optionally with a steering map
+    applied at `strength`."""
+    from contextlib import nullcontext
+
+    from interp.chat_template import render_chat
+
+    text = render_chat(loaded.tokenizer, prompt)
+    ids = loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    ids = ids.to(loaded.device)
+    context = steering.apply(loaded.model, strength) if steering is not None else nullcontext()
+    with context:
+        out = loaded.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id,
+        )
+    return loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def guarded(what: str, load, *args):
+    """`load(*args)`, or an error box naming what could not be loaded (live features are
+    optional: the precomputed pages work without models)."""
+    try:
+        return load(*args)
+    except Exception as error:  # noqa: BLE001 - any failure to load is shown, not raised
+        st.error(f"cannot load {what}: {type(error).__name__}: {error}")
+        return None

@@ -1,0 +1,71 @@
+"""The app's pages: one table used by `main.py` (navigation), Home (links) and the pages that open
+each other (`open_latent`)."""
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    file: str  # relative to app/main.py
+    title: str
+    url_path: str
+    icon: str
+    description: str
+
+
+PAGES = (
+    PageSpec("pages/home.py", "Home", "", ":material/home:", "the run's summary"),
+    PageSpec(
+        "pages/latents.py",
+        "Latents",
+        "latents",
+        ":material/table:",
+        "every latent: relative norm, cosine, Latent Scaling; filter, sort, click to open",
+    ),
+    PageSpec(
+        "pages/latent.py",
+        "Latent",
+        "latent",
+        ":material/search:",
+        "one latent: examples, logits, neighbours, live activations",
+    ),
+    PageSpec(
+        "pages/tuco.py",
+        "TuCo",
+        "tuco",
+        ":material/tune:",
+        "fine-tuning contribution per prompt set, per token, alpha-scaled generations",
+    ),
+    PageSpec(
+        "pages/steering.py",
+        "Steering",
+        "steering",
+        ":material/alt_route:",
+        "steering maps: results, generations with and without a map",
+    ),
+    PageSpec(
+        "pages/compare.py",
+        "Compare",
+        "compare",
+        ":material/compare:",
+        "token-level base-vs-chat KL and URIAL shift on prompts",
+    ),
+)
+LATENT_PAGE = "pages/latent.py"
+LATENT_QUERY = "latent"  # ?latent=J opens latent J on the Latent page
+
+
+def st_pages() -> list:
+    return [
+        st.Page(
+            p.file, title=p.title, icon=p.icon, url_path=p.url_path or None, default=not p.url_path
+        )
+        for p in PAGES
+    ]
+
+
+def open_latent(latent: int) -> None:
+    """Switch to the Latent page showing `latent`."""
+    st.switch_page(LATENT_PAGE, query_params={LATENT_QUERY: str(int(latent))})

@@ -1,0 +1,257 @@
+"""Latent: one latent of the dictionary. Its geometry and Latent Scaling values, max-activating
+and quantile examples with token highlighting (the latent's activation, and each model's share
+where the analysis stored it), the activation histogram, the decoder direction's top and bottom
+logits through each model's unembedding, its nearest latents, and live activations on any text."""
+
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import live
+from app.navigation import LATENT_QUERY, open_latent
+from app.render import bar_histogram, token_html, tokens_of
+from app.run_folder import (
+    ANALYZE,
+    MissingPiece,
+    current_dictionary,
+    current_run,
+    load_or_stop,
+)
+
+LATENT_KEY = "latent_id"
+PENDING = "latent_open"
+SCALING = (
+    "beta_r_base",
+    "beta_r_chat",
+    "beta_eps_base",
+    "beta_eps_chat",
+    "nu_r",
+    "nu_eps",
+    "complete_shrinkage",
+    "latent_decoupling",
+    "chat_specific",
+)
+FREQUENCIES = ("freq", "freq_wiki", "freq_chat", "freq_template", "freq_other")
+MODEL_SHARES = (("acts_base", "base"), ("acts_chat", "chat"))
+
+
+def pick_neighbor(neighbor_ids: np.ndarray) -> None:
+    rows = st.session_state["latent_neighbors"]["selection"]["rows"]
+    if rows:
+        st.session_state[PENDING] = int(neighbor_ids[rows[0]])
+
+
+def examples_html(
+    examples: pd.DataFrame, token_strings: dict[int, str], scale: float, per_model: bool
+) -> str:
+    """All examples of one kind as one HTML block (one Streamlit element, however many rows)."""
+    blocks = []
+    for row in examples.itertuples():
+        tokens = tokens_of(row.token_ids, token_strings)
+        peak = [i == row.position for i in range(len(tokens))]
+        caption = (
+            f"<div style='color:#666;font-size:0.8rem'>{row.kind} #{row.rank} · activation "
+            f"{row.activation:.3g} · sequence {row.seq_id}, position {row.position}</div>"
+        )
+        lines = [token_html(tokens, row.acts, scale, "latent" if per_model else None, peak)]
+        if per_model:
+            lines += [
+                token_html(tokens, getattr(row, column), scale, name, peak)
+                for column, name in MODEL_SHARES
+            ]
+        blocks.append(caption + "".join(lines))
+    return "<hr style='margin:0.4rem 0'>".join(blocks)
+
+
+def scaling_value(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
+
+
+def warn_missing(error: MissingPiece) -> None:
+    st.warning(str(error))
+
+
+if (pending := st.session_state.pop(PENDING, None)) is not None:
+    open_latent(pending)
+
+run = load_or_stop(current_run)
+dictionary = load_or_stop(current_dictionary, run)
+latents = load_or_stop(run.latents, dictionary)
+n_latents = int(latents.latent.max()) + 1
+
+requested = st.query_params.get(LATENT_QUERY)
+if requested is not None and requested.isdigit() and int(requested) < n_latents:
+    if st.session_state.get("_latent_from_query") != requested:
+        st.session_state[LATENT_KEY] = int(requested)
+        st.session_state["_latent_from_query"] = requested
+if LATENT_KEY not in st.session_state:
+    st.session_state[LATENT_KEY] = int(latents.sort_values("rel_norm").latent.iloc[-1])
+head, picker = st.columns([4, 1], vertical_alignment="bottom")
+latent = int(picker.number_input(f"Latent (0..{n_latents - 1})", 0, n_latents - 1, key=LATENT_KEY))
+st.query_params[LATENT_QUERY] = str(latent)
+st.session_state["_latent_from_query"] = str(latent)
+
+if latent not in set(latents.latent):
+    st.error(f"latent {latent} is not in analysis/{dictionary}/latents.parquet")
+    st.stop()
+row = latents.set_index("latent").loc[latent]
+head.title(f"Latent {latent} · {row.latent_class}")
+columns = st.columns(5)
+columns[0].metric("Relative norm (1 = chat-only)", f"{row.rel_norm:.3f}")
+columns[1].metric("Decoder cosine", f"{row.cosine:.3f}")
+columns[2].metric("Firing frequency", f"{row.freq:.2e}")
+columns[3].metric("Max activation", f"{row.max_act:.3g}")
+columns[4].metric("nu_eps / nu_r", f"{row.nu_eps:.2f} / {row.nu_r:.2f}")
+
+st.subheader("Examples")
+try:
+    examples = run.examples(dictionary, latent)
+    token_strings = run.token_strings(dictionary)
+except MissingPiece as error:
+    warn_missing(error)
+else:
+    if examples.empty:
+        st.info(
+            f"The analysis stored no examples for latent {latent} ({ANALYZE} keeps examples "
+            "for a subset of latents)."
+        )
+    else:
+        has_shares = all(column in examples.columns for column, _ in MODEL_SHARES)
+        per_model = st.toggle(
+            "Per-model contributions (base / chat)",
+            value=has_shares,
+            disabled=not has_shares,
+            key="latent_per_model",
+        )
+        scale = float(max(examples.activation.max(), row.max_act))
+        top, quantiles = st.tabs(["Max-activating", "Quantile samples"])
+        with top:
+            rows = examples[examples.kind == "top"].sort_values("rank")
+            st.markdown(
+                examples_html(rows, token_strings, scale, per_model), unsafe_allow_html=True
+            )
+        with quantiles:
+            rows = examples[examples.kind != "top"].sort_values(["kind", "rank"])
+            if rows.empty:
+                st.info("no quantile samples stored for this latent")
+            st.markdown(
+                examples_html(rows, token_strings, scale, per_model), unsafe_allow_html=True
+            )
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Latent Scaling")
+    st.caption(
+        "beta: how much of the latent's decoder direction each model's reconstruction (r) "
+        "and error (eps) carries; nu = beta(base) / beta(chat) (Minder et al.)."
+    )
+    shown = [c for c in SCALING if c in row.index]
+    st.dataframe(pd.DataFrame({"value": [scaling_value(row[c]) for c in shown]}, index=shown))
+with right:
+    st.subheader("Firing frequency by data")
+    shown = [c for c in FREQUENCIES if c in row.index]
+    st.dataframe(
+        pd.DataFrame({"frequency": [row[c] for c in shown]}, index=shown),
+        column_config={"frequency": st.column_config.NumberColumn(format="%.3e")},
+    )
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Activation distribution")
+    try:
+        hist = run.rows_of(
+            f"analysis/{dictionary}/activation_hist.parquet", latent, ("bin_edges", "counts")
+        )
+    except MissingPiece as error:
+        warn_missing(error)
+    else:
+        if hist.empty:
+            st.info(f"no histogram stored for latent {latent}")
+        else:
+            density = st.toggle("Density", key="latent_density")
+            log_y = st.toggle("Log scale", value=True, key="latent_log")
+            st.plotly_chart(
+                bar_histogram(
+                    hist.bin_edges.iloc[0],
+                    hist.counts.iloc[0],
+                    f"Activations of latent {latent} (where it fires)",
+                    density,
+                    log_y,
+                ),
+                key="latent_hist",
+            )
+with right:
+    st.subheader("Nearest latents (decoder cosine)")
+    try:
+        neighbors = run.rows_of(
+            f"analysis/{dictionary}/neighbors.parquet", latent, ("neighbor", "cosine")
+        )
+    except MissingPiece as error:
+        warn_missing(error)
+    else:
+        neighbors = neighbors.sort_values("cosine", ascending=False).merge(
+            latents[["latent", "latent_class", "rel_norm"]].rename(columns={"latent": "neighbor"}),
+            on="neighbor",
+            how="left",
+        )[["neighbor", "cosine", "latent_class", "rel_norm"]]
+        st.dataframe(
+            neighbors,
+            hide_index=True,
+            key="latent_neighbors",
+            selection_mode="single-row",
+            on_select=partial(pick_neighbor, neighbors.neighbor.to_numpy()),
+        )
+        st.caption("select a row to open that latent")
+
+st.subheader("Decoder direction through each model's unembedding")
+try:
+    logits = run.rows_of(
+        f"analysis/{dictionary}/decoder_logits.parquet",
+        latent,
+        ("model", "top_tokens", "top_values", "bottom_tokens", "bottom_values"),
+    )
+except MissingPiece as error:
+    warn_missing(error)
+else:
+    for column, (_, model_row) in zip(
+        st.columns(max(len(logits), 1)), logits.iterrows(), strict=False
+    ):
+        with column:
+            st.markdown(f"**{model_row.model}**")
+            st.dataframe(
+                pd.DataFrame(
+                    {
+                        "top token": list(model_row.top_tokens),
+                        "top logit": list(model_row.top_values),
+                        "bottom token": list(model_row.bottom_tokens),
+                        "bottom logit": list(model_row.bottom_values),
+                    }
+                ),
+                hide_index=True,
+            )
+
+st.subheader("Live activations")
+text = st.text_area("Text", "The capital of France is Paris.", key="latent_live_text")
+if st.button("Compute activations", key="latent_live_button"):
+    info = load_or_stop(run.info)
+    folder = run.root / "dictionaries" / dictionary
+    pair = live.guarded(
+        f"the models {info.get('base')!r} / {info.get('chat')!r}",
+        live.model_pair,
+        str(info.get("base")),
+        str(info.get("chat")),
+    )
+    coder = live.guarded(
+        f"the dictionary in {folder}", live.pair_dictionary, str(folder), info.get("layer")
+    )
+    if pair is not None and coder is not None:
+        ids, acts = live.latent_activations(pair, coder, text, latent)
+        tokens = [pair.tokenizer.decode([i]) for i in ids]
+        scale = float(max(row.max_act, acts.max(initial=0.0)))
+        st.markdown(token_html(tokens, acts, scale), unsafe_allow_html=True)
+        st.caption(
+            f"max activation on this text {acts.max(initial=0.0):.3g}; "
+            f"colour scale {scale:.3g} (the latent's max over the dataset)"
+        )

@@ -1,0 +1,229 @@
+"""The app's only reader of run folders (layout: docs/ARCHITECTURE.md, "Run folder").
+
+Every file is read once and cached, keyed by its path, size and modification time, so that a step
+re-run while the app is open is picked up on the next interaction. Parquet tables are held once by
+`st.cache_resource` (shared, read-only: `st.cache_data` would copy a 16k-row table with list
+columns on every access, seconds per page run), and what one latent needs is sliced out and kept
+by `st.cache_data`; the examples table gets a per-latent row index. JSON goes through
+`st.cache_data`. A missing piece raises `MissingPiece`, whose message names the file and the
+command that writes it; pages show it with `show_missing`.
+"""
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import streamlit as st
+
+from interp.cli.app_cmd import RUN_FOLDER_ENV
+from interp.errors import InterpError
+
+RUN_FOLDER_KEY = "run_folder"  # session-state key of the sidebar's run-folder input
+DICTIONARY_KEY = "dictionary"  # session-state key of the sidebar's dictionary choice
+
+ANALYZE = "`interp analyze RUN`"
+TUCO = "`interp tuco experiments`"
+STEER = "`interp steer eval`"
+LATENT_COLUMNS = (
+    "latent",
+    "rel_norm",
+    "cosine",
+    "latent_class",
+    "freq",
+    "max_act",
+    "nu_r",
+    "nu_eps",
+)
+
+
+T = TypeVar("T")
+
+
+class MissingPiece(InterpError):
+    """A file or column the page needs is not in the run folder."""
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _read_parquet(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    """Shared, never copied: callers filter or sort into new frames and never modify it."""
+    return pd.read_parquet(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _rows_of_latent(path: str, stamp: tuple[int, int], latent: int) -> pd.DataFrame:
+    table = _read_parquet(path, stamp)
+    return table[table["latent"] == latent].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read_json(path: str, stamp: tuple[int, int]) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_token_strings(path: str, stamp: tuple[int, int]) -> dict[int, str]:
+    """tokens.json's {"token_strings": {id: string}}, with integer ids (JSON keys are strings)."""
+    return {int(k): v for k, v in json.loads(Path(path).read_text())["token_strings"].items()}
+
+
+@dataclass(frozen=True)
+class ExampleIndex:
+    """The examples table and, for each latent, the row numbers of its examples."""
+
+    table: pa.Table
+    rows: dict[int, np.ndarray]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _example_index(path: str, stamp: tuple[int, int]) -> ExampleIndex:
+    table = pq.read_table(path)
+    latents = table.column("latent").to_numpy()
+    order = np.argsort(latents, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(latents[order]) != 0])
+    groups = np.split(order, starts[1:])
+    return ExampleIndex(table, {int(latents[g[0]]): g for g in groups if g.size})
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def file(self, relative: str, writer: str) -> Path:
+        path = self.root / relative
+        if not path.is_file():
+            raise MissingPiece(
+                f"{relative} is missing from run folder {self.root}: {writer} writes it"
+            )
+        return path
+
+    def has(self, relative: str) -> bool:
+        return (self.root / relative).is_file()
+
+    def json(self, relative: str, writer: str) -> Any:
+        path = self.file(relative, writer)
+        try:
+            return _read_json(str(path), _stamp(path))
+        except json.JSONDecodeError as error:
+            raise MissingPiece(f"{relative} in {self.root} is not valid JSON ({error})") from None
+
+    def parquet(self, relative: str, writer: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+        path = self.file(relative, writer)
+        table = _read_parquet(str(path), _stamp(path))
+        absent = [c for c in columns if c not in table.columns]
+        if absent:
+            raise MissingPiece(
+                f"{relative} in {self.root} lacks the columns {absent}: expected {list(columns)} "
+                f"({writer} writes them)"
+            )
+        return table
+
+    # --- run summary -------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        if not self.root.is_dir():
+            raise MissingPiece(
+                f"run folder {self.root} does not exist: give the folder a pipeline step wrote "
+                "(`interp app runs/NAME`)"
+            )
+        return self.json("run.json", "every pipeline step (`interp cache`, `interp train`, ...)")
+
+    def dictionaries(self) -> list[str]:
+        """Dictionaries trained or analysed in this run, by folder name."""
+        names = set()
+        for parent in ("dictionaries", "analysis"):
+            folder = self.root / parent
+            if folder.is_dir():
+                names |= {p.name for p in folder.iterdir() if p.is_dir()}
+        return sorted(names)
+
+    def analysed_dictionaries(self) -> list[str]:
+        return [d for d in self.dictionaries() if self.has(f"analysis/{d}/latents.parquet")]
+
+    # --- analysis (one dictionary) -----------------------------------------------------------
+
+    def latents(self, dictionary: str) -> pd.DataFrame:
+        return self.parquet(f"analysis/{dictionary}/latents.parquet", ANALYZE, LATENT_COLUMNS)
+
+    def examples(self, dictionary: str, latent: int) -> pd.DataFrame:
+        """The stored examples of one latent (empty when the analysis kept none for it)."""
+        path = self.file(f"analysis/{dictionary}/examples.parquet", ANALYZE)
+        index = _example_index(str(path), _stamp(path))
+        rows = index.rows.get(int(latent), np.empty(0, dtype=np.int64))
+        return index.table.take(pa.array(rows)).to_pandas()
+
+    def token_strings(self, dictionary: str) -> dict[int, str]:
+        path = self.file(f"analysis/{dictionary}/tokens.json", ANALYZE)
+        return _read_token_strings(str(path), _stamp(path))
+
+    def rows_of(self, relative: str, latent: int, columns: tuple[str, ...]) -> pd.DataFrame:
+        """The rows of a per-latent analysis table that belong to `latent`."""
+        self.parquet(relative, ANALYZE, ("latent",) + columns)  # present, with these columns
+        path = self.root / relative
+        return _rows_of_latent(str(path), _stamp(path), int(latent))
+
+    # --- steps other than the analysis ------------------------------------------------------
+
+    def dictionary_config(self, dictionary: str) -> dict[str, Any]:
+        return self.json(f"dictionaries/{dictionary}/config.json", "`interp train`")
+
+    def dictionary_eval(self, dictionary: str) -> dict[str, Any] | None:
+        relative = f"dictionaries/{dictionary}/eval.json"
+        return self.json(relative, "`interp train`") if self.has(relative) else None
+
+    def steering_maps(self) -> list[str]:
+        """Saved steering maps (folders with the map description `SteeringMap.save` writes)."""
+        from steering.steering_map import MAP_CONFIG
+
+        folder = self.root / "steering" / "maps"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / MAP_CONFIG).is_file())
+
+
+def current_run() -> RunFolder:
+    """The run folder chosen in the sidebar, else the one `interp app` was started on."""
+    chosen = st.session_state.get(RUN_FOLDER_KEY) or os.environ.get(RUN_FOLDER_ENV, "")
+    if not chosen.strip():
+        raise MissingPiece(
+            "no run folder given: start the app with `interp app runs/NAME` or type the folder in "
+            "the sidebar"
+        )
+    return RunFolder(Path(chosen.strip()).expanduser())
+
+
+def current_dictionary(run: RunFolder) -> str:
+    """The dictionary chosen in the sidebar (the first analysed one by default)."""
+    analysed = run.analysed_dictionaries()
+    if not analysed:
+        raise MissingPiece(
+            f"no analysed dictionary in run folder {run.root}: "
+            f"analysis/<dictionary>/latents.parquet is missing; {ANALYZE} writes it"
+        )
+    chosen = st.session_state.get(DICTIONARY_KEY)
+    return chosen if chosen in analysed else analysed[0]
+
+
+def show_missing(error: MissingPiece) -> NoReturn:
+    """Show a missing piece and stop the page there."""
+    st.error(str(error), icon=":material/folder_off:")
+    st.stop()
+
+
+def load_or_stop(read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)`, or the missing-piece message and the end of the page."""
+    try:
+        return read(*args)
+    except MissingPiece as error:
+        show_missing(error)

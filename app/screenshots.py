@@ -1,0 +1,166 @@
+"""Serve the app on a run folder and photograph its pages in headless Chromium.
+
+    python -m app.screenshots RUN_FOLDER OUT_DIR [--latent J]
+
+writes OUT_DIR/<page>.png for every page. The browser is Debian's chromium (`apt-get install -y
+chromium`) driven by Playwright; Playwright's own browser download is never used. The end-to-end
+browser test (tests/test_app_browser.py) uses the same `serve` and `chromium`.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from interp.errors import InterpError
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGE_PATHS = {
+    "home": "",
+    "latents": "latents",
+    "latent": "latent",
+    "tuco": "tuco",
+    "steering": "steering",
+    "compare": "compare",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def serve(run_folder: Path, port: int | None = None, timeout: float = 120.0) -> Iterator[str]:
+    """Run `interp app RUN_FOLDER` in a subprocess; yield its base URL once its health endpoint
+    answers; stop it afterwards."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "interp.cli.main", "app", str(run_folder), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise InterpError(
+                    f"`interp app` exited with {process.returncode}: "
+                    f"{process.stdout.read() if process.stdout else ''}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise InterpError(f"`interp app` did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def chromium(width: int = 1400, height: int = 1000):
+    """A Playwright page in Debian's headless chromium."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise InterpError(
+            f"{CHROMIUM} is missing: install it with "
+            "`apt-get update && apt-get install -y chromium`"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(90_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_rendered(page) -> None:
+    """Wait until the page script has finished (the app root's script state is `notRunning`
+    after a title was drawn) and every plotly chart has been drawn."""
+    page.wait_for_selector("h1")
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length"
+        " === document.querySelectorAll(\"[data-testid='stPlotlyChart'] .js-plotly-plot\").length"
+    )
+
+
+def screenshot_whole_page(page, target: Path) -> None:
+    """Streamlit scrolls inside its main container, not the document: grow the viewport to the
+    container's height (until it stops growing: charts and tables lay out lazily) so that one
+    screenshot shows the whole page."""
+    width = page.viewport_size["width"]
+    height = 0
+    for _ in range(6):
+        page.wait_for_timeout(700)
+        measured = page.evaluate(
+            "() => document.querySelector(\"[data-testid='stMain']\").scrollHeight"
+        )
+        if measured == height:
+            break
+        height = int(measured)
+        page.set_viewport_size({"width": width, "height": max(height, 600)})
+    wait_rendered(page)
+    page.screenshot(path=str(target))
+    page.set_viewport_size({"width": width, "height": 1000})
+
+
+def capture_pages(run_folder: Path, out: Path, latent: int) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with serve(run_folder) as url, chromium() as page:
+        for name, path in PAGE_PATHS.items():
+            query = f"?latent={latent}" if name == "latent" else ""
+            page.goto(f"{url}/{path}{query}")
+            wait_rendered(page)
+            target = out / f"{name}.png"
+            screenshot_whole_page(page, target)
+            written.append(target)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_folder", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--latent", type=int, default=0, help="latent shown on the Latent page")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    for path in capture_pages(args.run_folder, args.out, args.latent):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""`interp app RUN_FOLDER`: the Streamlit app on a run folder, headless, bound to 127.0.0.1 unless
+told otherwise (the app reads local files and loads models: not something to expose by default)."""
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.errors import InterpError
+
+APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+RUN_FOLDER_ENV = "INTERP_RUN_FOLDER"  # the run folder, for app/run_folder.py
+
+
+def streamlit_command(port: int, host: str) -> list[str]:
+    """The `streamlit run` command line: headless (no browser opened, no usage statistics), no
+    file watcher (the app's code does not change under a user), viewer toolbar."""
+    # fmt: off
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no deploy / rerun / clear-cache buttons
+    ]
+    # fmt: on
+
+
+def app(
+    run_folder: Annotated[Path, typer.Argument(help="a run folder (runs/NAME) the pipeline wrote")],
+    port: int = typer.Option(8501, help="port to serve on"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes the app)"),
+) -> None:
+    """Browse a run folder in the Streamlit app (latents, TuCo, steering, base-vs-chat shift)."""
+    if not run_folder.is_dir():
+        raise InterpError(
+            f"run folder {str(run_folder)!r} does not exist: expected a folder a pipeline step "
+            "wrote (runs/NAME)"
+        )
+    if not 1 <= port <= 65535:
+        raise InterpError(f"port {port} is invalid: expected 1..65535")
+    command = streamlit_command(port, host)
+    typer.echo(f"serving {run_folder} on http://{host}:{port}")
+    env = {**os.environ, RUN_FOLDER_ENV: str(run_folder.resolve())}
+    os.execve(sys.executable, command, env)
+
+
+def register(app_: typer.Typer) -> None:
+    app_.command("app")(app)
