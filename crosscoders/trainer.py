@@ -2,9 +2,9 @@
 decay, gradient clipping, dead-latent tracking, JSONL logs, atomic checkpoints with exact resume,
 data parallelism across `torchrun` ranks (see ddp.py).
 
-The data source is a `BatchStream`: `stream(start)` yields the global batches number start,
-start + 1, ... as float tensors [batch, n_sources, d]. Batch number i is used at step i, so
-resuming at step i only needs `stream(i)`; the trainer never holds more than one batch.
+The data source is a `BatchStream` (streams.py): `stream(start)` yields the global batches number
+start, start + 1, ... as float tensors [batch, n_sources, d]. Batch number i is used at step i,
+so resuming at step i only needs `stream(i)`; the trainer never holds more than one batch.
 
 Output folder layout:
     config.json, weights.safetensors   the final dictionary (crosscoders.io)
@@ -18,7 +18,6 @@ Output folder layout:
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ from crosscoders.crosscoder import CrossCoder, LossOutput
 from crosscoders.init import initialize
 from crosscoders.io import save_crosscoder, save_tensors
 from crosscoders.losses import fraction_of_variance_explained
+from crosscoders.streams import BatchStream
 from interp.errors import InterpError
-
-BatchStream = Callable[[int], Iterator[Float[Tensor, "batch n_sources d"]]]
 
 
 def learning_rate(step: int, config: TrainingConfig) -> float:

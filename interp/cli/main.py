@@ -5,7 +5,17 @@ import sys
 
 import typer
 
-from interp.cli import analyze_cmd, app_cmd, cache_cmd, data_cmd, models_cmd, organism_cmd, tuco_cmd
+from interp.cli import (
+    analyze_cmd,
+    app_cmd,
+    cache_cmd,
+    data_cmd,
+    models_cmd,
+    organism_cmd,
+    steer_cmd,
+    train_cmd,
+    tuco_cmd,
+)
 from interp.errors import InterpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -16,6 +26,8 @@ cache_cmd.register(app)
 data_cmd.register(app)
 tuco_cmd.register(app)
 organism_cmd.register(app)
+steer_cmd.register(app)
+train_cmd.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,324 @@
+"""`interp train crosscoder|sae` (dictionaries from an activation cache) and
+`interp dict eval|export` (evaluate a trained dictionary, export a source to SAELens).
+
+Data-parallel training: `torchrun --standalone --nproc_per_node=N -m interp.cli.main train ...`
+or `--workers N`, which relaunches the command that way.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.errors import InterpError
+
+train_app = typer.Typer(no_args_is_help=True, help="Train sparse dictionaries on a cache.")
+dict_app = typer.Typer(no_args_is_help=True, help="Evaluate and export trained dictionaries.")
+
+CacheOption = Annotated[Path, typer.Option("--cache", help="activation cache folder")]
+OutOption = Annotated[Path, typer.Option("--out", help="output folder (rerun to resume)")]
+
+
+def _relaunch_with_torchrun(workers: int) -> None:
+    args = list(sys.argv[1:])
+    for index, arg in enumerate(args):
+        if arg == "--workers":
+            del args[index : index + 2]
+            break
+        if arg.startswith("--workers="):
+            del args[index]
+            break
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={workers}",
+        "-m",
+        "interp.cli.main",
+        *args,
+    ]
+    raise typer.Exit(subprocess.run(command, check=False).returncode)
+
+
+def _train(
+    cache_path: Path,
+    out: Path,
+    sources: list[int] | None,
+    dict_size: int,
+    k: int,
+    activation: str,
+    l1_coefficient: float,
+    steps: int | None,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    threshold_start_step: int,
+    dead_after_tokens: int,
+    decoder_init_norm: float | None,
+    seed: int,
+    log_every: int,
+    checkpoint_every: int,
+    device: str,
+    overwrite: bool,
+) -> None:
+    from crosscoders import ddp
+    from crosscoders.config import CrossCoderConfig, Source, TrainingConfig
+    from crosscoders.streams import cache_stream
+    from crosscoders.trainer import Trainer
+    from interp.cache import ActivationCache
+
+    cache = ActivationCache(cache_path)
+    columns = list(range(cache.n_sources)) if sources is None else sources
+    roles = [model["role"] for model in cache.manifest["models"]]
+    origins = [
+        Source(model=spec, layer=layer, name=role if len(cache.layers) == 1 else f"{role}/{layer}")
+        for spec, role in zip(cache.models, roles, strict=True)
+        for layer in cache.layers
+    ]
+    if steps is None:
+        steps = cache.n_split_tokens("train") // batch_size
+    coder_config = CrossCoderConfig(
+        n_sources=len(columns),
+        d_model=cache.d_model,
+        dict_size=dict_size,
+        activation=activation,
+        k=k,
+        l1_coefficient=l1_coefficient,
+        threshold_start_step=threshold_start_step,
+        decoder_init_norm=decoder_init_norm
+        if decoder_init_norm is not None
+        else (0.005 if activation == "relu_l1" else 1.0),
+        sources=[origins[c] for c in columns],
+    )
+    training = TrainingConfig(
+        n_steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        dead_after_tokens=dead_after_tokens,
+        seed=seed,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+    )
+    rank_device = ddp.init_from_env()
+    is_main = ddp.rank() == 0
+    try:
+        stream = cache_stream(cache, batch_size, seed=seed, split="train", sources=columns)
+        Trainer(
+            coder_config,
+            training,
+            stream,
+            out,
+            rank_device if device == "auto" else device,
+            overwrite=overwrite,
+        ).train()
+    finally:
+        ddp.shutdown()
+    if is_main:
+        typer.echo(f"dictionary written to {out}")
+
+
+def _source_columns(cache_path: Path, model: str, layer: str | None) -> list[int]:
+    from interp.cache import ActivationCache
+    from interp.layers import resolve_layer
+
+    cache = ActivationCache(cache_path)
+    roles = [entry["role"] for entry in cache.manifest["models"]]
+    if model not in roles:
+        raise InterpError(f"unknown model {model!r}: the cache holds {roles}")
+    if layer is None:
+        if len(cache.layers) != 1:
+            raise InterpError(f"the cache holds layers {cache.layers}: pass --layer")
+        layer_index = cache.layers[0]
+    else:
+        layer_index = resolve_layer(layer, int(cache.manifest["models"][0]["n_layers"]))
+    if layer_index not in cache.layers:
+        raise InterpError(f"layer {layer!r} is not in the cache: expected one of {cache.layers}")
+    return [roles.index(model) * len(cache.layers) + cache.layers.index(layer_index)]
+
+
+@train_app.command("crosscoder")
+def train_crosscoder(
+    cache: CacheOption,
+    out: OutOption,
+    dict_size: int = typer.Option(..., help="number of latents F"),
+    k: int = typer.Option(100, help="latents per token (topk / batchtopk)"),
+    activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
+    l1_coefficient: float = typer.Option(0.041, help="relu_l1 penalty mu"),
+    steps: int | None = typer.Option(None, help="optimizer steps (default: one epoch)"),
+    batch_size: int = typer.Option(2048, help="global batch in tokens"),
+    lr: float = typer.Option(1e-4, help="Adam learning rate"),
+    warmup_steps: int = typer.Option(1000, help="linear lr warm-up steps"),
+    threshold_start_step: int = typer.Option(1000, help="batchtopk: steps before theta is learned"),
+    dead_after_tokens: int = typer.Option(10_000_000, help="tokens without firing = dead"),
+    decoder_init_norm: float | None = typer.Option(None, help="default 1.0, relu_l1 0.005"),
+    seed: int = typer.Option(0, help="seed of init and data order"),
+    log_every: int = typer.Option(50, help="steps between log lines"),
+    checkpoint_every: int = typer.Option(1000, help="steps between checkpoints"),
+    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
+    workers: int = typer.Option(1, help="data-parallel processes (relaunches under torchrun)"),
+    overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
+) -> None:
+    """A crosscoder over every source of the cache (all models x layers)."""
+    if workers > 1:
+        _relaunch_with_torchrun(workers)
+    _train(
+        cache,
+        out,
+        None,
+        dict_size,
+        k,
+        activation,
+        l1_coefficient,
+        steps,
+        batch_size,
+        lr,
+        warmup_steps,
+        threshold_start_step,
+        dead_after_tokens,
+        decoder_init_norm,
+        seed,
+        log_every,
+        checkpoint_every,
+        device,
+        overwrite,
+    )
+
+
+@train_app.command("sae")
+def train_sae(
+    cache: CacheOption,
+    out: OutOption,
+    dict_size: int = typer.Option(..., help="number of latents F"),
+    model: str = typer.Option("base", help="which model of the cache: its role (base | chat)"),
+    layer: str | None = typer.Option(None, help="which cached layer (default: the only one)"),
+    k: int = typer.Option(100, help="latents per token (topk / batchtopk)"),
+    activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
+    l1_coefficient: float = typer.Option(0.041, help="relu_l1 penalty mu"),
+    steps: int | None = typer.Option(None, help="optimizer steps (default: one epoch)"),
+    batch_size: int = typer.Option(2048, help="global batch in tokens"),
+    lr: float = typer.Option(1e-4, help="Adam learning rate"),
+    warmup_steps: int = typer.Option(1000, help="linear lr warm-up steps"),
+    threshold_start_step: int = typer.Option(1000, help="batchtopk: steps before theta is learned"),
+    dead_after_tokens: int = typer.Option(10_000_000, help="tokens without firing = dead"),
+    decoder_init_norm: float | None = typer.Option(None, help="default 1.0, relu_l1 0.005"),
+    seed: int = typer.Option(0, help="seed of init and data order"),
+    log_every: int = typer.Option(50, help="steps between log lines"),
+    checkpoint_every: int = typer.Option(1000, help="steps between checkpoints"),
+    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
+    workers: int = typer.Option(1, help="data-parallel processes (relaunches under torchrun)"),
+    overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
+) -> None:
+    """An SAE (a one-source crosscoder) on one model and layer of the cache."""
+    if workers > 1:
+        _relaunch_with_torchrun(workers)
+    columns = _source_columns(cache, model, layer)
+    _train(
+        cache,
+        out,
+        columns,
+        dict_size,
+        k,
+        activation,
+        l1_coefficient,
+        steps,
+        batch_size,
+        lr,
+        warmup_steps,
+        threshold_start_step,
+        dead_after_tokens,
+        decoder_init_norm,
+        seed,
+        log_every,
+        checkpoint_every,
+        device,
+        overwrite,
+    )
+
+
+@dict_app.command("eval")
+def evaluate(
+    dictionary: Annotated[Path, typer.Argument(help="dictionary folder (config.json + weights)")],
+    cache: CacheOption,
+    tokens: int = typer.Option(100_000, help="held-out cache tokens for FVE / L0 / dead / dense"),
+    batch_size: int = typer.Option(4096, help="tokens per evaluation batch"),
+    splice: bool = typer.Option(True, help="also measure splice-in CE / KL (loads the models)"),
+    texts: int = typer.Option(64, help="held-out wiki texts for the splice-in loss"),
+    max_length: int = typer.Option(128, help="tokens per splice-in text"),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+) -> None:
+    """Per-source FVE, L0, dead and dense fractions on the cache's validation split, and the
+    splice-in LM loss of each model; writes eval.json into the dictionary folder."""
+    from itertools import islice
+
+    from crosscoders.config import write_json
+    from crosscoders.evaluate import reconstruction_metrics, splice_metrics
+    from crosscoders.io import load_crosscoder
+    from interp.cache import ActivationCache
+    from interp.datasets import load_texts
+    from interp.models import load_model
+
+    coder = load_crosscoder(dictionary, device)
+    activation_cache = ActivationCache(cache)
+    columns = _dictionary_columns(coder.config, activation_cache)
+    n_batches = max(1, tokens // batch_size)
+    batches = (
+        x[:, columns]
+        for x in islice(
+            activation_cache.iterate_batches(batch_size, split="validation", normalize=False),
+            n_batches,
+        )
+    )
+    result: dict[str, object] = {"reconstruction": reconstruction_metrics(coder, batches)}
+    if splice:
+        specs = [source.model for source in coder.config.sources]
+        loaded = {spec: load_model(spec, device=device) for spec in dict.fromkeys(specs)}
+        result["splice"] = splice_metrics(
+            coder,
+            [loaded[spec] for spec in specs],
+            [source.layer for source in coder.config.sources],
+            load_texts("wiki", "heldout")[:texts],
+            max_length=max_length,
+        )
+    write_json(Path(dictionary) / "eval.json", result)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def _dictionary_columns(config, cache) -> list[int]:
+    """Which cache sources feed each dictionary source (matched by model spec and layer)."""
+    available = [(spec, layer) for spec in cache.models for layer in cache.layers]
+    columns = []
+    for source in config.sources:
+        if (source.model, source.layer) not in available:
+            raise InterpError(
+                f"the cache has no activations of {source.model!r} at layer {source.layer}: "
+                f"expected one of {available}"
+            )
+        columns.append(available.index((source.model, source.layer)))
+    if not columns:
+        raise InterpError("the dictionary's config.json names no sources: cannot match a cache")
+    return columns
+
+
+@dict_app.command("export")
+def export(
+    dictionary: Annotated[Path, typer.Argument(help="dictionary folder")],
+    out: OutOption,
+    source: int = typer.Option(0, help="which source (0 = first, e.g. base)"),
+    context_size: int = typer.Option(1024, help="context size written to cfg.json"),
+) -> None:
+    """Export one source as a SAELens folder (cfg.json + sae_weights.safetensors)."""
+    from crosscoders.export_saelens import export_saelens
+    from crosscoders.io import load_crosscoder
+
+    folder = export_saelens(load_crosscoder(dictionary), source, out, context_size)
+    typer.echo(f"SAELens folder written to {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+    app.add_typer(dict_app, name="dict")
