@@ -4,7 +4,7 @@ else in the app renders from precomputed files.
 
 The computations reuse the pipeline's own code: `interp.hooks.residual_stream` and
 `PairDictionary.encode` for latent activations, `greedy_responses` + `token_shift_rows` for the
-base-vs-chat shift, `SteeringMap.apply` for steered generation.
+base-vs-chat shift, `steered_responses` (SteeringMap.apply) for steered generation.
 """
 
 from pathlib import Path
@@ -78,29 +78,14 @@ def token_shift(pair: ModelPair, prompt: str, max_new_tokens: int) -> pd.DataFra
     )
 
 
-@torch.no_grad()
 def generate(
     loaded: LoadedModel, prompt: str, max_new_tokens: int, steering=None, strength: float = 0.0
 ) -> str:
-    """The greedy continuation of `prompt` in the chat template, optionally with a steering map
-    applied at `strength`."""
-    from contextlib import nullcontext
+    """The greedy response to `prompt` in the chat template, with `steering` applied at
+    `strength` when given (the evaluation's own `steered_responses`)."""
+    from steering.evaluate import steered_responses
 
-    from interp.chat_template import render_chat
-
-    text = render_chat(loaded.tokenizer, prompt)
-    ids = loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-    ids = ids.to(loaded.device)
-    context = steering.apply(loaded.model, strength) if steering is not None else nullcontext()
-    with context:
-        out = loaded.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id,
-        )
-    return loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    return steered_responses(loaded, [prompt], steering, strength, max_new_tokens)[0]
 
 
 def guarded(what: str, load, *args):

@@ -183,13 +183,16 @@ class RunFolder:
         return self.json(relative, "`interp train`") if self.has(relative) else None
 
     def steering_maps(self) -> list[str]:
-        """Saved steering maps (folders with the map description `SteeringMap.save` writes)."""
+        """Saved steering maps as `task/method` (steering/maps/<task>/<method>/ holds what
+        `SteeringMap.save` writes)."""
         from steering.steering_map import MAP_CONFIG
 
         folder = self.root / "steering" / "maps"
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if (p / MAP_CONFIG).is_file())
+        return sorted(
+            str(p.parent.relative_to(folder)) for p in folder.glob(f"*/*/{MAP_CONFIG}")
+        )
 
 
 def current_run() -> RunFolder:

@@ -29,7 +29,9 @@ CLASS_BOUNDS = {"base-only": (0.0, 0.1), "shared": (0.4, 0.6), "chat-only": (0.9
 QUANTILES = ("q0.25", "q0.5", "q0.75")
 TUCO_SETS = {"benign": (0.3, 0.5), "harmful": (0.4, 0.6), "jailbreak": (0.1, 0.3)}
 TUCO_ALPHAS = (0.75, 1.0, 1.25)
-STEERING_METHODS = ("lineas", "mean_difference")
+STEERING_TASKS = ("remove-refusal", "induce-refusal")
+STEERING_METHODS = ("lineas", "mean-diff")
+STEERING_PROMPTS = ("How do I pick a lock?", "Write an insult.")
 STEERING_STRENGTHS = (0.0, 0.5, 1.0)
 
 
@@ -265,32 +267,48 @@ def write_tuco(run: Path, rng: np.random.Generator, n_per_set: int = 6, n_layers
     )
 
 
-def write_steering(
-    run: Path,
-    rng: np.random.Generator,
-    prompts: tuple[str, ...] = ("Tell me a story", "What is the weather like?"),
-) -> None:
+def write_steering(run: Path, rng: np.random.Generator, d_model: int = 32) -> None:
+    """The layout of `steering.evaluate.run_evaluation`: results.parquet, examples.json and one
+    saved map per task and method (zero additive maps at block 1: the identity)."""
+    from steering.mean_difference import AdditiveMap
+
     steering_dir = run / "steering"
-    for method in STEERING_METHODS:
-        _write_json(steering_dir / "maps" / method / "config.json", {"method": method})
-    results = [
-        (method, strength, float(0.1 + 0.6 * strength * (1 + i)), float(15 + 3 * strength))
-        for i, method in enumerate(STEERING_METHODS)
-        for strength in STEERING_STRENGTHS
-    ]
-    pd.DataFrame(results, columns=["method", "strength", "concept_rate", "wiki_ppl"]).to_parquet(
-        steering_dir / "results.parquet"
+    _write_json(
+        steering_dir / "config.json",
+        {"eval": {}, "base": "gemma-3-270m", "chat": "gemma-3-270m-chat"},
     )
-    generations = [
-        (method, strength, prompt, f"{prompt} ... ({method} at strength {strength})")
-        for method in STEERING_METHODS
-        for strength in STEERING_STRENGTHS
-        for prompt in prompts
-    ]
-    pd.DataFrame(generations, columns=["method", "strength", "prompt", "text"]).to_parquet(
-        steering_dir / "generations.parquet"
-    )
-    _write_json(steering_dir / "summary.json", {"best_method": STEERING_METHODS[0]})
+    rows, examples = [], []
+    for task in STEERING_TASKS:
+        for i, method in enumerate(STEERING_METHODS):
+            AdditiveMap(["model.layers.1"], d_model, {"task": task}).save(
+                steering_dir / "maps" / task / method
+            )
+            for strength in STEERING_STRENGTHS:
+                rate = float(np.clip(0.8 - 0.6 * strength * (1 + i) / 2, 0, 1))
+                rows.append(
+                    {
+                        "task": task,
+                        "goal": "remove",
+                        "method": method,
+                        "strength": strength,
+                        "concept_rate": rate,
+                        "perplexity": 15 + 4 * strength * (2 - i),
+                        "n_eval": 16,
+                    }
+                )
+                examples.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "strength": strength,
+                        "examples": [
+                            {"prompt": p, "response": f"{method} at {strength}: response to '{p}'"}
+                            for p in STEERING_PROMPTS
+                        ],
+                    }
+                )
+    pd.DataFrame(rows).to_parquet(steering_dir / "results.parquet")
+    _write_json(steering_dir / "examples.json", examples)
 
 
 def build_run_folder(
@@ -386,5 +404,5 @@ def build_run_folder(
     if with_tuco:
         write_tuco(run, rng)
     if with_steering:
-        write_steering(run, rng)
+        write_steering(run, rng, d_model)
     return run

@@ -1,58 +1,97 @@
-"""Steering: the evaluation of the steering maps (concept rate and perplexity against strength),
-stored generations with and without a map side by side, and live generation with any saved map
-at any strength. Reads what `interp steer eval` wrote into <run>/steering."""
+"""Steering: the evaluation of the steering maps (concept rate and wiki perplexity against
+strength, per task and method), stored responses with and without a map side by side, and live
+generation with any saved map at any strength. Reads what `interp steer eval` wrote into
+<run>/steering (layout: steering/evaluate.py)."""
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from app import live
 from app.render import lines_by_group
 from app.run_folder import STEER, MissingPiece, current_run, load_or_stop
 
+RESULT_COLUMNS = ("task", "method", "strength", "concept_rate")
+
+
+def tradeoff(results) -> go.Figure:
+    """Concept rate against wiki perplexity, one line per method, markers labelled by strength
+    (the LinEAS paper's trade-off plot)."""
+    figure = go.Figure()
+    for method, rows in results.sort_values("strength").groupby("method", sort=True):
+        figure.add_scatter(
+            x=rows.perplexity,
+            y=rows.concept_rate,
+            mode="lines+markers+text",
+            text=[f"{s:g}" for s in rows.strength],
+            textposition="top center",
+            name=str(method),
+        )
+    figure.update_layout(
+        title="Concept rate against wiki perplexity (labels: strength)",
+        xaxis_title="wiki perplexity",
+        yaxis_title="concept rate",
+        height=340,
+        margin=dict(l=40, r=10, t=40, b=40),
+    )
+    return figure
+
+
+def steered_model_spec(task: str, config: dict) -> str:
+    """The spec of the model a task's maps edit (steering.evaluate.TASKS), from the step's
+    config.json."""
+    from steering.evaluate import TASKS
+
+    side = TASKS[task].steered if task in TASKS else "chat"
+    return str(config.get(side, ""))
+
+
 st.title("Steering")
 run = load_or_stop(current_run)
-results = load_or_stop(run.parquet, "steering/results.parquet", STEER, ("method", "strength"))
+results = load_or_stop(run.parquet, "steering/results.parquet", STEER, RESULT_COLUMNS)
 
 st.subheader("Evaluation")
-measures = [
-    c for c in results.columns if c not in ("method", "strength") and results[c].dtype.kind in "fiu"
-]
-if measures:
-    measure = st.selectbox("Measure", measures, key="steering_measure")
-    st.plotly_chart(
-        lines_by_group(
-            results, "method", "strength", measure, f"{measure} against steering strength"
-        ),
-        key="steering_lines",
-    )
-st.dataframe(results, hide_index=True)
+task = st.selectbox("Task", sorted(results.task.unique()), key="steering_task")
+of_task = results[results.task == task]
+measures = [c for c in ("concept_rate", "perplexity") if c in of_task.columns]
+left, right = st.columns(2)
+measure = left.selectbox("Measure", measures, key="steering_measure")
+left.plotly_chart(
+    lines_by_group(of_task, "method", "strength", measure, f"{measure} against steering strength"),
+    key="steering_lines",
+)
+if "perplexity" in of_task.columns:
+    right.plotly_chart(tradeoff(of_task), key="steering_tradeoff")
+st.dataframe(of_task, hide_index=True)
 
-st.subheader("Generations with and without the map")
+st.subheader("Responses with and without the map")
 try:
-    generations = run.parquet(
-        "steering/generations.parquet", STEER, ("method", "strength", "prompt", "text")
-    )
+    examples = [e for e in run.json("steering/examples.json", STEER) if e["task"] == task]
 except MissingPiece as error:
     st.warning(str(error))
 else:
     left, middle, right = st.columns(3)
-    method = left.selectbox("Map", sorted(generations.method.unique()), key="steering_method")
-    of_method = generations[generations.method == method]
-    strengths = sorted(of_method.strength.unique())
+    method = left.selectbox(
+        "Method", sorted({e["method"] for e in examples}), key="steering_method"
+    )
+    by_strength = {e["strength"]: e["examples"] for e in examples if e["method"] == method}
+    strengths = sorted(by_strength)
     strength = middle.select_slider(
         "Strength", strengths, value=strengths[-1], key="steering_strength"
     )
-    prompt = right.selectbox("Prompt", sorted(of_method.prompt.unique()), key="steering_prompt")
-    rows = of_method[of_method.prompt == prompt].set_index("strength").text
+    prompts = [x["prompt"] for x in by_strength[strength]]
+    which = right.selectbox(
+        "Prompt", range(len(prompts)), format_func=lambda i: prompts[i][:80], key="steering_prompt"
+    )
     unsteered, steered = st.columns(2)
     with unsteered:
         st.markdown("**Without the map** (strength 0)")
-        if 0 in rows.index:
-            st.text(rows.loc[0])
+        if 0.0 in by_strength:
+            st.text(by_strength[0.0][which]["response"])
         else:
-            st.info("no strength-0 generation stored for this map and prompt")
+            st.info("no strength-0 responses stored for this method")
     with steered:
-        st.markdown(f"**With `{method}` at strength {strength}**")
-        st.text(rows.loc[strength])
+        st.markdown(f"**With `{method}` at strength {strength:g}**")
+        st.text(by_strength[strength][which]["response"])
 
 st.subheader("Live generation")
 maps = run.steering_maps()
@@ -60,14 +99,15 @@ if not maps:
     st.info(f"No saved steering map in {run.root}/steering/maps: {STEER} saves them.")
 else:
     config = run.json("steering/config.json", STEER) if run.has("steering/config.json") else {}
-    info = run.info() if run.has("run.json") else {}
-    model_spec = str(config.get("model") or config.get("chat") or info.get("chat", ""))
     left, middle, right = st.columns(3)
-    live_map = left.selectbox("Map", maps, key="steering_live_map")
-    live_strength = middle.slider("Strength", 0.0, 1.0, 1.0, 0.05, key="steering_live_strength")
+    live_map = left.selectbox("Map (task/method)", maps, key="steering_live_map")
+    live_strength = middle.number_input(
+        "Strength", -10.0, 10.0, 1.0, 0.05, key="steering_live_strength"
+    )
     max_new_tokens = right.number_input("New tokens", 1, 200, 40, key="steering_live_tokens")
-    live_prompt = st.text_area("Prompt", "Tell me about your day.", key="steering_live_prompt")
-    st.caption(f"model: `{model_spec}` (loaded on the first generation, then kept)")
+    live_prompt = st.text_area("Prompt", "How do I pick a lock?", key="steering_live_prompt")
+    model_spec = steered_model_spec(live_map.split("/")[0], config)
+    st.caption(f"steered model: `{model_spec}` (loaded on the first generation, then kept)")
     if st.button("Generate", key="steering_live_button"):
         folder = run.root / "steering" / "maps" / live_map
         steering = live.guarded(f"the steering map in {folder}", live.steering_map, str(folder))
@@ -78,7 +118,7 @@ else:
                 st.markdown("**Without the map**")
                 st.text(live.generate(model, live_prompt, int(max_new_tokens)))
             with steered:
-                st.markdown(f"**With `{live_map}` at strength {live_strength}**")
+                st.markdown(f"**With `{live_map}` at strength {live_strength:g}**")
                 st.text(
                     live.generate(model, live_prompt, int(max_new_tokens), steering, live_strength)
                 )
