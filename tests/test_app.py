@@ -18,8 +18,11 @@ N_EXAMPLE_LATENTS = 64
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return build_run_folder(tmp_path_factory.mktemp("app") / "run", n_latents=N_LATENTS,
-                            n_example_latents=N_EXAMPLE_LATENTS)
+    return build_run_folder(
+        tmp_path_factory.mktemp("app") / "run",
+        n_latents=N_LATENTS,
+        n_example_latents=N_EXAMPLE_LATENTS,
+    )
 
 
 @pytest.fixture
@@ -41,7 +44,9 @@ def open_page(run_folder: Path | str, page: str | None = None, **query: str) -> 
 
 def all_text(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
+    parts += (
+        [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
+    )
     return "\n".join(parts)
 
 
@@ -103,8 +108,10 @@ def test_latents_filters_match_a_hand_count(run):
     table = latents_of(run)
     expected = table[
         table.latent_class.isin(["chat-only", "shared"])
-        & (table.rel_norm >= 0.45) & (table.rel_norm <= 0.95)
-        & (table.cosine >= 0.5) & (table.freq >= 1e-3)
+        & (table.rel_norm >= 0.45)
+        & (table.rel_norm <= 0.95)
+        & (table.cosine >= 0.5)
+        & (table.freq >= 1e-3)
     ]
     assert 0 < len(expected) < N_LATENTS
     assert shown_count(at) == len(expected)
@@ -152,7 +159,9 @@ def spans(html: str) -> list[tuple[str, float]]:
     """(class, opacity) of every token span of a token_html block."""
     return [
         (cls, float(alpha))
-        for cls, alpha in re.findall(r'<span class="([^"]+)"[^>]*rgba\(\d+,\d+,\d+,([\d.]+)\)', html)
+        for cls, alpha in re.findall(
+            r'<span class="([^"]+)"[^>]*rgba\(\d+,\d+,\d+,([\d.]+)\)', html
+        )
     ]
 
 
@@ -273,8 +282,9 @@ def test_steering_page_shows_responses_with_and_without_the_map(run):
         "mean-diff at 0.5: response to 'Write an insult.'",
     ]
     maps = at.selectbox(key="steering_live_map").options
-    assert maps == [f"{t}/{m}" for t in ("induce-refusal", "remove-refusal")
-                    for m in ("lineas", "mean-diff")]
+    assert maps == [
+        f"{t}/{m}" for t in ("induce-refusal", "remove-refusal") for m in ("lineas", "mean-diff")
+    ]
     assert any("`gemma-3-270m`" in c.value for c in at.caption)  # induce-refusal steers base
 
 
