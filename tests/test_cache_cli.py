@@ -1,0 +1,126 @@
+"""`interp cache` end to end on tiny models saved as folders: a real SIGKILL then resume, two
+processes (torch.distributed, gloo) against one, and bad input through the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from cache_support import documents
+from tiny_models import save_tiny, tiny_model, tiny_pair
+from typer.testing import CliRunner
+
+from interp.cache import ActivationCache, verify_cache
+from interp.cli.main import app
+from interp.errors import InterpError
+
+N_TOKENS = 8000
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    pair = tiny_pair()
+    save_tiny(pair.base, root / "base")
+    save_tiny(pair.chat, root / "chat")
+    save_tiny(tiny_model("llama"), root / "llama")
+    (root / "docs.txt").write_text("\n".join(documents(300, seed=4)))
+    return root
+
+
+def cache_args(root, out, tokens=N_TOKENS):
+    return [
+        "cache", "--pair", str(root / "base"), str(root / "chat"), "--layers", "1,3",
+        "--mix", str(root / "docs.txt"), "--tokens", str(tokens), "--ctx", "32",
+        "--batch-size", "4", "--shard-tokens", "100", "--dtype", "bf16", "--seed", "3",
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+def run_cli(args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "interp.cli.main", *args]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+    )
+
+
+def finish(process):
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err.decode()[-2000:]
+    return out.decode()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    out = setup / "uninterrupted"
+    finish(run_cli(cache_args(setup, out)))
+    return out
+
+
+def shards_of(folder):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return [(s["file"], s["n_tokens"], s["sha256"]) for s in manifest["shards"]]
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(setup, uninterrupted):
+    out = setup / "killed"
+    process = run_cli(cache_args(setup, out))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        manifest_file = out / "manifest.json"
+        if manifest_file.exists():
+            try:
+                shards = json.loads(manifest_file.read_text())["shards"]
+            except json.JSONDecodeError:
+                shards = []
+            if len(shards) >= 3:
+                break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = json.loads((out / "manifest.json").read_text())
+    assert not partial["complete"], "the run finished before the kill: raise N_TOKENS"
+    finish(run_cli(cache_args(setup, out)))
+    assert shards_of(out) == shards_of(uninterrupted)  # same bytes, shard for shard
+    assert verify_cache(out) == []
+    assert not list(out.glob("*.tmp"))
+
+
+def test_two_processes_write_the_same_cache_as_one(setup, uninterrupted):
+    out = setup / "two"
+    finish(run_cli([*cache_args(setup, out), "--workers", "2"]))
+    assert verify_cache(out) == []
+    one, two = ActivationCache(uninterrupted), ActivationCache(out)
+    assert two.manifest["n_shards"] == one.manifest["n_shards"] == N_TOKENS // 100
+    a, b = next(one.iterate_sequential(N_TOKENS)), next(two.iterate_sequential(N_TOKENS))
+    for name in ("token_ids", "seq_ids", "positions"):
+        assert torch.equal(a.__dict__[name], b.__dict__[name])
+    torch.testing.assert_close(a.acts, b.acts, rtol=2**-7, atol=1e-4)
+    torch.testing.assert_close(one.mean_norms(), two.mean_norms())
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--layers": "9"}, "unknown layer '9'"),
+        ({"--tokens": "0"}, "bad n_tokens 0"),
+        ({"--dtype": "int4"}, "unknown cache dtype"),
+        ({"chat": "llama"}, "mismatched pair"),
+    ],
+)
+def test_bad_input_through_the_cli_writes_nothing(setup, tmp_path, change, message):
+    args = cache_args(setup, tmp_path / "out", tokens=200)
+    for key, value in change.items():
+        if key.startswith("--"):
+            args[args.index(key) + 1] = value
+        else:
+            args[args.index(str(setup / key))] = str(setup / value)
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, InterpError), result.output
+    assert message in str(result.exception)
+    assert not (tmp_path / "out").exists()
