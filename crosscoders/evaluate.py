@@ -9,8 +9,9 @@ splice-in language-model loss.
   (forward hook on the block output) and the rest of the model runs as usual:
   CE_spliced, KL(P_clean || P_spliced), and
   ce_loss_recovered = (CE_zero_ablation - CE_spliced) / (CE_zero_ablation - CE_clean),
-  where zero ablation writes 0 instead of x^_m. Special tokens (BOS, padding) are never replaced:
-  the activation cache excludes them, so the dictionary was not trained on them.
+  where zero ablation writes 0 instead of x^_m. Tokens the activation cache excludes (BOS,
+  padding: `interp.cache.token_stream.excluded_token_ids`) are never replaced, since the
+  dictionary was not trained on them.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from crosscoders.crosscoder import CrossCoder
+from interp.cache.token_stream import excluded_token_ids
 from interp.hooks import block_output, decoder_layers, residual_stream
 from interp.models import LoadedModel
 
@@ -118,7 +120,7 @@ def splice_metrics(
     coder.eval()
     tokenizer = models[0].tokenizer
     device = coder.W_enc.device
-    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=device)
+    excluded = torch.tensor(excluded_token_ids(tokenizer, keep_special=False), device=device)
     names = source_names(coder)
     keys = ("ce_clean", "ce_spliced", "ce_zero", "kl")
     totals = {name: dict.fromkeys(keys, 0.0) for name in names}
@@ -133,7 +135,7 @@ def splice_metrics(
             max_length=max_length,
         ).to(device)
         ids, attention = batch["input_ids"], batch["attention_mask"].bool()
-        replace = attention & ~torch.isin(ids, special_ids)  # [batch seq]
+        replace = attention & ~torch.isin(ids, excluded)  # [batch seq]
         x = torch.stack(
             [
                 residual_stream(model.model, ids, [layer], batch["attention_mask"])[:, :, 0]

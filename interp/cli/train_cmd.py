@@ -247,7 +247,10 @@ def evaluate(
     tokens: int = typer.Option(100_000, help="held-out cache tokens for FVE / L0 / dead / dense"),
     batch_size: int = typer.Option(4096, help="tokens per evaluation batch"),
     splice: bool = typer.Option(True, help="also measure splice-in CE / KL (loads the models)"),
-    texts: int = typer.Option(64, help="held-out wiki texts for the splice-in loss"),
+    texts: int = typer.Option(64, help="how many texts for the splice-in loss"),
+    texts_file: Annotated[
+        Path | None, typer.Option(help="splice-in texts, one per line (default: held-out wiki)")
+    ] = None,
     max_length: int = typer.Option(128, help="tokens per splice-in text"),
     device: str = typer.Option("cpu", help="cpu, cuda, ..."),
 ) -> None:
@@ -259,7 +262,6 @@ def evaluate(
     from crosscoders.evaluate import reconstruction_metrics, splice_metrics
     from crosscoders.io import load_crosscoder
     from interp.cache import ActivationCache
-    from interp.datasets import load_texts
     from interp.models import load_model
 
     coder = load_crosscoder(dictionary, device)
@@ -281,11 +283,21 @@ def evaluate(
             coder,
             [loaded[spec] for spec in specs],
             [source.layer for source in coder.config.sources],
-            load_texts("wiki", "heldout")[:texts],
+            _splice_texts(texts_file)[:texts],
             max_length=max_length,
         )
     write_json(Path(dictionary) / "eval.json", result)
     typer.echo(json.dumps(result, indent=2))
+
+
+def _splice_texts(texts_file: Path | None) -> list[str]:
+    if texts_file is None:
+        from interp.datasets import load_texts
+
+        return load_texts("wiki", "heldout")
+    if not texts_file.is_file():
+        raise InterpError(f"texts file {str(texts_file)!r} does not exist")
+    return [line for line in texts_file.read_text().splitlines() if line.strip()]
 
 
 def _dictionary_columns(config, cache) -> list[int]:
