@@ -207,7 +207,8 @@ def nnsight_generate(
         with lm.generate(max_new_tokens=max_new_tokens, **generate_kwargs) as tracer:
             with tracer.invoke(**inputs):
                 steps = list().save()
-                for _step in tracer.all():
+                # A loop body that touches no module would never yield to the model: no loop.
+                for _step in tracer.all() if sites else ():
                     read = {}
                     for layer, edit, is_read in sites:
                         if edit is not None:

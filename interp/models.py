@@ -144,7 +144,7 @@ def _load_header(source: _Source) -> tuple[PretrainedConfig, object]:
         config = AutoConfig.from_pretrained(source.location)
         tokenizer = AutoTokenizer.from_pretrained(source.location)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise InterpError(
             f"cannot load model {source.spec!r}: not a built-in ({', '.join(BUILTINS)}), a .gguf "
             f"file, a local HF folder, or a Hugging Face id reachable offline ({first_line})"
