@@ -211,3 +211,12 @@ def test_a_mismatched_pair_is_refused():
 
     with pytest.raises(InterpError, match="mismatched pair"):
         ModelPair(base=tiny_model("llama"), chat=tiny_model("gemma3"))
+
+
+def test_other_weights_on_an_existing_folder_are_refused(pair, tmp_path):
+    source = mixed_source()
+    build_cache(pair, small_config(pair), tmp_path / "c", source, progress=False)
+    with torch.no_grad():
+        pair.chat.model.get_decoder().layers[0].mlp.up_proj.weight.add_(1e-3)  # a "retrained" chat
+    with pytest.raises(InterpError, match="other weights for chat model"):
+        build_cache(pair, small_config(pair), tmp_path / "c", source, progress=False)

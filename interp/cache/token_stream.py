@@ -40,14 +40,18 @@ from interp.errors import InterpError
 TOKENIZE_CHUNK = 256  # documents tokenized per call
 
 
+Chat = tuple[str, str | None]  # (user prompt, model response or None for the generation prompt)
+
+
 @dataclass(frozen=True)
 class Corpus:
-    """The documents of one recipe, ready to tokenize."""
+    """The documents of one recipe: plain texts, or chats rendered with the chat template (which
+    adds the BOS itself) when they are tokenized."""
 
     recipe: str
-    texts: list[str]
-    chat_rendered: bool  # rendered with the chat template (which adds the BOS itself)
-    origin: str  # where the texts came from, for the manifest
+    documents: list[str] | list[Chat]
+    is_chat: bool
+    origin: str  # where the documents came from, for the manifest
 
 
 class TextSource(Protocol):
@@ -72,8 +76,8 @@ class DatasetSource:
             path = Path(recipe)
             if not path.is_file():
                 raise InterpError(f"dataset file {recipe!r} does not exist")
-            texts = [line for line in path.read_text().splitlines() if line.strip()]
-            return Corpus(recipe, texts, False, f"lines of {path.name}")
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            return Corpus(recipe, lines, False, f"lines of {path.name}")
         from interp import datasets
 
         if recipe == "chat":
@@ -82,13 +86,10 @@ class DatasetSource:
             except InterpError:
                 conversations = []
             if conversations:
-                texts = [
-                    render_chat(tokenizer, prompt, response) for prompt, response in conversations
-                ]
-                return Corpus(recipe, texts, True, f"conversations ({self.split})")
+                return Corpus(recipe, conversations, True, f"conversations ({self.split})")
             prompts = datasets.load_texts("chat-benign", self.split)
-            texts = [render_chat(tokenizer, prompt) for prompt in prompts]
-            return Corpus(recipe, texts, True, f"chat-benign prompts ({self.split})")
+            chats = [(prompt, None) for prompt in prompts]
+            return Corpus(recipe, chats, True, f"chat-benign prompts ({self.split})")
         known = list(datasets.list_recipes())
         if recipe not in known:
             raise InterpError(
@@ -97,8 +98,8 @@ class DatasetSource:
         texts = datasets.load_texts(recipe, self.split)
         if recipe in self.PLAIN_RECIPES:
             return Corpus(recipe, texts, False, f"{recipe} ({self.split})")
-        rendered = [render_chat(tokenizer, prompt) for prompt in texts]
-        return Corpus(recipe, rendered, True, f"{recipe} prompts ({self.split})")
+        chats = [(prompt, None) for prompt in texts]
+        return Corpus(recipe, chats, True, f"{recipe} prompts ({self.split})")
 
     def describe(self) -> str:
         return f"interp.datasets split={self.split}"
@@ -116,10 +117,7 @@ class InMemorySource:
         if recipe in self.plain:
             return Corpus(recipe, list(self.plain[recipe]), False, "in-memory plain texts")
         if recipe in self.chats:
-            texts = [
-                render_chat(tokenizer, prompt, response) for prompt, response in self.chats[recipe]
-            ]
-            return Corpus(recipe, texts, True, "in-memory conversations")
+            return Corpus(recipe, list(self.chats[recipe]), True, "in-memory conversations")
         raise InterpError(
             f"unknown dataset recipe {recipe!r}: expected one of "
             f"{sorted([*self.plain, *self.chats])}"
@@ -141,17 +139,19 @@ def _documents(
     corpus: Corpus, tokenizer, ctx: int, rng: np.random.Generator
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Endless (token ids cut to ctx, pass number): one shuffled pass after another."""
-    if not corpus.texts:
-        raise InterpError(f"dataset recipe {corpus.recipe!r} has no texts")
+    if not corpus.documents:
+        raise InterpError(f"dataset recipe {corpus.recipe!r} has no documents")
     passes = 0
     while True:
         passes += 1
-        order = rng.permutation(len(corpus.texts))
+        order = rng.permutation(len(corpus.documents))
         for start in range(0, len(order), TOKENIZE_CHUNK):
-            chunk = [corpus.texts[int(i)] for i in order[start : start + TOKENIZE_CHUNK]]
+            chunk = [corpus.documents[int(i)] for i in order[start : start + TOKENIZE_CHUNK]]
+            if corpus.is_chat:
+                chunk = [render_chat(tokenizer, prompt, response) for prompt, response in chunk]
             encoded = tokenizer(
                 chunk,
-                add_special_tokens=not corpus.chat_rendered,
+                add_special_tokens=not corpus.is_chat,
                 truncation=True,
                 max_length=ctx,
             )["input_ids"]
@@ -280,7 +280,7 @@ def plan_token_stream(
         count = int(mask.sum())
         if count == 0:
             empty_run[index] += 1
-            if empty_run[index] > len(corpora[index].texts):
+            if empty_run[index] > len(corpora[index].documents):
                 raise InterpError(
                     f"dataset recipe {mix[index][0]!r} yields no tokens to cache "
                     f"(every document is empty or special tokens only)"
