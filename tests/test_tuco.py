@@ -303,3 +303,32 @@ def test_score_prompts_keeps_prompt_order_and_matches_batch_scores():
         assert result.per_token[-1] == pytest.approx(result.tuco, abs=1e-6)
         alone = tokenize_prompts(pair, [result.prompt])["input_ids"][0]
         assert result.tokens == pair.tokenizer.convert_ids_to_tokens(alone.tolist())
+
+
+@pytest.mark.slow
+def test_real_gemma_3_decomposition_and_alpha_zero():
+    """Gemma 3 270M with one perturbed MLP as the 'chat' model: exact reconstruction, alpha = 0
+    is the base, and only blocks from the perturbed one on contribute."""
+    from interp.models import load_model
+
+    base = load_model("gemma-3-270m")
+    chat = copy.deepcopy(base)
+    chat.spec = "gemma-3-270m-perturbed"
+    with torch.no_grad():
+        decoder_layers(chat.model)[6].mlp.down_proj.weight.mul_(1.5)
+    pair = ModelPair(base=base, chat=chat)
+    batch = tokenize_prompts(pair, ["What is the capital of France?", "Write a haiku."])
+    parts = decompose(pair, **batch)
+    reference = residual_stream(chat.model, batch["input_ids"], [17], batch["attention_mask"])
+    real = batch["attention_mask"].bool()
+    final = parts.embeddings + parts.pretrained_sum + parts.finetuning_sum
+    scale = reference[real].abs().max()
+    assert (final - reference[:, :, 0])[real].abs().max() <= TOLERANCE * scale
+    scores = tuning_contribution(pair, **batch, with_output_contribution=True)
+    assert scores.cumulative[:, :6].abs().max() == 0.0
+    assert bool(((scores.tuco > 0) & (scores.tuco < 1)).all())
+    with torch.no_grad(), alpha_scaled(pair, 0.0):
+        scaled = chat.model(**batch).logits[:, -1]
+    with torch.no_grad():
+        plain = base.model(**batch).logits[:, -1]
+    assert (scaled - plain).abs().max() <= TOLERANCE * plain.abs().max()
