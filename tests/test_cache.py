@@ -11,7 +11,7 @@ from tiny_models import tiny_model
 
 from interp.cache import InMemorySource, build_cache, cache_config
 from interp.cache import writer as writer_module
-from interp.cache.token_stream import plan_token_stream
+from interp.cache.token_stream import LENGTH_SORT_BATCHES, plan_token_stream
 from interp.errors import InterpError
 
 BF16 = dict(rtol=2**-7, atol=1e-4)  # one bf16 rounding of the cached value
@@ -61,12 +61,14 @@ def test_cached_activations_equal_a_direct_forward(pair, tmp_path):
     start_of_turn = pair.tokenizer.convert_tokens_to_ids("<start_of_turn>")
     assert bos not in cached["token_ids"].tolist()  # BOS excluded by default
     assert start_of_turn in cached["token_ids"].tolist()  # chat template tokens are kept
+    partial = []
     for seq_id, ids in enumerate(plan.sequences):
         rows = cached["seq_ids"] == seq_id
         positions = cached["positions"][rows].long()
         assert torch.equal(cached["token_ids"][rows], torch.from_numpy(ids)[positions])
-        if seq_id < len(plan.sequences) - 1:  # the last sequence is cut at n_tokens
-            assert positions.tolist() == [p for p, t in enumerate(ids) if t != bos]
+        assert positions.tolist() == np.flatnonzero(plan.keep[seq_id]).tolist()
+        if positions.tolist() != [p for p, t in enumerate(ids) if t != bos]:
+            partial.append(seq_id)  # cached in part: only the last sequence drawn, cut at n_tokens
         for model_index, loaded in enumerate(pair):
             with torch.no_grad():
                 hidden = loaded.model(
@@ -76,6 +78,7 @@ def test_cached_activations_equal_a_direct_forward(pair, tmp_path):
                 direct = hidden[layer + 1][0, positions]  # resid_post[l] = hidden_states[l + 1]
                 got = cached["acts"][rows][:, model_index, layer_index].float()
                 torch.testing.assert_close(got, direct, **BF16)
+    assert len(partial) <= 1
     assert not torch.allclose(cached["acts"][:, 0].float(), cached["acts"][:, 1].float())
 
 
@@ -88,6 +91,11 @@ def test_token_stream_mixture_truncation_and_determinism(pair):
     assert abs(shares["wiki"] - shares["chat"]) <= 16  # token shares exact up to one sequence
     assert max(len(ids) for ids in plan.sequences) == 16  # long documents truncated to ctx
     assert all(use.passes >= 1 for use in plan.usage)
+    window = config.batch_size * LENGTH_SORT_BATCHES  # length-sorted windows: little padding
+    lengths = [len(ids) for ids in plan.sequences]
+    for start in range(0, len(lengths), window):
+        assert lengths[start : start + window] == sorted(lengths[start : start + window])
+    assert len(set(lengths)) > 1
     again = plan_of(pair, config, source)
     other_seed = plan_of(pair, small_config(pair, n_tokens=2000, ctx=16, seed=1), source)
     assert plan.sha256() == again.sha256()

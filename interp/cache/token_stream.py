@@ -13,8 +13,11 @@ Choices (documented in docs/ARCHITECTURE.md, "Activation cache"):
 - **Excluded tokens.** By default BOS and PAD are not cached (their norms dwarf everything else,
   Minder et al. 2025); chat-template control tokens are kept because chat-specific latents live
   there. `keep_special` keeps everything. Padding positions are never cached.
-- **Batches** are `batch_size` consecutive sequences, right-padded to the longest one. The global
-  token stream is the concatenation of the kept tokens of all sequences, cut at exactly `n_tokens`;
+- **Batches** are `batch_size` consecutive sequences, right-padded to the longest one. To waste
+  little compute on padding (short chat prompts next to ctx-long articles), the drawn sequences
+  are sorted by length within windows of LENGTH_SORT_BATCHES batches; `seq_id` is the position
+  in that final order. The global token stream is the concatenation of the kept tokens of all
+  sequences, exactly `n_tokens` (the last sequence drawn is cached only in part);
   shard k holds stream tokens [k * shard_tokens, (k + 1) * shard_tokens). Because batches and
   shards are fixed by the plan alone, any shard can be (re)computed on its own: that is how resume
   and several processes produce byte-identical caches.
@@ -38,6 +41,7 @@ from interp.chat_template import render_chat
 from interp.errors import InterpError
 
 TOKENIZE_CHUNK = 256  # documents tokenized per call
+LENGTH_SORT_BATCHES = 16  # batches per window of length-sorted sequences
 
 
 Chat = tuple[str, str | None]  # (user prompt, model response or None for the generation prompt)
@@ -297,6 +301,21 @@ def plan_token_stream(
         usage[index].sequences += 1
         usage[index].tokens += count
         total += count
+    window = batch_size * LENGTH_SORT_BATCHES
+    order = [
+        start + offset
+        for start in range(0, len(sequences), window)
+        for offset in np.argsort(
+            [len(ids) for ids in sequences[start : start + window]], kind="stable"
+        )
+    ]
     return TokenPlan(
-        sequences, keep, recipe_of, usage, batch_size, n_tokens, shard_tokens, excluded
+        [sequences[i] for i in order],
+        [keep[i] for i in order],
+        [recipe_of[i] for i in order],
+        usage,
+        batch_size,
+        n_tokens,
+        shard_tokens,
+        excluded,
     )
