@@ -1,0 +1,146 @@
+"""Loading specs and the pair rule; the real built-in base in a few slow tests."""
+
+import socket
+import time
+
+import pytest
+import torch
+from tiny_models import CONFIGS, save_tiny, tiny_model, tiny_pair, tiny_tokenizer
+from transformers import AutoModelForCausalLM
+
+import interp.models
+from interp.errors import InterpError
+from interp.models import LoadedModel, ModelPair, load_model, load_pair, validate_pair
+
+
+def tiny_with(family: str = "gemma3", spec: str = "other", **config_changes) -> LoadedModel:
+    config = CONFIGS[family]()
+    for key, value in config_changes.items():
+        setattr(config, key, value)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    return LoadedModel(spec=spec, model=model, tokenizer=tiny_tokenizer())
+
+
+def test_a_pair_of_one_config_and_tokenizer_is_valid():
+    pair = tiny_pair("llama")
+    assert (pair.d_model, pair.n_layers) == (32, 4)
+    validate_pair(pair.base, pair.chat)
+
+
+MISMATCHES = {
+    "d_model": (
+        dict(family="gemma3", hidden_size=48, head_dim=12),
+        "d_model differs: 'tiny-gemma3-0' has 32, 'other' has 48",
+    ),
+    "n_layers": (
+        dict(family="gemma3", num_hidden_layers=2, layer_types=["sliding_attention"] * 2),
+        "n_layers differs: 'tiny-gemma3-0' has 4, 'other' has 2",
+    ),
+    "family": (
+        dict(family="llama"),
+        "architecture family differs: 'tiny-gemma3-0' has gemma3_text, 'other' has llama",
+    ),
+}
+
+
+@pytest.mark.parametrize("mismatch", MISMATCHES)
+def test_mismatched_pair_names_the_mismatch(mismatch):
+    changes, message = MISMATCHES[mismatch]
+    with pytest.raises(InterpError, match="mismatched pair: " + message):
+        ModelPair(base=tiny_model("gemma3"), chat=tiny_with(**changes))
+
+
+def test_mismatched_vocabulary_names_the_first_differing_entry():
+    chat = tiny_model("gemma3")
+    chat.spec = "renamed"
+    chat.tokenizer.add_tokens(["w-extra"])
+    with pytest.raises(InterpError, match=r"tokenizers differ \(96 vs 97 tokens.*'w-extra', 96"):
+        ModelPair(base=tiny_model("gemma3"), chat=chat)
+
+
+def test_load_model_from_a_saved_folder_gives_the_same_model(tmp_path):
+    original = tiny_model("qwen2")
+    loaded = load_model(str(save_tiny(original, tmp_path / "qwen")))
+    ids = torch.tensor([[7, 8, 9, 10]])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(ids).logits, original.model(ids).logits)
+    assert loaded.family == "qwen2" and not loaded.model.training
+    assert loaded.tokenizer.get_vocab() == original.tokenizer.get_vocab()
+
+
+def test_load_pair_refuses_a_mismatch_before_reading_weights(tmp_path, monkeypatch):
+    base = save_tiny(tiny_model("gemma3"), tmp_path / "base")
+    chat = save_tiny(tiny_model("llama"), tmp_path / "chat")
+
+    def no_weights(*_args, **_kwargs):
+        raise AssertionError("weights were loaded before the pair was validated")
+
+    monkeypatch.setattr(interp.models, "_load_weights", no_weights)
+    with pytest.raises(InterpError, match="architecture family differs"):
+        load_pair(str(base), str(chat))
+
+
+def test_load_pair_of_matching_folders(tmp_path):
+    pair = tiny_pair("gemma2")
+    base = save_tiny(pair.base, tmp_path / "base")
+    chat = save_tiny(pair.chat, tmp_path / "chat")
+    loaded = load_pair(str(base), str(chat))
+    assert loaded.base.spec == str(base) and loaded.n_layers == 4
+    for reloaded, original in zip(loaded, pair, strict=True):
+        assert torch.equal(reloaded.model.lm_head.weight, original.model.lm_head.weight)
+
+
+def test_missing_gguf_is_a_clear_error(tmp_path):
+    with pytest.raises(InterpError, match="GGUF file .*missing.gguf' does not exist"):
+        load_model(str(tmp_path / "missing.gguf"))
+
+
+@pytest.mark.parametrize("spec", ["not a model spec", "/no/such/folder"])
+def test_unknown_spec_is_a_clear_error(spec):
+    with pytest.raises(InterpError, match=f"cannot load model '{spec}': not a built-in"):
+        load_model(spec)
+
+
+# ------------------------------------------------------------------- the real built-in base
+
+
+def refuse_network(*_args, **_kwargs):
+    raise OSError("network access while loading a built-in model")
+
+
+@pytest.fixture(scope="module")
+def gemma_base() -> tuple[LoadedModel, float]:
+    """The built-in base, loaded with sockets disabled, and the seconds that load took once the
+    dequantized safetensors cache exists."""
+    interp.models._source("gemma-3-270m")  # builds the cache if missing (~50 s, untimed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse_network)
+        patch.setattr(socket, "create_connection", refuse_network)
+        start = time.perf_counter()
+        loaded = load_model("gemma-3-270m")
+        return loaded, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_builtin_base_loads_offline_from_the_safetensors_cache(gemma_base):
+    loaded, seconds = gemma_base
+    assert seconds < 10, f"a load from the safetensors cache took {seconds:.1f} s"
+    assert (loaded.family, loaded.n_layers, loaded.d_model) == ("gemma3_text", 18, 640)
+
+
+@pytest.mark.slow
+def test_builtin_base_knows_paris(gemma_base):
+    """The Q4_K_M base continues "The capital of France is" with " the capital of the country
+    of France", but " Paris" is among its top 3 next tokens; a more constraining prompt makes it
+    say Paris greedily."""
+    loaded, _seconds = gemma_base
+    tokenizer = loaded.tokenizer
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        top3 = loaded.model(ids).logits[0, -1].topk(3).indices
+    assert " Paris" in [tokenizer.decode([int(i)]) for i in top3]
+
+    ids = tokenizer("The Eiffel Tower is located in the city of", return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = loaded.model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
