@@ -104,14 +104,17 @@ def run_passes(
     sources = pair_sources(cache, dictionary.layer)
     dict_size = dictionary.dict_size
     W_dec_raw = dictionary.W_dec_raw
-    scaling = LatentScalingSums.zeros(dict_size)
-    firing = FiringStats.zeros(dict_size)
-    collector = ExampleCollector(dict_size, settings, seed)
+    device = W_dec_raw.device  # every pass runs where the dictionary is
+    scaling = LatentScalingSums.zeros(dict_size, device)
+    firing = FiringStats.zeros(dict_size, device)
+    subsets = tokens.subsets.to(device)
+    collector = ExampleCollector(dict_size, settings, seed, device)
     began = time.perf_counter()
     for offset, x in _batches(cache, tokens, split, batch_size, sources, "analysis pass 1"):
+        x = x.to(device)
         f = dictionary.encode(x)
         scaling.update(f, x, dictionary.decode(f), W_dec_raw)
-        firing.update(f, tokens.subsets[offset : offset + f.shape[0]])
+        firing.update(f, subsets[offset : offset + f.shape[0]])
         collector.update(f, offset)
     first_pass = time.perf_counter() - began
     examples = select_examples(collector, tokens.seq_ids)
@@ -119,9 +122,10 @@ def run_passes(
     reader = WindowReader(dictionary, requests, firing.max_act, settings.hist_bins)
     began = time.perf_counter()
     for offset, x in _batches(cache, tokens, split, batch_size, sources, "analysis pass 2"):
+        x = x.to(device)
         reader.update(x, dictionary.encode(x), offset)
     second_pass = time.perf_counter() - began
     table = reader.example_table(examples, tokens.token_ids, tokens.seq_ids, tokens.positions)
     return PassResults(
-        tokens, scaling, firing, table, reader.histograms(), (first_pass, second_pass)
+        tokens, scaling, firing.cpu(), table, reader.histograms(), (first_pass, second_pass)
     )

@@ -45,7 +45,7 @@ def decoder_logits(
     for model_index, (name, model) in enumerate(models.items()):
         for start in range(0, len(latents), CHUNK):
             chunk = latents[start : start + CHUNK]
-            logits = direction_logits(model, W_dec[model_index, torch.from_numpy(chunk)])
+            logits = direction_logits(model, W_dec[model_index, torch.from_numpy(chunk)]).cpu()
             top = logits.topk(n_tokens, dim=-1)
             bottom = (-logits).topk(n_tokens, dim=-1)
             for row, latent in enumerate(chunk.tolist()):
@@ -69,6 +69,7 @@ def nearest_latents(dictionary: PairDictionary, n_neighbors: int) -> pd.DataFram
     """neighbors.parquet: the nearest latents by cosine of the joint decoder [d^base; d^chat]
     (coder units), the latent itself excluded."""
     W_dec = dictionary.coder.W_dec.detach()[dictionary.order].float()
+    device = W_dec.device
     joint = torch.cat([W_dec[0], W_dec[1]], dim=-1)  # [F 2d]
     unit = joint / joint.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     dict_size = unit.shape[0]
@@ -77,11 +78,12 @@ def nearest_latents(dictionary: PairDictionary, n_neighbors: int) -> pd.DataFram
     for start in range(0, dict_size, CHUNK):
         stop = min(start + CHUNK, dict_size)
         similarity = unit[start:stop] @ unit.T  # [chunk F]
-        similarity[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
+        rows = torch.arange(stop - start, device=device)
+        similarity[rows, rows + start] = -torch.inf
         top = similarity.topk(k, dim=-1)
         latents.append(torch.arange(start, stop).repeat_interleave(k))
-        neighbors.append(top.indices.flatten())
-        cosines.append(top.values.flatten())
+        neighbors.append(top.indices.flatten().cpu())
+        cosines.append(top.values.flatten().cpu())
     return pd.DataFrame(
         {
             "latent": torch.cat(latents).numpy(),

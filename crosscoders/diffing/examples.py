@@ -43,10 +43,10 @@ class KeptPerLatent:
     """Per latent, the k entries of a token stream with the largest keys: key, activation and
     stream index. Keys of -inf (non-firing tokens) are never kept as examples."""
 
-    def __init__(self, dict_size: int, k: int) -> None:
-        self.keys = torch.full((dict_size, k), -torch.inf)
-        self.acts = torch.zeros(dict_size, k)
-        self.indices = torch.full((dict_size, k), -1, dtype=torch.long)
+    def __init__(self, dict_size: int, k: int, device: torch.device | str = "cpu") -> None:
+        self.keys = torch.full((dict_size, k), -torch.inf, device=device)
+        self.acts = torch.zeros(dict_size, k, device=device)
+        self.indices = torch.full((dict_size, k), -1, dtype=torch.long, device=device)
 
     @torch.no_grad()
     def update(self, keys: Float[Tensor, "batch F"], f: Float[Tensor, "batch F"], start: int):
@@ -64,28 +64,34 @@ class KeptPerLatent:
 class ExampleCollector:
     """Pass-1 state: top activations and the uniform firing sample of every latent."""
 
-    def __init__(self, dict_size: int, settings: ExampleSettings, seed: int) -> None:
+    def __init__(
+        self,
+        dict_size: int,
+        settings: ExampleSettings,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.settings = settings
-        self.top = KeptPerLatent(dict_size, settings.top_candidates)
-        self.sample = KeptPerLatent(dict_size, settings.sample_size)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.top = KeptPerLatent(dict_size, settings.top_candidates, device)
+        self.sample = KeptPerLatent(dict_size, settings.sample_size, device)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
 
     @torch.no_grad()
     def update(self, f: Float[Tensor, "batch F"], start: int) -> None:
         firing = f > 0
         self.top.update(torch.where(firing, f, -torch.inf), f, start)
-        random_keys = torch.rand(f.shape, generator=self.generator)
+        random_keys = torch.rand(f.shape, generator=self.generator, device=f.device)
         self.sample.update(torch.where(firing, random_keys, -torch.inf), f, start)
 
 
 def select_examples(collector: ExampleCollector, seq_ids: np.ndarray) -> pd.DataFrame:
     """One row per (latent, example): latent, kind, rank, token (stream index), activation."""
     settings = collector.settings
-    top_keys = collector.top.keys.numpy()
-    top_indices = collector.top.indices.numpy()
-    sample_keys = collector.sample.keys.numpy()
-    sample_acts = collector.sample.acts.numpy()
-    sample_indices = collector.sample.indices.numpy()
+    top_keys = collector.top.keys.cpu().numpy()
+    top_indices = collector.top.indices.cpu().numpy()
+    sample_keys = collector.sample.keys.cpu().numpy()
+    sample_acts = collector.sample.acts.cpu().numpy()
+    sample_indices = collector.sample.indices.cpu().numpy()
     rows: list[tuple[int, str, int, int, float]] = []
     for latent in range(top_keys.shape[0]):
         kept = np.isfinite(top_keys[latent])
@@ -168,34 +174,37 @@ class WindowReader:
         self.encoder_inputs = np.zeros((2, n_slots), dtype=np.float32)
         self.max_act = max_act
         self.hist_bins = hist_bins
-        self.counts = torch.zeros(max_act.shape[0] * hist_bins, dtype=torch.long)
+        self.counts = torch.zeros(
+            max_act.shape[0] * hist_bins, dtype=torch.long, device=max_act.device
+        )
 
     @torch.no_grad()
     def update(self, x: Float[Tensor, "batch 2 d"], f: Float[Tensor, "batch F"], start: int):
         stop = start + f.shape[0]
         lo, hi = np.searchsorted(self.requests.token, [start, stop])
         if hi > lo:
-            rows = torch.from_numpy(self.requests.token[lo:hi] - start)
-            latents = torch.from_numpy(self.requests.latent[lo:hi])
+            rows = torch.from_numpy(self.requests.token[lo:hi] - start).to(f.device)
+            latents = torch.from_numpy(self.requests.latent[lo:hi]).to(f.device)
             slots = self.requests.slot[lo:hi]
-            self.acts[slots] = f[rows, latents].numpy()
+            self.acts[slots] = f[rows, latents].cpu().numpy()
             coder = self.dictionary.coder
             order = self.dictionary.order
             x_in = x[rows] * coder.input_scale[order][None, :, None]  # [R 2 d], scaled
             W_enc = coder.W_enc.detach()[order][:, :, latents]  # [2 d R]
-            self.encoder_inputs[:, slots] = torch.einsum("rmd,mdr->mr", x_in, W_enc).numpy()
+            contributions = torch.einsum("rmd,mdr->mr", x_in, W_enc)
+            self.encoder_inputs[:, slots] = contributions.cpu().numpy()
         self._histogram(f)
 
     def _histogram(self, f: Float[Tensor, "batch F"]) -> None:
         firing = f > 0
         scale = self.hist_bins / self.max_act.clamp_min(torch.finfo(f.dtype).tiny)
         bins = (f * scale).long().clamp(max=self.hist_bins - 1)
-        flat = bins + torch.arange(f.shape[1])[None] * self.hist_bins
+        flat = bins + torch.arange(f.shape[1], device=f.device)[None] * self.hist_bins
         self.counts += torch.bincount(flat[firing], minlength=self.counts.shape[0])
 
     def histograms(self) -> pd.DataFrame:
-        counts = self.counts.view(-1, self.hist_bins).numpy()
-        max_act = self.max_act.numpy()
+        counts = self.counts.view(-1, self.hist_bins).cpu().numpy()
+        max_act = self.max_act.cpu().numpy()
         fired = np.flatnonzero(max_act > 0)
         return pd.DataFrame(
             {

@@ -43,12 +43,11 @@ class LatentScalingSums:
     n_tokens: int = 0
 
     @classmethod
-    def zeros(cls, dict_size: int) -> "LatentScalingSums":
-        return cls(
-            sum_f2=torch.zeros(dict_size, dtype=torch.float64),
-            numerator_r=torch.zeros(2, dict_size, dtype=torch.float64),
-            numerator_eps=torch.zeros(2, dict_size, dtype=torch.float64),
-        )
+    def zeros(cls, dict_size: int, device: torch.device | str = "cpu") -> "LatentScalingSums":
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(*shape, dtype=torch.float64, device=device)
+
+        return cls(zeros(dict_size), zeros(2, dict_size), zeros(2, dict_size))
 
     @torch.no_grad()
     def update(
@@ -75,17 +74,18 @@ class LatentScalingSums:
         self.n_tokens += f.shape[0]
 
     def betas(self, W_dec: Float[Tensor, "2 F d"]) -> dict[str, Float[Tensor, " F"]]:
-        """beta_r / beta_eps per model (eq. 4); NaN for latents that never fired."""
-        norm2 = W_dec[1].double().pow(2).sum(-1)
+        """beta_r / beta_eps per model (eq. 4), on the CPU; NaN where undefined (the latent never
+        fired or its chat decoder is 0)."""
+        norm2 = W_dec[1].double().pow(2).sum(-1).to(self.sum_f2.device)
         denominator = norm2 * self.sum_f2
         denominator = torch.where(denominator > 0, denominator, torch.nan)
         beta_r = self.numerator_r / denominator
         beta_eps = self.numerator_eps / denominator
         return {
-            "beta_r_base": beta_r[0],
-            "beta_r_chat": beta_r[1],
-            "beta_eps_base": beta_eps[0],
-            "beta_eps_chat": beta_eps[1],
+            "beta_r_base": beta_r[0].cpu(),
+            "beta_r_chat": beta_r[1].cpu(),
+            "beta_eps_base": beta_eps[0].cpu(),
+            "beta_eps_chat": beta_eps[1].cpu(),
         }
 
 

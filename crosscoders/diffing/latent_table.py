@@ -33,12 +33,15 @@ class FiringStats:
     max_act: Float[Tensor, " F"]
 
     @classmethod
-    def zeros(cls, dict_size: int) -> "FiringStats":
+    def zeros(cls, dict_size: int, device: torch.device | str = "cpu") -> "FiringStats":
         return cls(
-            fires=torch.zeros(len(SUBSETS), dict_size, dtype=torch.float64),
-            tokens=torch.zeros(len(SUBSETS), dtype=torch.float64),
-            max_act=torch.zeros(dict_size),
+            fires=torch.zeros(len(SUBSETS), dict_size, dtype=torch.float64, device=device),
+            tokens=torch.zeros(len(SUBSETS), dtype=torch.float64, device=device),
+            max_act=torch.zeros(dict_size, device=device),
         )
+
+    def cpu(self) -> "FiringStats":
+        return FiringStats(self.fires.cpu(), self.tokens.cpu(), self.max_act.cpu())
 
     @torch.no_grad()
     def update(self, f: Float[Tensor, "batch F"], subsets: Bool[Tensor, "batch subset"]) -> None:
@@ -72,7 +75,7 @@ def latent_table(
 ) -> pd.DataFrame:
     # Decoder geometry in the coder's scaled units (each source has mean norm sqrt(d)), as in the
     # paper and crosscoders.decoder_norms; betas are in raw units (pair_dictionary.py).
-    W_dec = dictionary.coder.W_dec.detach()[dictionary.order].float()
+    W_dec = dictionary.coder.W_dec.detach()[dictionary.order].float().cpu()
     norms = W_dec.norm(dim=-1)
     rel_norm = relative_decoder_norm(norms[0], norms[1])
     ratios = scaling_ratios(betas)

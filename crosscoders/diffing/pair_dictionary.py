@@ -31,9 +31,10 @@ class PairDictionary:
                 f"model diffing needs a 2-source (base, chat) crosscoder, got n_sources = "
                 f"{config.n_sources}"
             )
-        names = [source.name for source in config.sources]
-        base = names.index("base") if "base" in names else 0
-        chat = names.index("chat") if "chat" in names else 1
+        # source names are the cache roles, "base" / "chat" (or "base/9" for multi-layer caches)
+        roles = [source.name.split("/")[0] for source in config.sources]
+        base = roles.index("base") if "base" in roles else 0
+        chat = roles.index("chat") if "chat" in roles else 1
         if layer is None:
             layers = {source.layer for source in config.sources}
             if len(layers) != 1:

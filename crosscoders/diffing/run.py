@@ -81,6 +81,7 @@ class AnalysisContext:
     config: AnalysisConfig
     pair_loader: Callable[[], ModelPair] | None = None  # default: load the cache's models
     prompts: list[str] | None = None  # overrides the prompt recipe (tests)
+    device: str = "cpu"  # where the dictionary, the models and the passes run
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -102,7 +103,7 @@ class AnalysisContext:
 
     @cached_property
     def dictionary(self) -> PairDictionary:
-        coder = load_crosscoder(self.dict_dir)
+        coder = load_crosscoder(self.dict_dir, self.device)
         layer = self.run_info.get("layer")
         if coder.config.sources:
             layer = None  # the dictionary's own provenance wins
@@ -117,7 +118,7 @@ class AnalysisContext:
         from interp.models import load_pair
 
         base, chat = self.cache.models
-        return load_pair(base, chat)
+        return load_pair(base, chat, device=self.device)
 
     @cached_property
     def passes(self) -> PassResults:
@@ -295,15 +296,20 @@ def analyze(
     force: bool = False,
     pair_loader: Callable[[], ModelPair] | None = None,
     prompts: list[str] | None = None,
+    device: str = "cpu",
 ) -> AnalysisContext:
-    """Run the analysis units of `units` (in their fixed order); returns the context (timings)."""
+    """Run the analysis units of `units` (in their fixed order); returns the context (timings).
+    `device` ("cpu", "cuda", "auto") changes where the work runs, not its results, so it is not
+    part of the recorded config."""
     run_dir = Path(run_dir)
     name = resolve_dict_name(run_dir, dict_name)
     config = config or AnalysisConfig()
     unknown = sorted(set(units) - set(UNIT_NAMES))
     if unknown:
         raise InterpError(f"unknown analysis units {unknown}: expected some of {list(UNIT_NAMES)}")
-    context = AnalysisContext(run_dir, name, config, pair_loader, prompts)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    context = AnalysisContext(run_dir, name, config, pair_loader, prompts, device)
     out = context.out
     out.mkdir(parents=True, exist_ok=True)
     recorded = {

@@ -25,6 +25,7 @@ def analyze(
     ),
     force: bool = typer.Option(False, help="redo units whose results exist / a changed config"),
     seed: int = typer.Option(0, help="seed of the firing sample behind the quantile examples"),
+    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
 ) -> None:
     """Latent table + Latent Scaling, examples, decoder logits, causal KL, token shift, report."""
     from crosscoders.diffing.run import UNIT_NAMES, AnalysisConfig
@@ -41,7 +42,7 @@ def analyze(
         seed=seed,
     )
     chosen = tuple(u.strip() for u in units.split(",") if u.strip()) if units else UNIT_NAMES
-    context = run_analysis(run, dict_name, config, units=chosen, force=force)
+    context = run_analysis(run, dict_name, config, units=chosen, force=force, device=device)
     typer.echo(json.dumps({"out": str(context.out), "timings_s": context.timings}))
 
 

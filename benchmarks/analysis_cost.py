@@ -1,0 +1,150 @@
+"""Cost of the diffing analysis's cache passes against one pass of the dictionary over the cache.
+
+Prints one JSON object:
+- `read_s`: stream the cache (read + float conversion) once;
+- `one_pass_s`: stream the cache once and encode + decode every token with the dictionary;
+- `analysis_s`: the analysis's two cache passes (Latent Scaling sums, firing counts, top
+  activations and firing sample, example selection, window activations, histograms) plus the
+  latent table: everything whose cost grows with the cache;
+- `multiple` = analysis_s / one_pass_s;
+- `neighbors_s`: the fixed, cache-independent cost of the nearest-latent table (O(F^2 d)).
+With no `--cache`, a cache of `--tokens` tokens is built first from `--base`/`--chat` (default:
+the built-in pair, or gemma-3-270m against itself when the chat-tune adapter is missing: the
+cost does not depend on the weights). The dictionary is a freshly initialised BatchTopK crosscoder
+of `--dict-size` latents whose threshold is set so that about `--k` latents fire per token.
+
+    python benchmarks/analysis_cost.py [--cache runs/x/cache --layer 9] [--tokens 20000]
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crosscoders.activations import batch_topk_cutoff
+from crosscoders.config import CrossCoderConfig, Source
+from crosscoders.crosscoder import CrossCoder
+from crosscoders.diffing.cache_pass import pair_sources, run_passes, stream_tokens
+from crosscoders.diffing.decoder_views import nearest_latents
+from crosscoders.diffing.examples import ExampleSettings
+from crosscoders.diffing.latent_table import latent_table
+from crosscoders.diffing.pair_dictionary import PairDictionary
+from crosscoders.diffing.token_subsets import TemplateTokens
+from crosscoders.init import initialize
+from interp.builtin_models import BUILTINS, DEFAULT_PAIR
+from interp.cache import ActivationCache, build_cache, cache_config
+from interp.models import load_pair
+
+
+def default_specs() -> tuple[str, str]:
+    adapter = BUILTINS[DEFAULT_PAIR[1]].adapter_dir
+    if adapter is not None and (adapter / "adapter_model.safetensors").exists():
+        return DEFAULT_PAIR
+    return DEFAULT_PAIR[0], DEFAULT_PAIR[0]
+
+
+def make_dictionary(cache: ActivationCache, layer: int, dict_size: int, k: int) -> PairDictionary:
+    sources = pair_sources(cache, layer)
+    sample = cache.gather(np.arange(min(cache.n_tokens, 4096)))[:, sources]
+    config = CrossCoderConfig(
+        n_sources=2,
+        d_model=cache.d_model,
+        dict_size=dict_size,
+        activation="batchtopk",
+        k=k,
+        sources=[Source(cache.models[0], layer, "base"), Source(cache.models[1], layer, "chat")],
+    )
+    coder = CrossCoder(config)
+    with torch.no_grad():
+        initialize(coder, sample, torch.Generator().manual_seed(0), b_dec_init="mean")
+        scaled = sample * coder.input_scale[:, None]
+        f = torch.relu(coder.pre_activations(scaled))
+        g = f * coder.decoder_norms().sum(0)
+        coder.get_buffer("threshold").copy_(batch_topk_cutoff(g, k))
+    return PairDictionary.from_coder(coder.eval())
+
+
+def timed(run) -> float:
+    began = time.perf_counter()
+    run()
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, help="an existing cache folder")
+    parser.add_argument("--layer", type=int, help="layer of the cache to analyse")
+    parser.add_argument("--tokens", type=int, default=20_000, help="tokens of a built cache")
+    parser.add_argument("--base")
+    parser.add_argument("--chat")
+    parser.add_argument("--dict-size", type=int, default=16_384)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    base, chat = default_specs()
+    pair = load_pair(args.base or base, args.chat or chat)
+    with tempfile.TemporaryDirectory() as scratch:
+        build_s = None
+        if args.cache is None:
+            folder = Path(scratch) / "cache"
+            config = cache_config(pair, [0.5], "wiki:0.5,chat:0.5", n_tokens=args.tokens)
+            build_s = timed(lambda: build_cache(pair, config, folder, progress=False))
+            args.cache = folder
+        cache = ActivationCache(args.cache)
+        layer = args.layer if args.layer is not None else cache.layers[0]
+        dictionary = make_dictionary(cache, layer, args.dict_size, args.k)
+        sources = pair_sources(cache, layer)
+        template = TemplateTokens.from_tokenizer(pair.tokenizer)
+        tokens = stream_tokens(cache, "all", None, template)
+
+        def read() -> None:
+            for batch in cache.iterate_sequential(args.batch_size):
+                batch.acts[:, sources].sum()
+
+        def one_pass() -> None:
+            for batch in cache.iterate_sequential(args.batch_size):
+                dictionary.decode(dictionary.encode(batch.acts[:, sources]))
+
+        def analysis() -> None:
+            results = run_passes(
+                cache, dictionary, tokens, "all", args.batch_size, ExampleSettings(), seed=0
+            )
+            betas = results.scaling.betas(dictionary.W_dec_raw)
+            latent_table(dictionary, results.firing, betas)
+
+        read_s = timed(read)
+        one_pass_s = timed(one_pass)
+        analysis_s = timed(analysis)
+        neighbors_s = timed(lambda: nearest_latents(dictionary, 10))
+        with torch.no_grad():
+            first = next(cache.iterate_sequential(args.batch_size)).acts[:, sources]
+            l0 = float((dictionary.encode(first) > 0).sum(-1).float().mean())
+    print(
+        json.dumps(
+            {
+                "cache_tokens": cache.n_tokens,
+                "d_model": cache.d_model,
+                "dict_size": args.dict_size,
+                "l0": l0,
+                "batch_size": args.batch_size,
+                "threads": torch.get_num_threads(),
+                "cache_build_s": build_s,
+                "read_s": read_s,
+                "one_pass_s": one_pass_s,
+                "analysis_s": analysis_s,
+                "multiple": analysis_s / one_pass_s,
+                "neighbors_s": neighbors_s,
+                "pair": [pair.base.spec, pair.chat.spec],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
