@@ -16,44 +16,44 @@ class PageSpec:
 
 
 PAGES = (
-    PageSpec("pages/home.py", "Home", "", ":material/home:", "the run's summary"),
+    PageSpec("views/home.py", "Home", "", ":material/home:", "the run's summary"),
     PageSpec(
-        "pages/latents.py",
+        "views/latents.py",
         "Latents",
         "latents",
         ":material/table:",
         "every latent: relative norm, cosine, Latent Scaling; filter, sort, click to open",
     ),
     PageSpec(
-        "pages/latent.py",
+        "views/latent.py",
         "Latent",
         "latent",
         ":material/search:",
         "one latent: examples, logits, neighbours, live activations",
     ),
     PageSpec(
-        "pages/tuco.py",
+        "views/tuco.py",
         "TuCo",
         "tuco",
         ":material/tune:",
         "fine-tuning contribution per prompt set, per token, alpha-scaled generations",
     ),
     PageSpec(
-        "pages/steering.py",
+        "views/steering.py",
         "Steering",
         "steering",
         ":material/alt_route:",
         "steering maps: results, generations with and without a map",
     ),
     PageSpec(
-        "pages/compare.py",
+        "views/compare.py",
         "Compare",
         "compare",
         ":material/compare:",
         "token-level base-vs-chat KL and URIAL shift on prompts",
     ),
 )
-LATENT_PAGE = "pages/latent.py"
+LATENT_PAGE = "views/latent.py"
 LATENT_QUERY = "latent"  # ?latent=J opens latent J on the Latent page
 
 

@@ -108,11 +108,13 @@ def chromium(width: int = 1400, height: int = 1000):
 
 def wait_rendered(page) -> None:
     """Wait until the page script has finished (the app root's script state is `notRunning`
-    after a title was drawn) and every plotly chart has been drawn."""
+    after a title was drawn), no element is a loading skeleton any more (plotly is loaded lazily)
+    and every plotly chart has been drawn."""
     page.wait_for_selector("h1")
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
     page.wait_for_function(
-        "() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length"
+        "() => !document.querySelector(\"[data-testid^='stSkeleton']\")"
+        " && document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length"
         " === document.querySelectorAll(\"[data-testid='stPlotlyChart'] .js-plotly-plot\").length"
     )
 

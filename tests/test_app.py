@@ -37,7 +37,7 @@ def open_page(run_folder: Path | str, page: str | None = None, **query: str) -> 
     at.query_params.update(query)
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
