@@ -122,6 +122,7 @@ def jailbreak_success(
             do_sample=True,
             num_return_sequences=config.n_samples,
             seed=config.seed + start,
+            share_prefill=True,
         )
         texts = decode_completions(pair.tokenizer, new_tokens)
         for i, prompt in enumerate(chunk):

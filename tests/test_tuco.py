@@ -9,6 +9,7 @@ from interp.hooks import decoder_layers, residual_stream
 from interp.models import ModelPair
 from interp.tuco import (
     alpha_scaled,
+    complete,
     contribution_ratio,
     decode_completions,
     decompose,
@@ -332,3 +333,18 @@ def test_real_gemma_3_decomposition_and_alpha_zero():
     with torch.no_grad():
         plain = base.model(**batch).logits[:, -1]
     assert (scaled - plain).abs().max() <= TOLERANCE * plain.abs().max()
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_shared_prefill_gives_the_same_completions(family):
+    loaded = tiny_pair(family).chat
+    pair = ModelPair(base=tiny_model(family), chat=loaded)
+    batch = tokenize_prompts(pair, PROMPTS, padding_side="left")
+    options = dict(max_new_tokens=8, num_return_sequences=3)
+    greedy = complete(loaded, **batch, max_new_tokens=8)
+    shared = complete(loaded, **batch, **options, share_prefill=True)
+    assert torch.equal(greedy.repeat_interleave(3, dim=0), shared)
+    sampled = complete(loaded, **batch, **options, do_sample=True)
+    shared_sampled = complete(loaded, **batch, **options, do_sample=True, share_prefill=True)
+    assert torch.equal(sampled, shared_sampled)
+    assert not torch.equal(sampled[0::3], sampled[1::3])  # the copies are sampled independently
