@@ -195,8 +195,8 @@ def alpha_scaled(pair: ModelPair, alpha: float) -> Iterator[None]:
 
 @dataclass
 class Decomposition:
-    """The components of one batch. Sums run over all blocks; per-layer components are kept at
-    the last prompt token only (all positions and layers would be batch*seq*L*d floats)."""
+    """The components of one batch, in float32. Sums run over all blocks; per-layer components
+    are kept at the last prompt token only (all positions and layers: batch*seq*L*d floats)."""
 
     embeddings: Float[Tensor, "batch seq d_model"]  # x_0, input of block 0
     pretrained_sum: Float[Tensor, "batch seq d_model"]  # sum_l PTC_l
@@ -225,10 +225,12 @@ def decompose(
     last_ftc: list[Tensor] = []
 
     def record(layer: int, x: Tensor, pretrained_out: Tensor, finetuned_out: Tensor) -> Tensor:
-        pretrained_component = pretrained_out - x  # PTC_l = f^PT(x_l)
-        finetuning_component = finetuned_out - pretrained_out  # FTC_l = f^FT(x_l) - f^PT(x_l)
+        # Components and sums in float32 even for a bf16 model: 30+ bf16 additions lose digits.
+        x32, pretrained32 = x.float(), pretrained_out.float()
+        pretrained_component = pretrained32 - x32  # PTC_l = f^PT(x_l)
+        finetuning_component = finetuned_out.float() - pretrained32  # FTC_l = f^FT - f^PT
         if layer == 0:
-            state["x0"] = x
+            state["x0"] = x32
             state["ptc"] = pretrained_component
             state["ftc"] = finetuning_component
         else:

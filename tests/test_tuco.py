@@ -348,3 +348,14 @@ def test_shared_prefill_gives_the_same_completions(family):
     shared_sampled = complete(loaded, **batch, **options, do_sample=True, share_prefill=True)
     assert torch.equal(sampled, shared_sampled)
     assert not torch.equal(sampled[0::3], sampled[1::3])  # the copies are sampled independently
+
+
+def test_bfloat16_pair_gives_float32_scores_close_to_float32_pair():
+    pair = tiny_pair("llama")
+    batch = tokenize_prompts(pair, PROMPTS)
+    reference = tuning_contribution(pair, **batch)
+    for loaded in pair:
+        loaded.model.to(torch.bfloat16)
+    low = tuning_contribution(pair, **batch)
+    assert low.tuco.dtype == torch.float32
+    torch.testing.assert_close(low.tuco, reference.tuco, atol=0.02, rtol=0)
