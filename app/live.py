@@ -8,24 +8,25 @@ base-vs-chat shift, `steered_responses` (SteeringMap.apply) for steered generati
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
-from interp.models import LoadedModel, ModelPair
+if TYPE_CHECKING:  # torch and transformers load only when a live feature is first used
+    from interp.models import LoadedModel, ModelPair
 
 
 @st.cache_resource(show_spinner="Loading the base and chat models...", max_entries=1)
-def model_pair(base_spec: str, chat_spec: str) -> ModelPair:
+def model_pair(base_spec: str, chat_spec: str) -> "ModelPair":
     from interp.models import load_pair
 
     return load_pair(base_spec, chat_spec)
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=1)
-def single_model(spec: str) -> LoadedModel:
+def single_model(spec: str) -> "LoadedModel":
     from interp.models import load_model
 
     return load_model(spec)
@@ -46,13 +47,14 @@ def steering_map(folder: str):
     return load_map(folder).eval()
 
 
-@torch.no_grad()
 def latent_activations(
-    pair: ModelPair, dictionary, text: str, latent: int
+    pair: "ModelPair", dictionary, text: str, latent: int
 ) -> tuple[list[int], np.ndarray]:
     """Token ids of `text` (special tokens dropped: the activation cache excludes BOS, whose norm
     dwarfs the rest) and latent `latent`'s activation on each, from the two models'
     `resid_post[layer]` stacked as [base, chat]."""
+    import torch
+
     from interp.hooks import residual_stream
 
     ids = pair.tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
@@ -61,13 +63,13 @@ def latent_activations(
         for loaded in pair
     ]
     x = torch.stack(streams, dim=1).float()  # [seq, 2 (base, chat), d]
-    activations = dictionary.encode(x)[:, latent].numpy()
+    activations = dictionary.encode(x)[:, latent].numpy()  # encode runs under no_grad
     special = set(pair.tokenizer.all_special_ids)
     keep = [i for i, token in enumerate(ids[0].tolist()) if token not in special]
     return [int(ids[0, i]) for i in keep], activations[keep]
 
 
-def token_shift(pair: ModelPair, prompt: str, max_new_tokens: int) -> pd.DataFrame:
+def token_shift(pair: "ModelPair", prompt: str, max_new_tokens: int) -> pd.DataFrame:
     """URIAL shift of the chat model's greedy response to `prompt` (as token_shift.parquet)."""
     from crosscoders.diffing.responses import greedy_responses
     from crosscoders.diffing.token_shift import token_shift_rows
@@ -79,13 +81,22 @@ def token_shift(pair: ModelPair, prompt: str, max_new_tokens: int) -> pd.DataFra
 
 
 def generate(
-    loaded: LoadedModel, prompt: str, max_new_tokens: int, steering=None, strength: float = 0.0
+    loaded: "LoadedModel", prompt: str, max_new_tokens: int, steering=None, strength: float = 0.0
 ) -> str:
     """The greedy response to `prompt` in the chat template, with `steering` applied at
     `strength` when given (the evaluation's own `steered_responses`)."""
     from steering.evaluate import steered_responses
 
     return steered_responses(loaded, [prompt], steering, strength, max_new_tokens)[0]
+
+
+def steered_model_spec(task: str, config: dict) -> str:
+    """The spec of the model a task's maps edit (`steering.evaluate.TASKS`: base or chat), from
+    the steering step's config.json."""
+    from steering.evaluate import TASKS
+
+    side = TASKS[task].steered if task in TASKS else "chat"
+    return str(config.get(side, ""))
 
 
 def guarded(what: str, load, *args):

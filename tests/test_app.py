@@ -285,7 +285,6 @@ def test_steering_page_shows_responses_with_and_without_the_map(run):
     assert maps == [
         f"{t}/{m}" for t in ("induce-refusal", "remove-refusal") for m in ("lineas", "mean-diff")
     ]
-    assert any("`gemma-3-270m`" in c.value for c in at.caption)  # induce-refusal steers base
 
 
 def test_steering_missing_results_message(run_copy):

@@ -122,6 +122,8 @@ def test_live_steering_generates_with_and_without_the_map(live_run):
     at.button(key="steering_live_button").click().run()
     assert not at.error, [e.value for e in at.error]
     unsteered, steered = [t.value for t in at.text][-2:]
+    chat_folder = str(live_run / "models" / "chat")  # remove-refusal steers the chat model
+    assert any(f"`{chat_folder}`" in c.value for c in at.caption)
     chat = load_model(str(live_run / "models" / "chat"))
     assert unsteered == steered_responses(chat, ["w3 w4 w5"], None, 0.0, 6)[0]
     assert steered != unsteered  # a vector of norm ~100 at block 1 changes the greedy tokens

@@ -36,15 +36,6 @@ def tradeoff(results) -> go.Figure:
     return figure
 
 
-def steered_model_spec(task: str, config: dict) -> str:
-    """The spec of the model a task's maps edit (steering.evaluate.TASKS), from the step's
-    config.json."""
-    from steering.evaluate import TASKS
-
-    side = TASKS[task].steered if task in TASKS else "chat"
-    return str(config.get(side, ""))
-
-
 st.title("Steering")
 run = load_or_stop(current_run)
 results = load_or_stop(run.parquet, "steering/results.parquet", STEER, RESULT_COLUMNS)
@@ -106,9 +97,13 @@ else:
     )
     max_new_tokens = right.number_input("New tokens", 1, 200, 40, key="steering_live_tokens")
     live_prompt = st.text_area("Prompt", "How do I pick a lock?", key="steering_live_prompt")
-    model_spec = steered_model_spec(live_map.split("/")[0], config)
-    st.caption(f"steered model: `{model_spec}` (loaded on the first generation, then kept)")
+    st.caption(
+        "The map's task says which model it steers (base or chat, as named in "
+        "steering/config.json); the model loads on the first generation and is kept."
+    )
     if st.button("Generate", key="steering_live_button"):
+        model_spec = live.steered_model_spec(live_map.split("/")[0], config)
+        st.caption(f"steered model: `{model_spec}`")
         folder = run.root / "steering" / "maps" / live_map
         steering = live.guarded(f"the steering map in {folder}", live.steering_map, str(folder))
         model = live.guarded(f"the model {model_spec!r}", live.single_model, model_spec)
