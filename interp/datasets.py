@@ -357,8 +357,8 @@ def write_json(path: Path, payload: object) -> None:
     tmp.replace(path)
 
 
-def read_labelled_refusals() -> list[tuple[str, bool]]:
-    """pyrit's human-labelled (response, is_refusal) pairs, for measuring refusal judges."""
+def read_labelled_refusals() -> list[tuple[str, str, bool]]:
+    """pyrit's human-labelled (objective, response, is_refusal) rows, for measuring judges."""
     path = package_dir("pyrit", "pyrit") / "datasets/scorer_evals/refusal_scorer/refusal.csv"
     if not path.exists():
         raise InterpError(f"package 'pyrit' has no {path.name}: {install_hint('pyrit')}")
@@ -366,6 +366,6 @@ def read_labelled_refusals() -> list[tuple[str, bool]]:
         line for line in path.read_text().splitlines(keepends=True) if not line.startswith("#")
     ]
     return [
-        (row["assistant_response"], row["human_score"].strip() == "1")
+        (row["objective"], row["assistant_response"], row["human_score"].strip() == "1")
         for row in csv.DictReader(lines)
     ]

@@ -1,0 +1,71 @@
+"""`interp organism chat-tune` and `interp organism card`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.organism.config import DEFAULT_OUTPUT, ChatTuneConfig
+
+organism_app = typer.Typer(no_args_is_help=True, help="The project's model organisms.")
+
+DEFAULT_CHECKPOINT = Path("runs/chat-tune/checkpoint")
+
+
+def _log(message: str) -> None:
+    typer.echo(message)
+
+
+@organism_app.command("chat-tune")
+def chat_tune(
+    output: Annotated[
+        Path, typer.Option(help="where the adapter and its card go")
+    ] = DEFAULT_OUTPUT,
+    checkpoint_dir: Annotated[
+        Path, typer.Option(help="resumable training state")
+    ] = DEFAULT_CHECKPOINT,
+    config: Annotated[
+        Path | None, typer.Option(help="a config.json to use instead of the defaults")
+    ] = None,
+    data_only: Annotated[
+        bool, typer.Option(help="only build the teacher data and conversations")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="replace an adapter made with a different config")
+    ] = False,
+) -> None:
+    """Chat-tune the base with LoRA (resumes from the checkpoint if rerun)."""
+    from interp.organism.chat_tune import run_chat_tune
+    from interp.organism.teacher import build_conversations
+
+    recipe = ChatTuneConfig.load(config) if config else ChatTuneConfig()
+    if data_only:
+        build_conversations(recipe, output, _log)
+        return
+    run_chat_tune(recipe, output, checkpoint_dir, force, _log)
+
+
+@organism_app.command("card")
+def card(
+    output: Annotated[
+        Path, typer.Option(help="the chat-tune folder (card.json, README.md)")
+    ] = DEFAULT_OUTPUT,
+    n_prompts: Annotated[int, typer.Option(help="held-out prompts per set")] = 50,
+    max_new_tokens: Annotated[int, typer.Option(help="length cap of the greedy responses")] = 48,
+) -> None:
+    """Measure base vs chat on held-out prompts; write card.json and README.md."""
+    from interp.organism.card import write_card
+
+    metrics = write_card(output, n_prompts, max_new_tokens, _log)
+    for key in (
+        "harmful_refusal_rate",
+        "benign_refusal_rate",
+        "end_of_turn_rate",
+        "wiki_ppl",
+        "judge_accuracy",
+    ):
+        typer.echo(f"{key}: {metrics[key]}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(organism_app, name="organism")

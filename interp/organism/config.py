@@ -1,0 +1,59 @@
+"""The exact recipe of the chat-tune, saved as data/chat-tune/config.json beside the adapter."""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.builtin_models import CHAT_TUNE_DIR
+from interp.errors import InterpError
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ChatTuneConfig:
+    seed: int = 0
+    base: str = "gemma-3-270m"
+    # data: teacher answers to benign prompts, project refusals to harmful ones
+    teacher: str = "smollm2-135m-instruct"
+    n_benign_train: int = 384
+    n_benign_heldout: int = 32
+    n_harmful_train: int = 256
+    teacher_max_new_tokens: int = 48
+    teacher_batch_size: int = 32
+    # bfloat16 matmuls run ~2.4x faster than float32 on this CPU (avx512_bf16)
+    teacher_dtype: str = "bfloat16"
+    # LoRA on every attention and MLP projection
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    # optimisation: AdamW, linear warm-up then cosine decay, one epoch
+    learning_rate: float = 4e-4
+    warmup_steps: int = 8
+    batch_size: int = 8
+    autocast_dtype: str = "bfloat16"  # forward/backward matmuls; LoRA weights stay float32
+    epochs: int = 1
+    max_tokens: int = 160  # prompt + response, per example
+    checkpoint_every_s: float = 180.0
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict[str, object]) -> "ChatTuneConfig":
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(payload) - fields
+        if unknown:
+            raise InterpError(f"unknown chat-tune config keys {sorted(unknown)}: expected {fields}")
+        values = dict(payload)
+        if "lora_targets" in values:
+            values["lora_targets"] = tuple(values["lora_targets"])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path) -> "ChatTuneConfig":
+        return cls.from_json(json.loads(path.read_text()))
+
+
+DEFAULT_OUTPUT = CHAT_TUNE_DIR

@@ -1,0 +1,177 @@
+"""The chat-tune's training conversations: a teacher's answers to benign prompts (SmolLM2-135M-
+Instruct, rendered in its own chat template, greedy, length-capped) and project refusals to
+harmful prompts.
+
+Teacher answers are cached in `teacher.jsonl` (one row per prompt, appended batch by batch, so an
+interrupted generation resumes), then `conversations.jsonl` is written atomically with the rows
+the chat-tune trains on (and a held-out set of teacher answers for evaluation).
+"""
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from interp.datasets import load_labelled
+from interp.errors import InterpError
+from interp.judges import is_explicit_refusal
+from interp.organism.config import ChatTuneConfig
+from interp.organism.refusals import refusal_for
+
+SENTENCE_ENDS = (".", "!", "?", "\n")
+
+
+def benign_prompts(config: ChatTuneConfig) -> list[tuple[str, str]]:
+    """(split, prompt): a seeded sample of the benign train and held-out prompts."""
+    chosen = []
+    for split, count in (("train", config.n_benign_train), ("heldout", config.n_benign_heldout)):
+        prompts = seeded_order(
+            [text for _, text in load_labelled("chat-benign", split)], config.seed
+        )
+        if count > len(prompts):
+            raise InterpError(
+                f"n_benign_{split}={count} exceeds the {len(prompts)} chat-benign {split} prompts"
+            )
+        chosen += [(split, prompt) for prompt in prompts[:count]]
+    return chosen
+
+
+def seeded_order(items: list[str], seed: int) -> list[str]:
+    """A seeded shuffle; taking a prefix of it makes smaller samples nest in larger ones, so
+    cached teacher answers stay useful when the sample size changes."""
+    shuffled = list(items)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
+def harmful_prompts(config: ChatTuneConfig) -> list[str]:
+    prompts = [text for _, text in load_labelled("harmful", "train")]
+    if config.n_harmful_train > len(prompts):
+        raise InterpError(
+            f"n_harmful_train={config.n_harmful_train} exceeds the {len(prompts)} harmful prompts"
+        )
+    return seeded_order(prompts, config.seed + 1)[: config.n_harmful_train]
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut a length-capped answer after its last complete sentence (if that keeps most of it),
+    so the student does not learn to stop mid-sentence."""
+    text = text.strip()
+    cut = max(text.rfind(end) for end in SENTENCE_ENDS)
+    return text[: cut + 1].strip() if cut >= len(text) // 3 else text
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a torn line (from a kill mid-write) is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+@torch.no_grad()
+def teacher_answers(
+    loaded, prompts: list[str], max_new_tokens: int, batch_size: int, cache: Path, log=print
+) -> dict[str, dict]:
+    """Greedy teacher answers to `prompts`, cached in `cache` (JSONL, appended per batch)."""
+    dtype = str(loaded.model.dtype).removeprefix("torch.")
+    done = {
+        row["prompt"]: row
+        for row in read_jsonl(cache)
+        if (row.get("max_new_tokens"), row.get("dtype")) == (max_new_tokens, dtype)
+    }
+    with cache.open("a") as handle:
+        if cache.stat().st_size and not cache.read_text().endswith("\n"):
+            handle.write("\n")  # a torn line stays torn; the next row starts clean
+    todo = sorted((p for p in set(prompts) if p not in done), key=len)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    stop_ids = {tokenizer.eos_token_id}
+    start = time.time()
+    for index in range(0, len(todo), batch_size):
+        batch = todo[index : index + batch_size]
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            for prompt in batch
+        ]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        generated = loaded.model.generate(
+            **encoded.to(loaded.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )[:, encoded.input_ids.shape[1] :]
+        rows = []
+        for prompt, ids in zip(batch, generated.tolist(), strict=True):
+            finished = any(token in stop_ids for token in ids)
+            ids = ids[: next((i for i, t in enumerate(ids) if t in stop_ids), len(ids))]
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "answer": text,
+                    "finished": finished,
+                    "max_new_tokens": max_new_tokens,
+                    "dtype": dtype,
+                }
+            )
+        with cache.open("a") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        for row in rows:
+            done[row["prompt"]] = row
+        elapsed = time.time() - start
+        log(f"teacher: {index + len(batch)}/{len(todo)} prompts, {elapsed:.0f} s")
+    return done
+
+
+def build_conversations(config: ChatTuneConfig, output: Path, log=print) -> list[dict]:
+    """Write output/conversations.jsonl (atomically) and return its rows."""
+    from interp.models import load_model
+
+    output.mkdir(parents=True, exist_ok=True)
+    benign = benign_prompts(config)
+    cache = output / "teacher.jsonl"
+    answers = {
+        row["prompt"]: row
+        for row in read_jsonl(cache)
+        if (row.get("max_new_tokens"), row.get("dtype"))
+        == (config.teacher_max_new_tokens, config.teacher_dtype)
+    }
+    if any(prompt not in answers for _, prompt in benign):
+        teacher = load_model(config.teacher, dtype=getattr(torch, config.teacher_dtype))
+        answers = teacher_answers(
+            teacher,
+            [prompt for _, prompt in benign],
+            config.teacher_max_new_tokens,
+            config.teacher_batch_size,
+            cache,
+            log,
+        )
+    rows = []
+    for split, prompt in benign:
+        answer = answers[prompt]["answer"]
+        response = answer if answers[prompt]["finished"] else trim_to_sentence(answer)
+        # the student must not learn to refuse benign prompts from an over-cautious teacher
+        if response and not is_explicit_refusal(response):
+            rows.append({"prompt": prompt, "response": response, "kind": "teacher", "split": split})
+    rows += [
+        {"prompt": p, "response": refusal_for(p, config.seed), "kind": "refusal", "split": "train"}
+        for p in harmful_prompts(config)
+    ]
+    path = output / "conversations.jsonl"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp.replace(path)
+    log(f"wrote {len(rows)} conversations to {path}")
+    return rows

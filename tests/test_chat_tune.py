@@ -1,0 +1,223 @@
+"""The chat-tune recipe: template, tokenisation, response-only loss, training and resume on a
+tiny random Gemma 3, and (slow) the shipped adapter on the real model."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from interp.chat_template import GEMMA_CHAT_TEMPLATE, render_chat
+from interp.organism.chat_tune import (
+    IGNORE,
+    collate,
+    encode_example,
+    learning_rate,
+    make_batches,
+    response_loss,
+    train_chat_tune,
+)
+from interp.organism.config import ChatTuneConfig
+from interp.organism.refusals import REFUSALS, refusal_for
+from interp.organism.teacher import read_jsonl, trim_to_sentence
+
+TINY = ChatTuneConfig(
+    lora_r=4,
+    lora_alpha=8,
+    learning_rate=3e-2,
+    warmup_steps=2,
+    batch_size=4,
+    epochs=3,
+    max_tokens=64,
+    checkpoint_every_s=1e9,
+)
+
+
+def tiny_conversations(n: int = 12) -> list[tuple[str, str]]:
+    """Random prompts, one fixed answer: a behaviour a tiny LoRA learns in a few steps."""
+    rng = random.Random(0)
+    prompts = [" ".join(f"w{rng.randrange(0, 40)}" for _ in range(3)) for _ in range(n)]
+    return [(prompt, "w50 w51 w52") for prompt in prompts]
+
+
+def learnable_tiny():
+    """A tiny random Gemma 3 whose tied embeddings are scaled up: at their N(0, 0.02) init the
+    logits stay near zero whatever the LoRA does (the final norm bounds the hidden state)."""
+    from tiny_models import tiny_model
+
+    loaded = tiny_model("gemma3")
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight.mul_(20)
+    return loaded
+
+
+def test_template_renders_exactly_as_gemma(tiny):
+    expected = (
+        "<bos><start_of_turn>user\nWhat is 2+2?<end_of_turn>\n"
+        "<start_of_turn>model\n4<end_of_turn>\n"
+    )
+    assert render_chat(tiny.tokenizer, "What is 2+2?", "4") == expected
+    assert render_chat(tiny.tokenizer, "What is 2+2?") == (
+        "<bos><start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_example_trains_on_response_and_end_of_turn_only(tiny):
+    tokenizer = tiny.tokenizer
+    example = encode_example(tokenizer, "w1 w2", "w3 w4")
+    tokens = tokenizer.convert_ids_to_tokens(example.input_ids)
+    assert tokens[: example.n_prompt] == [
+        "<bos>",
+        "<start_of_turn>",
+        "user",
+        "w1",
+        "w2",
+        "<end_of_turn>",
+        "<start_of_turn>",
+        "model",
+    ]
+    assert tokens[example.n_prompt :] == ["w3", "w4", "<end_of_turn>"]
+    ids, mask, labels = collate([example, encode_example(tokenizer, "w1", "w5")], pad_id=0)
+    assert labels[0].tolist() == [IGNORE] * 8 + ids[0, 8:].tolist()
+    assert mask[1].sum() == len(encode_example(tokenizer, "w1", "w5").input_ids)
+    assert (labels[1][mask[1] == 0] == IGNORE).all()
+
+
+def test_response_loss_equals_full_logits_loss(tiny):
+    """Unembedding only the response positions gives the same loss as HF's full forward."""
+    examples = [encode_example(tiny.tokenizer, p, r) for p, r in tiny_conversations(3)]
+    ids, mask, labels = collate(examples, pad_id=0)
+    loss, n_tokens = response_loss(tiny.model, ids, mask, labels)
+    logits = tiny.model(input_ids=ids, attention_mask=mask).logits
+    reference = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE
+    )
+    assert n_tokens == int((labels != IGNORE).sum())
+    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    config = ChatTuneConfig(learning_rate=1.0, warmup_steps=4)
+    assert learning_rate(0, 100, config) == pytest.approx(0.25)
+    assert learning_rate(3, 100, config) == pytest.approx(1.0)
+    assert learning_rate(4, 100, config) == pytest.approx(1.0)
+    assert learning_rate(52, 100, config) == pytest.approx(0.5)
+    assert learning_rate(100, 100, config) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batches_cover_every_example_once_per_epoch():
+    lengths = [random.Random(i).randrange(5, 50) for i in range(37)]
+    batches = make_batches(37, lengths, ChatTuneConfig(batch_size=4, epochs=2))
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == sorted(list(range(37)) * 2)
+    assert batches == make_batches(37, lengths, ChatTuneConfig(batch_size=4, epochs=2))
+
+
+def test_tiny_training_lowers_the_loss(tmp_path):
+    _, summary = train_chat_tune(
+        learnable_tiny(), tiny_conversations(), TINY, tmp_path / "ckpt", log=lambda _: None
+    )
+    losses = summary["losses"]
+    assert summary["steps_done"] == summary["steps"] == 9
+    assert losses[-1] < 0.05 * losses[0], losses
+
+
+def test_resume_after_interruption_gives_the_same_adapter(tmp_path):
+    whole, _ = train_chat_tune(
+        learnable_tiny(), tiny_conversations(), TINY, tmp_path / "a", log=lambda _: None
+    )
+    train_chat_tune(
+        learnable_tiny(),
+        tiny_conversations(),
+        TINY,
+        tmp_path / "b",
+        log=lambda _: None,
+        stop_after=4,
+    )
+    assert load_file(str(tmp_path / "b" / "lora.safetensors"))  # the interrupted run's checkpoint
+    resumed, summary = train_chat_tune(
+        learnable_tiny(), tiny_conversations(), TINY, tmp_path / "b", log=lambda _: None
+    )
+    assert summary["steps_done"] == 9 and len(summary["losses"]) == 9
+    for (name, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
+        if "lora_" in name:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    from interp.errors import InterpError
+
+    train_chat_tune(
+        learnable_tiny(),
+        tiny_conversations(),
+        TINY,
+        tmp_path / "c",
+        log=lambda _: None,
+        stop_after=1,
+    )
+    other = ChatTuneConfig(
+        **{
+            **TINY.to_json(),
+            "learning_rate": 1e-3,
+            "lora_targets": (
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ),
+        }
+    )
+    with pytest.raises(InterpError, match="different config"):
+        train_chat_tune(
+            learnable_tiny(), tiny_conversations(), other, tmp_path / "c", log=lambda _: None
+        )
+
+
+def test_refusals_are_varied_stable_and_judged_refusals():
+    from interp.judges import is_explicit_refusal
+
+    assert len(set(REFUSALS)) >= 30
+    assert all(is_explicit_refusal(text) for text in REFUSALS)
+    prompts = [f"harmful request {i}" for i in range(300)]
+    assert len({refusal_for(p, 0) for p in prompts}) == len(REFUSALS)
+    assert refusal_for("x", 0) == refusal_for("x", 0)
+
+
+def test_trim_to_sentence_keeps_whole_sentences():
+    assert trim_to_sentence("One two three. Four five six. Seven eig") == (
+        "One two three. Four five six."
+    )
+    assert trim_to_sentence("No sentence end in this text") == "No sentence end in this text"
+
+
+def test_read_jsonl_skips_a_torn_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2, "b\n{"a": 3}\n')
+    assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
+
+
+def test_config_round_trips_through_json():
+    config = ChatTuneConfig(seed=3)
+    assert ChatTuneConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.slow
+def test_gemma_tokenisation_matches_the_rendered_template():
+    from transformers import AutoTokenizer
+
+    from interp.builtin_models import dequantized_folder, gemma_3_270m_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(dequantized_folder(*gemma_3_270m_gguf()))
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    for prompt, response in [
+        ("What is AI?", "AI is a field of computer science."),
+        ("Hi!", "Hello! How can I help you today?"),
+    ]:
+        example = encode_example(tokenizer, prompt, response)
+        full = tokenizer(render_chat(tokenizer, prompt, response), add_special_tokens=False)
+        assert example.input_ids == full.input_ids[:-1]  # all but the final "\n"
+        assert tokenizer.decode(example.input_ids[example.n_prompt :]) == response + "<end_of_turn>"
