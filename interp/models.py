@@ -74,22 +74,18 @@ class ModelPair:
 
 def validate_pair(base: LoadedModel, chat: LoadedModel) -> None:
     """Raise an InterpError naming the first mismatch between the two models."""
-    _check_pair(
-        (base.spec, base.model.config, base.tokenizer),
-        (chat.spec, chat.model.config, chat.tokenizer),
-    )
+    _check_configs(base.spec, base.model.config, chat.spec, chat.model.config)
+    _check_tokenizers(base.spec, base.tokenizer, chat.spec, chat.tokenizer)
 
 
-Header = tuple[str, PretrainedConfig, object]  # (spec, config, tokenizer)
-
-
-def _check_pair(base: Header, chat: Header) -> None:
-    """The pair rule on (spec, config, tokenizer): same family, d_model, n_layers, vocabulary."""
-    (base_spec, base_config, base_tokenizer), (chat_spec, chat_config, chat_tokenizer) = base, chat
+def _check_configs(
+    base_spec: str, base: PretrainedConfig, chat_spec: str, chat: PretrainedConfig
+) -> None:
+    """The pair rule, part 1: same architecture family, d_model and n_layers."""
     checks = [
-        ("architecture family", base_config.model_type, chat_config.model_type),
-        ("d_model", base_config.hidden_size, chat_config.hidden_size),
-        ("n_layers", base_config.num_hidden_layers, chat_config.num_hidden_layers),
+        ("architecture family", base.model_type, chat.model_type),
+        ("d_model", base.hidden_size, chat.hidden_size),
+        ("n_layers", base.num_hidden_layers, chat.num_hidden_layers),
     ]
     for what, left, right in checks:
         if left != right:
@@ -97,7 +93,11 @@ def _check_pair(base: Header, chat: Header) -> None:
                 f"mismatched pair: {what} differs: "
                 f"{base_spec!r} has {left}, {chat_spec!r} has {right}"
             )
-    base_vocab, chat_vocab = base_tokenizer.get_vocab(), chat_tokenizer.get_vocab()
+
+
+def _check_tokenizers(base_spec: str, base: object, chat_spec: str, chat: object) -> None:
+    """The pair rule, part 2: identical vocabularies (same tokens with the same ids)."""
+    base_vocab, chat_vocab = base.get_vocab(), chat.get_vocab()
     if base_vocab != chat_vocab:
         differing = sorted(set(base_vocab.items()) ^ set(chat_vocab.items()), key=lambda kv: kv[1])
         raise InterpError(
@@ -138,22 +138,32 @@ def _source(spec: str) -> _Source:
     return _Source(spec, str(path) if path.is_dir() else spec)
 
 
-def _load_header(source: _Source) -> tuple[PretrainedConfig, object]:
-    """Config and tokenizer only (no weights): enough to validate a pair cheaply."""
+def _cannot_load(source: _Source, error: Exception) -> InterpError:
+    first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+    return InterpError(
+        f"cannot load model {source.spec!r}: not a built-in ({', '.join(BUILTINS)}), a .gguf "
+        f"file, a local HF folder, or a Hugging Face id reachable offline ({first_line})"
+    )
+
+
+def _load_config(source: _Source) -> PretrainedConfig:
     try:
-        config = AutoConfig.from_pretrained(source.location)
+        return AutoConfig.from_pretrained(source.location)
+    except (OSError, ValueError) as error:
+        raise _cannot_load(source, error) from None
+
+
+def _load_tokenizer(source: _Source, config: PretrainedConfig) -> object:
+    """The tokenizer, with the adapter's chat template, or Gemma's where a Gemma has none."""
+    try:
         tokenizer = AutoTokenizer.from_pretrained(source.location)
     except (OSError, ValueError) as error:
-        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise InterpError(
-            f"cannot load model {source.spec!r}: not a built-in ({', '.join(BUILTINS)}), a .gguf "
-            f"file, a local HF folder, or a Hugging Face id reachable offline ({first_line})"
-        ) from None
+        raise _cannot_load(source, error) from None
     if source.adapter_dir is not None and (source.adapter_dir / "chat_template.jinja").exists():
         tokenizer.chat_template = (source.adapter_dir / "chat_template.jinja").read_text()
     if getattr(tokenizer, "chat_template", None) is None and config.model_type.startswith("gemma"):
         tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    return config, tokenizer
+    return tokenizer
 
 
 def _load_weights(
@@ -171,7 +181,7 @@ def _load_weights(
 def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load a causal LM by spec, in eval mode, with a chat template where the family has one."""
     source = _source(spec)
-    _config, tokenizer = _load_header(source)
+    tokenizer = _load_tokenizer(source, _load_config(source))
     return _load_weights(source, tokenizer, dtype, device)
 
 
@@ -183,15 +193,16 @@ def load_pair(
 ) -> ModelPair:
     """Load and validate a base/chat pair; with no arguments, the default built-in pair.
 
-    The pair is validated on configs and tokenizers before any weights are read, so a
-    mismatched pair fails in about a second."""
-    sources = (_source(base_spec), _source(chat_spec))
-    headers = [_load_header(source) for source in sources]
-    _check_pair(
-        (base_spec, headers[0][0], headers[0][1]), (chat_spec, headers[1][0], headers[1][1])
+    The pair rule is checked on the configs, then on the tokenizers, before any weights are
+    read, so a mismatched pair fails in seconds (a built-in GGUF whose dequantized cache is
+    missing is still dequantized first: its config comes from that cache)."""
+    base_source, chat_source = _source(base_spec), _source(chat_spec)
+    base_config, chat_config = _load_config(base_source), _load_config(chat_source)
+    _check_configs(base_spec, base_config, chat_spec, chat_config)
+    base_tokenizer = _load_tokenizer(base_source, base_config)
+    chat_tokenizer = _load_tokenizer(chat_source, chat_config)
+    _check_tokenizers(base_spec, base_tokenizer, chat_spec, chat_tokenizer)
+    return ModelPair(
+        base=_load_weights(base_source, base_tokenizer, dtype, device),
+        chat=_load_weights(chat_source, chat_tokenizer, dtype, device),
     )
-    base, chat = (
-        _load_weights(source, tokenizer, dtype, device)
-        for source, (_config, tokenizer) in zip(sources, headers, strict=True)
-    )
-    return ModelPair(base=base, chat=chat)
