@@ -29,7 +29,7 @@ class ChatTuneConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
     # optimisation: AdamW, linear warm-up then cosine decay, one epoch
-    learning_rate: float = 4e-4
+    learning_rate: float = 1e-3
     warmup_steps: int = 8
     batch_size: int = 8
     autocast_dtype: str = "bfloat16"  # forward/backward matmuls; LoRA weights stay float32
