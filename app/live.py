@@ -34,10 +34,21 @@ def single_model(spec: str) -> "LoadedModel":
 
 @st.cache_resource(show_spinner="Loading the dictionary...", max_entries=2)
 def pair_dictionary(folder: str, layer: int | None):
+    """The dictionary as [base, chat]; its own sources (provenance) name the layer when they
+    exist, as in the analysis, else `layer` (the run's)."""
     from crosscoders.diffing.pair_dictionary import PairDictionary
     from crosscoders.io import load_crosscoder
 
-    return PairDictionary.from_coder(load_crosscoder(Path(folder)), layer)
+    coder = load_crosscoder(Path(folder))
+    return PairDictionary.from_coder(coder, None if coder.config.sources else layer)
+
+
+def dictionary_models(dictionary, info: dict) -> tuple[str, str]:
+    """(base, chat) specs: the ones the dictionary was trained on (its sources), else the run's."""
+    sources = dictionary.coder.config.sources
+    if sources:
+        return sources[dictionary.base_index].model, sources[dictionary.chat_index].model
+    return str(info.get("base")), str(info.get("chat"))
 
 
 @st.cache_resource(show_spinner="Loading the steering map...", max_entries=4)

@@ -34,6 +34,7 @@ STEER = "`interp steer eval`"
 # steering.steering_map.MAP_CONFIG, written here: importing steering pulls in torch, which the
 # precomputed pages never need (tests/test_app_render.py checks that the two agree)
 STEERING_MAP_DESCRIPTION = "map.json"
+STEP_FOLDERS = ("cache", "dictionaries", "analysis", "tuco", "steering")
 LATENT_COLUMNS = (
     "latent",
     "rel_norm",
@@ -135,12 +136,51 @@ class RunFolder:
     # --- run summary -------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
+        """run.json, completed from the steps' own configs: base and chat specs (cache manifest
+        roles, then tuco/ and steering/ configs), layer (an analysis config, then the cache's
+        single layer), steps (the step folders present). Without run.json (only the analysis
+        records itself there) the same summary is assembled from what the steps wrote."""
         if not self.root.is_dir():
             raise MissingPiece(
                 f"run folder {self.root} does not exist: give the folder a pipeline step wrote "
                 "(`interp app runs/NAME`)"
             )
-        return self.json("run.json", "every pipeline step (`interp cache`, `interp train`, ...)")
+        present = {name: name for name in STEP_FOLDERS if (self.root / name).is_dir()}
+        if self.has("run.json"):
+            info = dict(self.json("run.json", "the pipeline steps"))
+        elif present:
+            info = {"name": self.root.name, "run_json_missing": True}
+        else:
+            raise MissingPiece(
+                f"run.json is missing from run folder {self.root} and no pipeline step wrote "
+                f"into it (expected some of {', '.join(STEP_FOLDERS)})"
+            )
+        info["steps"] = {**present, **info.get("steps", {})}
+        for key, value in self._models_and_layer().items():
+            info.setdefault(key, value)
+        return info
+
+    def _models_and_layer(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if self.has("cache/manifest.json"):
+            manifest = self.json("cache/manifest.json", "`interp cache`")
+            for model in manifest.get("models", []):
+                if isinstance(model, dict) and model.get("role") in ("base", "chat"):
+                    found.setdefault(model["role"], model.get("spec"))
+            if len(manifest.get("layers", [])) == 1:
+                found["layer"] = manifest["layers"][0]
+        for config in ("tuco/config.json", "steering/config.json"):
+            if self.has(config):
+                data = self.json(config, "its step")
+                for role in ("base", "chat"):
+                    if isinstance(data.get(role), str):
+                        found.setdefault(role, data[role])
+        for dictionary in self.analysed_dictionaries():
+            relative = f"analysis/{dictionary}/config.json"
+            if self.has(relative) and "layer" in self.json(relative, ANALYZE):
+                found["layer"] = self.json(relative, ANALYZE)["layer"]
+                break
+        return found
 
     def dictionaries(self) -> list[str]:
         """Dictionaries trained or analysed in this run, by folder name."""

@@ -115,7 +115,8 @@ def examples_table(
     rng: np.random.Generator,
 ) -> pa.Table:
     """Top-k and quantile examples for each latent of `example_latents`; the activation of each
-    example peaks at `position` with value `activation`, the other tokens are sparse and smaller."""
+    example peaks at window index `max_index` with value `activation`, the other tokens are
+    sparse and smaller; acts_base / acts_chat are signed encoder inputs that sum to about acts."""
     kinds = ["top"] * top_k + [q for q in QUANTILES for _ in range(per_quantile)]
     ranks = list(range(top_k)) + [r for _ in QUANTILES for r in range(per_quantile)]
     scale = [1.0 - 0.05 * r for r in range(top_k)] + [
@@ -126,11 +127,12 @@ def examples_table(
     activation = (latents.max_act.to_numpy()[latent] * np.tile(scale, example_latents.size)).astype(
         np.float32
     )
-    position = rng.integers(context // 4, context, n)
+    max_index = rng.integers(context // 4, context, n)  # the example token inside the window
+    position = max_index + rng.integers(0, 200, n)  # its position in the sequence
     token_ids = rng.integers(6, len(WORDS), (n, context)).astype(np.int32)
     sparse = (rng.random((n, context)) < 0.15) * rng.uniform(0, 0.6, (n, context))
     acts = (sparse * activation[:, None]).astype(np.float32)
-    acts[np.arange(n), position] = activation
+    acts[np.arange(n), max_index] = activation
     share_chat = rng.uniform(0.3, 1.0, (n, 1)).astype(np.float32)
     return pa.table(
         {
@@ -139,10 +141,13 @@ def examples_table(
             "rank": pa.array(np.tile(ranks, example_latents.size), pa.int32()),
             "seq_id": pa.array(rng.integers(0, 100_000, n), pa.int64()),
             "position": pa.array(position, pa.int32()),
+            "max_index": pa.array(max_index, pa.int32()),
             "activation": pa.array(activation, pa.float32()),
             "token_ids": _list_column(token_ids.ravel(), context, pa.int32()),
             "acts": _list_column(acts.ravel(), context, pa.float32()),
-            "acts_base": _list_column((acts * (1 - share_chat)).ravel(), context, pa.float32()),
+            "acts_base": _list_column(
+                (acts * (1 - share_chat) - 0.1 * activation[:, None]).ravel(), context, pa.float32()
+            ),
             "acts_chat": _list_column((acts * share_chat).ravel(), context, pa.float32()),
         }
     )
@@ -206,8 +211,28 @@ def token_shift_table(n_prompts: int, length: int, rng: np.random.Generator) -> 
             rank = int(rng.choice([1, 1, 1, 1, 2, 3, 7, 40]))
             kl = float(rng.exponential(0.3 if rank == 1 else 2.0))
             shift = "unshifted" if rank == 1 else "marginal" if rank <= 3 else "shifted"
-            rows.append((prompt_id, position, TOKEN_STRINGS[token_id], token_id, kl, rank, shift))
-    columns = ["prompt_id", "position", "token", "token_id", "kl", "rank_under_base", "shift"]
+            rows.append(
+                (
+                    prompt_id,
+                    position,
+                    TOKEN_STRINGS[token_id],
+                    token_id,
+                    kl,
+                    rank,
+                    shift,
+                    f"Prompt {prompt_id}: what is the capital of France?",
+                )
+            )
+    columns = [
+        "prompt_id",
+        "position",
+        "token",
+        "token_id",
+        "kl",
+        "rank_under_base",
+        "shift",
+        "prompt",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -347,12 +372,20 @@ def build_run_folder(
     _write_json(
         run / "cache" / "manifest.json",
         {
-            "models": ["gemma-3-270m", "gemma-3-270m-chat"],
+            "models": [
+                {"role": "base", "spec": "gemma-3-270m"},
+                {"role": "chat", "spec": "gemma-3-270m-chat"},
+            ],
             "layers": [6],
-            "dataset": {"name": "fineweb+lmsys", "mix": "1:1"},
+            "d_model": d_model,
+            "n_tokens": 3_000_000,
+            "n_shards": 3,
+            "complete": True,
+            "dataset": {"source": "wiki:0.5,chat:0.5", "plan_sha256": "0" * 64},
             "shards": [
                 {"file": f"shard-{i:05d}.safetensors", "n_tokens": 1_000_000} for i in range(3)
             ],
+            "stats": {"count": 3_000_000},
         },
     )
     dictionary = run / "dictionaries" / dict_name
@@ -379,7 +412,8 @@ def build_run_folder(
     analysis = run / "analysis" / dict_name
     analysis.mkdir(parents=True, exist_ok=True)
     _write_json(
-        analysis / "config.json", {"dictionary": f"dictionaries/{dict_name}", "top_k": top_k}
+        analysis / "config.json",
+        {"dictionary": dict_name, "analysis": {"top_k": top_k}, "layer": 6},
     )
     latents = latents_table(n_latents, rng)
     latents.to_parquet(analysis / "latents.parquet")

@@ -74,6 +74,25 @@ def test_home_explains_a_missing_run_folder(folder, message):
     assert message in at.error[0].value
 
 
+def test_home_shows_class_counts_and_causal_table(run):
+    at = open_page(run)
+    counts = latents_of(run).latent_class.value_counts()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["latents"] == f"{N_LATENTS:,}"
+    assert all(metrics[name] == f"{count:,}" for name, count in counts.items())
+    causal = next(d.value for d in at.dataframe if "kl_first_10" in d.value.columns)
+    assert list(causal.latents) == ["chat-only", "random"]
+
+
+def test_home_without_run_json_assembles_the_summary_from_the_steps(run_copy):
+    (run_copy / "run.json").unlink()
+    at = open_page(run_copy)
+    assert not at.error
+    assert "run.json is missing" in at.warning[0].value
+    text = all_text(at)
+    assert "`gemma-3-270m`" in text and "`gemma-3-270m-chat`" in text and "`6`" in text
+
+
 def test_home_explains_an_incomplete_run_folder(tmp_path):
     at = open_page(tmp_path)
     assert "run.json is missing" in at.error[0].value
@@ -180,8 +199,8 @@ def test_latent_page_highlights_the_stored_examples(run):
     scale = max(float(mine.activation.max()), float(table.loc[latent, "max_act"]))
     first = top.sort_values("rank").iloc[0]
     latent_line = spans(top_html)[: len(first.token_ids)]
-    assert latent_line[first.position][1] == pytest.approx(first.activation / scale, abs=0.006)
-    assert latent_line[first.position][0] == "tok tok-on"
+    assert latent_line[first.max_index][1] == pytest.approx(first.activation / scale, abs=0.006)
+    assert latent_line[first.max_index][0] == "tok tok-on"
     quantile_html = [m.value for m in at.markdown if 'class="tok' in m.value][1]
     assert "q0.25 #0" in quantile_html and "q0.75 #2" in quantile_html
 

@@ -64,12 +64,14 @@ shift = load_or_stop(
 st.subheader("Stored responses")
 prompt_ids = sorted(shift.prompt_id.unique())
 summary = shift.groupby("prompt_id").agg(tokens=("kl", "size"), mean_kl=("kl", "mean"))
+texts = shift.groupby("prompt_id").prompt.first() if "prompt" in shift.columns else None
 prompt_id = st.selectbox(
     "Prompt",
     prompt_ids,
     key="compare_prompt",
     format_func=lambda p: (
-        f"prompt {p}: {summary.tokens[p]} tokens, mean KL {summary.mean_kl[p]:.3f}"
+        f"{texts[p][:80] if texts is not None else f'prompt {p}'} ({summary.tokens[p]} response "
+        f"tokens, mean KL {summary.mean_kl[p]:.3f})"
     ),
 )
 show_shift(shift[shift.prompt_id == prompt_id], "stored")

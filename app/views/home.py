@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app.navigation import PAGES
-from app.run_folder import current_run, load_or_stop
+from app.run_folder import MissingPiece, current_run, load_or_stop
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
@@ -35,6 +35,8 @@ for column, (label, value) in zip(st.columns(len(facts)), facts.items(), strict=
     column.markdown(f"#### `{value}`")
 if "created" in info:
     st.caption(f"created {info['created']}")
+if info.get("run_json_missing"):
+    st.warning("run.json is missing: this summary is assembled from the steps' own configs.")
 
 st.subheader("Steps")
 steps = info.get("steps", {})
@@ -55,9 +57,15 @@ st.subheader("Data")
 if run.has("cache/manifest.json"):
     manifest = run.json("cache/manifest.json", "`interp cache`")
     shards = manifest.get("shards", [])
-    n_tokens = sum(int(s.get("n_tokens", 0)) for s in shards if isinstance(s, dict))
-    st.write(f"Activation cache: {len(shards)} shards, {n_tokens:,} tokens.")
-    described = {k: v for k, v in manifest.items() if k != "shards"}
+    n_tokens = manifest.get("n_tokens") or sum(int(s.get("n_tokens", 0)) for s in shards)
+    state = "" if manifest.get("complete", True) else " (incomplete: the caching step is not done)"
+    st.write(f"Activation cache: {len(shards)} shards, {n_tokens:,} tokens{state}.")
+    if isinstance(manifest.get("dataset"), dict):
+        st.json(
+            {k: v for k, v in manifest["dataset"].items() if k != "plan_sha256"}, expanded=False
+        )
+    # the shard list and the per-dimension statistics are long and say nothing to a reader
+    described = {k: v for k, v in manifest.items() if k not in ("shards", "stats", "dataset")}
     with st.expander("cache manifest"):
         st.json(described, expanded=False)
 else:
@@ -77,6 +85,24 @@ for name in dictionaries:
     rows.append(row)
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+for name in run.analysed_dictionaries():
+    st.subheader(f"Analysis of `{name}`")
+    try:
+        counts = run.latents(name).latent_class.value_counts()
+    except MissingPiece as error:
+        st.warning(str(error))
+        continue
+    columns = st.columns(len(counts) + 1)
+    columns[0].metric("latents", f"{int(counts.sum()):,}")
+    for column, (latent_class, count) in zip(columns[1:], counts.items(), strict=True):
+        column.metric(str(latent_class), f"{int(count):,}")
+    if run.has(f"analysis/{name}/causal.json"):
+        st.caption(
+            "Causal test: KL(P_chat || P_patched) when the chosen latents' chat-minus-base "
+            "decoder difference is added to the base residual"
+        )
+        st.dataframe(pd.DataFrame(run.json(f"analysis/{name}/causal.json", "")), hide_index=True)
 
 st.subheader("Pages")
 for page in PAGES[1:]:

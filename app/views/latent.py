@@ -34,7 +34,7 @@ SCALING = (
     "chat_specific",
 )
 FREQUENCIES = ("freq", "freq_wiki", "freq_chat", "freq_template", "freq_other")
-MODEL_SHARES = (("acts_base", "base"), ("acts_chat", "chat"))
+MODEL_INPUTS = (("acts_base", "base"), ("acts_chat", "chat"))
 
 
 def pick_neighbor(neighbor_ids: np.ndarray) -> None:
@@ -44,22 +44,29 @@ def pick_neighbor(neighbor_ids: np.ndarray) -> None:
 
 
 def examples_html(
-    examples: pd.DataFrame, token_strings: dict[int, str], scale: float, per_model: bool
+    examples: pd.DataFrame,
+    token_strings: dict[int, str],
+    scale: float,
+    input_scale: float | None,
 ) -> str:
-    """All examples of one kind as one HTML block (one Streamlit element, however many rows)."""
+    """All examples of one kind as one HTML block (one Streamlit element, however many rows).
+    With `input_scale`, each example also shows each model's encoder input x_m . W_enc^m[:, j]
+    (acts_base / acts_chat: which model drives the latent; blue where negative)."""
     blocks = []
     for row in examples.itertuples():
         tokens = tokens_of(row.token_ids, token_strings)
-        peak = [i == row.position for i in range(len(tokens))]
+        peak_index = row.max_index if "max_index" in examples.columns else row.position
+        peak = [i == peak_index for i in range(len(tokens))]
         caption = (
             f"<div style='color:#666;font-size:0.8rem'>{row.kind} #{row.rank} · activation "
             f"{row.activation:.3g} · sequence {row.seq_id}, position {row.position}</div>"
         )
+        per_model = input_scale is not None
         lines = [token_html(tokens, row.acts, scale, "latent" if per_model else None, peak)]
         if per_model:
             lines += [
-                token_html(tokens, getattr(row, column), scale, name, peak)
-                for column, name in MODEL_SHARES
+                token_html(tokens, getattr(row, column), input_scale, name, peak)
+                for column, name in MODEL_INPUTS
             ]
         blocks.append(caption + "".join(lines))
     return "<hr style='margin:0.4rem 0'>".join(blocks)
@@ -118,27 +125,37 @@ else:
             "for a subset of latents)."
         )
     else:
-        has_shares = all(column in examples.columns for column, _ in MODEL_SHARES)
+        has_inputs = all(column in examples.columns for column, _ in MODEL_INPUTS)
         per_model = st.toggle(
-            "Per-model contributions (base / chat)",
-            value=has_shares,
-            disabled=not has_shares,
+            "Per-model encoder inputs (base / chat)",
+            value=has_inputs,
+            disabled=not has_inputs,
             key="latent_per_model",
+            help="x_m . W_enc^m[:, j] for each model m: which model's activation drives the latent",
         )
         scale = float(max(examples.activation.max(), row.max_act))
+        input_scale = None
+        if per_model:
+            inputs = [np.abs(np.concatenate(examples[c].to_numpy())) for c, _ in MODEL_INPUTS]
+            input_scale = max(float(max(a.max(initial=0.0) for a in inputs)), 1e-9)
         top, quantiles = st.tabs(["Max-activating", "Quantile samples"])
         with top:
             rows = examples[examples.kind == "top"].sort_values("rank")
             st.markdown(
-                examples_html(rows, token_strings, scale, per_model), unsafe_allow_html=True
+                examples_html(rows, token_strings, scale, input_scale), unsafe_allow_html=True
             )
         with quantiles:
             rows = examples[examples.kind != "top"].sort_values(["kind", "rank"])
             if rows.empty:
                 st.info("no quantile samples stored for this latent")
             st.markdown(
-                examples_html(rows, token_strings, scale, per_model), unsafe_allow_html=True
+                examples_html(rows, token_strings, scale, input_scale), unsafe_allow_html=True
             )
+        st.caption(
+            f"shading: the latent's activation over {scale:.3g} (its max)"
+            + (f"; encoder inputs over {input_scale:.3g}" if input_scale else "")
+            + "; boxed: the example's token"
+        )
 
 left, right = st.columns(2)
 with left:
@@ -215,6 +232,11 @@ try:
 except MissingPiece as error:
     warn_missing(error)
 else:
+    if logits.empty:
+        st.info(
+            f"no decoder logits stored for latent {latent} (the analysis keeps them for the "
+            "non-shared latents first, up to its --max-logit-latents)"
+        )
     for column, (_, model_row) in zip(
         st.columns(max(len(logits), 1)), logits.iterrows(), strict=False
     ):
@@ -237,21 +259,19 @@ text = st.text_area("Text", "The capital of France is Paris.", key="latent_live_
 if st.button("Compute activations", key="latent_live_button"):
     info = load_or_stop(run.info)
     folder = run.root / "dictionaries" / dictionary
-    pair = live.guarded(
-        f"the models {info.get('base')!r} / {info.get('chat')!r}",
-        live.model_pair,
-        str(info.get("base")),
-        str(info.get("chat")),
-    )
     coder = live.guarded(
         f"the dictionary in {folder}", live.pair_dictionary, str(folder), info.get("layer")
     )
-    if pair is not None and coder is not None:
+    pair = None
+    if coder is not None:
+        base, chat = live.dictionary_models(coder, info)
+        pair = live.guarded(f"the models {base!r} / {chat!r}", live.model_pair, base, chat)
+    if pair is not None:
         ids, acts = live.latent_activations(pair, coder, text, latent)
         tokens = [pair.tokenizer.decode([i]) for i in ids]
         scale = float(max(row.max_act, acts.max(initial=0.0)))
         st.markdown(token_html(tokens, acts, scale), unsafe_allow_html=True)
         st.caption(
-            f"max activation on this text {acts.max(initial=0.0):.3g}; "
-            f"colour scale {scale:.3g} (the latent's max over the dataset)"
+            f"max activation on this text {acts.max(initial=0.0):.3g}; colour scale {scale:.3g} "
+            f"(the latent's max over the dataset); models {base} / {chat}"
         )
