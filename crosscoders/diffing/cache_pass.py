@@ -109,13 +109,14 @@ def run_passes(
     firing = FiringStats.zeros(dict_size, device)
     subsets = tokens.subsets.to(device)
     collector = ExampleCollector(dict_size, settings, seed, device)
+    seq_ids = torch.from_numpy(tokens.seq_ids)
     began = time.perf_counter()
     for offset, x in _batches(cache, tokens, split, batch_size, sources, "analysis pass 1"):
         x = x.to(device)
         f = dictionary.encode(x)
         scaling.update(f, x, dictionary.decode(f), W_dec_raw)
         firing.update(f, subsets[offset : offset + f.shape[0]])
-        collector.update(f, offset)
+        collector.update(f, seq_ids[offset : offset + f.shape[0]], offset)
     first_pass = time.perf_counter() - began
     examples = select_examples(collector, tokens.seq_ids)
     requests = WindowRequests.build(examples, tokens.seq_ids, settings)

@@ -2,8 +2,9 @@
 window, and per-latent activation histograms: what the app shows for one latent.
 
 Pass 1 (cache_pass.py) keeps per latent the largest activations (`top`, with their index in the
-cache's token stream) and a uniform sample of its non-zero activations (`sample`: every firing
-gets a random key and the largest keys are kept, a bottom-k sketch). Then:
+cache's token stream; within a batch only each sequence's best token competes, so long sequences
+cannot crowd out the others) and a uniform sample of its non-zero activations (`sample`: every
+firing gets a random key and the largest keys are kept, a bottom-k sketch). Then:
 - "top" examples: the largest activations, at most one per sequence;
 - "q0.25", "q0.5", ... examples: the sampled firings closest to that quantile of the latent's
   non-zero activation distribution.
@@ -35,8 +36,9 @@ class ExampleSettings:
 
     @property
     def top_candidates(self) -> int:
-        """Largest activations kept per latent before keeping one per sequence."""
-        return 3 * self.n_top
+        """Largest activations kept per latent before keeping one per sequence (a sequence cut
+        by a batch boundary can hold two)."""
+        return 2 * self.n_top
 
 
 class KeptPerLatent:
@@ -77,11 +79,29 @@ class ExampleCollector:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     @torch.no_grad()
-    def update(self, f: Float[Tensor, "batch F"], start: int) -> None:
+    def update(self, f: Float[Tensor, "batch F"], seq_ids: Tensor, start: int) -> None:
         firing = f > 0
-        self.top.update(torch.where(firing, f, -torch.inf), f, start)
+        self.top.update(torch.where(firing & sequence_maxima(f, seq_ids), f, -torch.inf), f, start)
         random_keys = torch.rand(f.shape, generator=self.generator, device=f.device)
         self.sample.update(torch.where(firing, random_keys, -torch.inf), f, start)
+
+
+def sequence_maxima(f: Float[Tensor, "batch F"], seq_ids: Tensor) -> Tensor:
+    """[batch F] bool: the token holds its sequence's largest activation of the latent (within
+    the batch; the first such token on ties)."""
+    _, sequence = torch.unique(seq_ids, return_inverse=True)
+    sequence = sequence.to(f.device)
+    n_seq = int(sequence.max()) + 1
+    index = sequence[:, None].expand_as(f)
+    best = torch.full((n_seq, f.shape[1]), -torch.inf, device=f.device, dtype=f.dtype)
+    best = best.scatter_reduce(0, index, f, reduce="amax")
+    is_best = f == best.gather(0, index)
+    # first token of each tie: the smallest batch row among the maxima of its sequence
+    rows = torch.arange(f.shape[0], device=f.device)[:, None].expand_as(f)
+    marked = torch.where(is_best, rows, f.shape[0])
+    first = torch.full((n_seq, f.shape[1]), f.shape[0], device=f.device, dtype=torch.long)
+    first = first.scatter_reduce(0, index, marked, reduce="amin")
+    return rows == first.gather(0, index)
 
 
 def select_examples(collector: ExampleCollector, seq_ids: np.ndarray) -> pd.DataFrame:

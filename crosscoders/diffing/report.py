@@ -145,12 +145,16 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
             "token_shift": shift,
         }
     )
+    activation = dict_config.get("activation")
+    sparsity = (
+        f"mu = {dict_config.get('l1_coefficient')}"
+        if activation == "relu_l1"
+        else f"k = {dict_config.get('k')}"
+    )
     lines = [
         f"# Model-diffing analysis of `{dict_name}`",
         "",
-        f"Dictionary: activation `{dict_config.get('activation')}`, F = "
-        f"{dict_config.get('dict_size')}, k = {dict_config.get('k')}, "
-        f"mu = {dict_config.get('l1_coefficient')} (k applies to top-k kinds, mu to relu_l1).",
+        f"Dictionary: activation `{activation}`, F = {dict_config.get('dict_size')}, {sparsity}.",
         "",
         "## Latent classes (relative decoder norm, 1 = chat-only)",
         "",
