@@ -88,6 +88,11 @@ def _dedupe(texts: list[str]) -> list[str]:
     return kept
 
 
+def _load_yaml(path: Path):
+    """Safe YAML, with the libyaml parser when present (~10x faster on pyrit's 575 templates)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def _read_wiki(files: list[Path]) -> list[str]:
     return [
         article["extract"]
@@ -101,7 +106,7 @@ def _read_chatterbot(files: list[Path]) -> list[str]:
     """The opening line of each English conversation."""
     texts = []
     for path in files:
-        for conversation in yaml.safe_load(path.read_text()).get("conversations") or []:
+        for conversation in _load_yaml(path).get("conversations") or []:
             if conversation and isinstance(conversation[0], str) and len(conversation[0]) >= 8:
                 texts.append(conversation[0])
     return texts
@@ -126,7 +131,7 @@ def _read_rho_overrefusal(files: list[Path]) -> list[str]:
 
 
 def _read_pyrit_seeds(files: list[Path]) -> list[str]:
-    return [seed["value"] for path in files for seed in yaml.safe_load(path.read_text())["seeds"]]
+    return [seed["value"] for path in files for seed in _load_yaml(path)["seeds"]]
 
 
 def _read_lines(files: list[Path]) -> list[str]:
@@ -151,7 +156,7 @@ def _read_pyrit_templates(files: list[Path]) -> list[str]:
     """Single-slot pyrit templates, their `{{ prompt }}` slot rewritten as SLOT."""
     templates = []
     for path in files:
-        template = yaml.safe_load(path.read_text())
+        template = _load_yaml(path)
         if template.get("parameters") == ["prompt"] and PYRIT_SLOT.search(template["value"]):
             templates.append(PYRIT_SLOT.sub(SLOT, template["value"].replace(SLOT, "")))
     return templates
