@@ -1,5 +1,6 @@
-"""`interp organism chat-tune` and `interp organism card`."""
+"""`interp organism chat-tune`, `interp organism card` and `interp organism judge`."""
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,16 @@ def card(
         "judge_accuracy",
     ):
         typer.echo(f"{key}: {metrics[key]}")
+
+
+@organism_app.command("judge")
+def judge() -> None:
+    """Accuracy of the refusal judge on pyrit's human-labelled refusal.csv."""
+    from interp.judges import judge_accuracy
+
+    typer.echo(
+        json.dumps({"with_objective": judge_accuracy(True), "phrases_only": judge_accuracy(False)})
+    )
 
 
 def register(app: typer.Typer) -> None:
