@@ -250,6 +250,31 @@ def test_saved_adapter_loads_and_merges_like_the_trained_lora(tmp_path):
     assert (actual - learnable_tiny().model(input_ids=ids).logits).abs().max() > 0.5
 
 
+def test_card_perplexity_matches_a_full_forward(tiny):
+    import math
+
+    from interp.organism.card import perplexity
+
+    texts = ["w1 w2 w3 w4 w5", "w9 w8 w7"]
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = tiny.tokenizer(text, return_tensors="pt").input_ids
+        logits = tiny.model(input_ids=ids).logits[0, :-1]
+        nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        count += ids.shape[1] - 1
+    assert perplexity(tiny, texts, batch_size=2) == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+
+def test_card_generation_reports_end_of_turn(tiny):
+    from interp.organism.card import generate_responses
+
+    results = generate_responses(tiny, ["w1 w2", "w3"], max_new_tokens=5)
+    assert len(results) == 2
+    for text, ended in results:
+        assert isinstance(text, str) and isinstance(ended, bool)
+        assert "<end_of_turn>" not in text
+
+
 @pytest.fixture(scope="module")
 def default_pair():
     from interp.builtin_models import CHAT_TUNE_DIR
