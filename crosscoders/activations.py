@@ -1,10 +1,10 @@
 """Sparsifying activation functions, registered by name (the `architecture` registry).
 
-Each one maps the post-ReLU latents `f = ReLU(pre)` [batch, F] and the summed decoder norms
-`s_j = sum_m ||d_j^m||` [F] to the sparse code used for decoding. Top-k style activations rank by
-`g_j = f_j * s_j` (Minder et al. 2025: a latent with small decoder norms explains little variance
-however large f_j is) and decode with the *unscaled* f. A new architecture is one more
-`register(Activation(...))`, with no change to the crosscoder.
+Each one decides which entries of the post-ReLU latents `f = ReLU(pre)` [batch, F] are kept,
+given the summed decoder norms `s_j = sum_m ||d_j^m||` [F]; the code is f * keep. Top-k style
+activations rank by `g_j = f_j * s_j` (Minder et al. 2025: a latent with small decoder norms
+explains little variance however large f_j is) and decode with the *unscaled* f. A new
+architecture is one more `register(Activation(...))`, with no change to the crosscoder.
 
 | name      | training                                 | inference                          |
 |-----------|------------------------------------------|------------------------------------|
@@ -12,6 +12,9 @@ however large f_j is) and decode with the *unscaled* f. A new architecture is on
 | topk      | top k of g per token                     | same                               |
 | batchtopk | top k*B of g over the flattened batch    | keep f_j where g_j > theta         |
 | jumprelu  | not trainable here (export target)       | keep f_j where f_j > threshold_j   |
+
+`sparse_training`: the code has at most k nonzeros per token (on average), so training uses the
+sparse kernels of sparse_ops.py (same math, far less work in the backward pass).
 """
 
 from collections.abc import Callable
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from crosscoders import ddp
@@ -29,19 +32,20 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class SparseCode:
-    f: Float[Tensor, "batch F"]  # the code that is decoded
+class Selection:
+    keep: Bool[Tensor, "batch F"]  # the code is f * keep
     min_kept_g: Tensor | None = None  # batchtopk training: smallest kept g (for theta's EMA)
 
 
-Sparsify = Callable[[Float[Tensor, "batch F"], Float[Tensor, " F"], "CrossCoder"], SparseCode]
+Select = Callable[[Float[Tensor, "batch F"], Float[Tensor, " F"], "CrossCoder"], Selection]
 
 
 @dataclass(frozen=True)
 class Activation:
     name: str
-    sparsify: Sparsify
+    select: Select
     trainable: bool = True
+    sparse_training: bool = False
     # buffers saved with the weights, created from the config: name -> factory(dict_size)
     buffers: dict[str, Callable[[int], Tensor]] = field(default_factory=dict)
 
@@ -54,15 +58,14 @@ def register(activation: Activation) -> Activation:
     return activation
 
 
-def relu_l1(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> SparseCode:
-    return SparseCode(f)
+def relu_l1(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> Selection:
+    return Selection(f > 0)
 
 
-def topk(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> SparseCode:
+def topk(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> Selection:
     g = f * s  # [batch F]
     top = g.topk(coder.config.k, dim=-1)
-    kept = torch.zeros_like(f).scatter_(-1, top.indices, f.gather(-1, top.indices))
-    return SparseCode(kept)
+    return Selection(torch.zeros_like(f, dtype=torch.bool).scatter_(-1, top.indices, True))
 
 
 def batch_topk_cutoff(g: Float[Tensor, "batch F"], k: int) -> Tensor:
@@ -72,35 +75,36 @@ def batch_topk_cutoff(g: Float[Tensor, "batch F"], k: int) -> Tensor:
     largest of their union, so every rank keeps exactly the entries a single process would keep
     on the concatenated batch (up to exact ties at the cutoff)."""
     n_keep = k * g.shape[0] * ddp.world_size()
-    local_top = g.flatten().topk(min(n_keep, g.numel())).values
-    return ddp.all_gather_cat(local_top).topk(n_keep).values[-1]
+    local_top = g.flatten().topk(min(n_keep, g.numel()), sorted=False).values
+    return ddp.all_gather_cat(local_top).topk(n_keep, sorted=False).values.min()
 
 
 def batch_topk(
     f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder"
-) -> SparseCode:
+) -> Selection:
     g = f * s  # [batch F]; Minder et al.: rank by f_j * sum_m ||d_j^m||
     theta = coder.get_buffer("threshold")
     if coder.training or theta < 0:
         # Training (or a coder whose theta was never learned): top k*B over the flattened batch.
         cutoff = batch_topk_cutoff(g.detach(), coder.config.k)
-        keep = (g >= cutoff) & (g > 0)
-        return SparseCode(f * keep, min_kept_g=cutoff)
-    return SparseCode(f * (g > theta))  # inference: per-token, batch-independent
+        # never keep g = 0 (fewer than k*B positive entries); otherwise g >= cutoff > 0 suffices
+        return Selection(g >= cutoff if cutoff > 0 else g > 0, min_kept_g=cutoff)
+    return Selection(g > theta)  # inference: per token, independent of the batch
 
 
 def jump_relu(
     f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder"
-) -> SparseCode:
-    return SparseCode(f * (f > coder.get_buffer("jumprelu_threshold")))
+) -> Selection:
+    return Selection(f > coder.get_buffer("jumprelu_threshold"))
 
 
 register(Activation("relu_l1", relu_l1))
-register(Activation("topk", topk))
+register(Activation("topk", topk, sparse_training=True))
 register(
     Activation(
         "batchtopk",
         batch_topk,
+        sparse_training=True,
         buffers={"threshold": lambda dict_size: torch.tensor(-1.0)},  # theta < 0: not learned yet
     )
 )

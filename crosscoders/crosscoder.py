@@ -3,7 +3,7 @@
 Notation (Minder et al. 2025, eq. 1-2): sources m = 1..S (models x layers), latents j = 1..F.
     f     = ReLU(sum_m x_m W_enc^m + b_enc)                   pre-sparsity latents   [batch F]
     s_j   = sum_m ||d_j^m||,  d_j^m = W_dec[m, j]               summed decoder norms   [F]
-    f~    = sparsify(f, s)    (activations.py: relu_l1 | topk | batchtopk | jumprelu)
+    f~    = f * keep(f, s)    (activations.py: relu_l1 | topk | batchtopk | jumprelu)
     x^_m  = f~ W_dec^m + b_dec^m                                reconstruction         [batch S d]
     L     = sum_m ||x_m - x^_m||^2 + mu sum_j f~_j s_j (relu_l1) + alpha L_aux (top-k kinds)
 An SAE is the case S = 1. Inputs are first scaled per source by `input_scale` (so that the mean
@@ -14,12 +14,14 @@ are computed in scaled units.
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from crosscoders import losses
-from crosscoders.activations import ACTIVATIONS, Activation, SparseCode
+from crosscoders.activations import ACTIVATIONS, Activation, Selection
 from crosscoders.config import CrossCoderConfig
+from crosscoders.sparse_ops import kept_pre_activations, sparse_decode
 from interp.errors import InterpError
 
 
@@ -29,7 +31,8 @@ class LossOutput:
     terms: dict[str, Tensor]  # each weighted term of `total`, by name
     x: Float[Tensor, "batch n_sources d"]  # scaled input
     x_hat: Float[Tensor, "batch n_sources d"]  # scaled reconstruction
-    f: Float[Tensor, "batch F"]  # sparse code
+    l0: Tensor  # mean number of kept latents per token
+    fired: Bool[Tensor, " F"]  # latents kept for at least one token of the batch
     min_kept_g: Tensor | None  # batchtopk: the smallest kept g = f_j * s_j of the batch
 
 
@@ -71,17 +74,17 @@ class CrossCoder(nn.Module):
         # sum_m x_m W_enc^m + b_enc
         return torch.einsum("bsd,sdf->bf", x, self.W_enc) + self.b_enc
 
-    def encode_scaled(self, x: Float[Tensor, "batch n_sources d"]) -> tuple[SparseCode, Tensor]:
-        f = torch.relu(self.pre_activations(x))  # [batch F]
+    def select(self, f: Float[Tensor, "batch F"]) -> Selection:
         s = self.decoder_norms().sum(dim=0)  # [F]: s_j = sum_m ||d_j^m||
-        return self.activation.sparsify(f, s, self), f
+        return self.activation.select(f, s, self)
 
     def decode_scaled(self, f: Float[Tensor, "batch F"]) -> Float[Tensor, "batch n_sources d"]:
         # x^_m = f W_dec^m + b_dec^m
         return torch.einsum("bf,sfd->bsd", f, self.W_dec) + self.b_dec
 
     def encode(self, x: Float[Tensor, "batch n_sources d"]) -> Float[Tensor, "batch F"]:
-        return self.encode_scaled(self.scale(x))[0].f
+        f = torch.relu(self.pre_activations(self.scale(x)))
+        return f * self.select(f).keep
 
     def decode(self, f: Float[Tensor, "batch F"]) -> Float[Tensor, "batch n_sources d"]:
         return self.decode_scaled(f) / self.input_scale[:, None]
@@ -89,36 +92,76 @@ class CrossCoder(nn.Module):
     def forward(self, x: Float[Tensor, "batch n_sources d"]) -> Float[Tensor, "batch n_sources d"]:
         return self.decode(self.encode(x))
 
+    def dead_latent_selection(
+        self, f: Float[Tensor, "batch F"], dead: Bool[Tensor, " F"]
+    ) -> Bool[Tensor, "batch F"]:
+        """AuxK (Gao et al.): per token, the top k_aux dead latents by g = f_j s_j."""
+        s = self.decoder_norms().sum(dim=0)
+        g = torch.where(dead, f * s, torch.full_like(f, -torch.inf))
+        top = g.topk(min(self.config.k_aux, int(dead.sum())), dim=-1)
+        return torch.zeros_like(f, dtype=torch.bool).scatter_(-1, top.indices, True)
+
     def loss(
-        self, x_raw: Float[Tensor, "batch n_sources d"], dead: Bool[Tensor, " F"] | None = None
+        self,
+        x_raw: Float[Tensor, "batch n_sources d"],
+        dead: Bool[Tensor, " F"] | None = None,
+        sparse: bool | None = None,
     ) -> LossOutput:
-        """The training objective on one (local) batch; `dead` marks latents for AuxK."""
+        """The training objective on one (local) batch; `dead` marks latents for AuxK.
+        `sparse` (default: the activation's `sparse_training`) computes the same values and
+        gradients with the kernels of sparse_ops.py."""
         x = self.scale(x_raw)
-        code, f_relu = self.encode_scaled(x)
-        x_hat = self.decode_scaled(code.f)
+        use_aux = self.config.auxk_alpha > 0 and dead is not None and bool(dead.any())
+        if self.activation.sparse_training if sparse is None else sparse:
+            x_hat, error_hat, selection, cols = self._sparse_reconstructions(
+                x, dead if use_aux else None
+            )
+            l0 = torch.tensor(cols.numel() / x.shape[0], device=x.device)
+            fired = torch.bincount(cols, minlength=self.config.dict_size) > 0
+        else:
+            f = torch.relu(self.pre_activations(x))  # [batch F]
+            selection = self.select(f)
+            code = f * selection.keep
+            x_hat = self.decode_scaled(code)
+            l0, fired = selection.keep.sum(-1).float().mean(), selection.keep.any(0)
+            error_hat = None
+            if use_aux:  # the dead latents' code, decoded without b_dec: it models the error
+                aux_code = f * self.dead_latent_selection(f.detach(), dead)
+                error_hat = torch.einsum("bf,sfd->bsd", aux_code, self.W_dec)
         terms = {"reconstruction": losses.reconstruction_loss(x, x_hat)}
         if self.config.activation == "relu_l1":
             s = self.decoder_norms().sum(dim=0)
-            terms["l1"] = self.config.l1_coefficient * losses.decoder_weighted_l1(code.f, s)
-        elif self.config.auxk_alpha > 0 and dead is not None and bool(dead.any()):
-            error_hat = self.decode_dead_latents(f_relu, dead)
-            terms["auxk"] = self.config.auxk_alpha * losses.auxk_loss(
-                (x - x_hat).detach(), error_hat
-            )
+            terms["l1"] = self.config.l1_coefficient * losses.decoder_weighted_l1(code, s)
+        if error_hat is not None:
+            error = (x - x_hat).detach()
+            terms["auxk"] = self.config.auxk_alpha * losses.auxk_loss(error, error_hat)
         total = torch.stack(list(terms.values())).sum()
-        return LossOutput(total, terms, x, x_hat, code.f, code.min_kept_g)
+        return LossOutput(total, terms, x, x_hat, l0, fired, selection.min_kept_g)
 
-    def decode_dead_latents(
-        self, f: Float[Tensor, "batch F"], dead: Bool[Tensor, " F"]
-    ) -> Float[Tensor, "batch n_sources d"]:
-        """AuxK (Gao et al.): per token, the top k_aux dead latents by g = f_j s_j, decoded
-        without b_dec (they model the residual error, not the input)."""
-        s = self.decoder_norms().sum(dim=0)
-        g = torch.where(dead, f * s, torch.full_like(f, -torch.inf))
-        k_aux = min(self.config.k_aux, int(dead.sum()))
-        top = g.topk(k_aux, dim=-1)
-        f_aux = torch.zeros_like(f).scatter(-1, top.indices, f.gather(-1, top.indices))
-        return torch.einsum("bf,sfd->bsd", f_aux, self.W_dec)
+    def _sparse_reconstructions(
+        self, x: Float[Tensor, "batch n_sources d"], dead: Bool[Tensor, " F"] | None
+    ) -> tuple[Tensor, Tensor | None, Selection, Tensor]:
+        """x^ (and the AuxK reconstruction of the error) from the kept entries only; also the
+        latent index of every kept entry."""
+        batch = x.shape[0]
+        x_flat = rearrange(x, "b s d -> b (s d)")
+        W_enc = rearrange(self.W_enc, "s d f -> (s d) f")
+        W_dec = rearrange(self.W_dec, "s f d -> f (s d)")
+        with torch.no_grad():  # dense pass without a graph; kept entries are re-read below
+            f = torch.addmm(self.b_enc, x_flat, W_enc).relu_()  # [batch F]
+            selection = self.select(f)
+
+        def decode_kept(keep: Bool[Tensor, "batch F"]) -> tuple[Tensor, Tensor]:
+            rows, cols = keep.nonzero(as_tuple=True)  # sorted by row
+            # f at the kept entries, with gradients to W_enc and b_enc (ReLU'(pre) = 1 there
+            # unless f = 0, which only a top-k with too few positive entries keeps)
+            values = torch.relu(kept_pre_activations(x_flat, W_enc, self.b_enc, f, rows, cols))
+            decoded = sparse_decode(rows, cols, values, W_dec, batch)
+            return rearrange(decoded, "b (s d) -> b s d", s=self.config.n_sources), cols
+
+        x_hat, cols = decode_kept(selection.keep)
+        error_hat = None if dead is None else decode_kept(self.dead_latent_selection(f, dead))[0]
+        return x_hat + self.b_dec, error_hat, selection, cols
 
     @torch.no_grad()
     def update_inference_threshold(self, min_kept_g: Tensor, step: int) -> None:

@@ -1,14 +1,16 @@
-"""Where training batches come from: the `BatchStream` protocol and its activation-cache adapter.
+"""Where training batches come from: the `BatchStream` protocol and its implementations.
 
 A `BatchStream` is a callable `stream(start)` yielding global batches number start, start + 1,
 ... (float32 [batch, n_sources, d]); restarting it at i gives what an uninterrupted stream would
-give from i on, which is all exact resume needs. `PlantedDictionary.stream` (synthetic data) and
-`cache_stream` (an `interp.cache.ActivationCache`) are the two implementations.
+give from i on, which is all exact resume needs. `PlantedDictionary.stream` (synthetic data),
+`cache_stream` (an `interp.cache.ActivationCache`) and `tensor_stream` (an in-memory tensor)
+implement it.
 """
 
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -46,6 +48,28 @@ def cache_stream(
             rows = np.arange(within * batch_size, (within + 1) * batch_size, dtype=np.int64)
             tokens = start + permute(rows, stop - start, seed * 1_000_003 + epoch)
             yield cache.gather(tokens, normalize=False)[:, columns]
+            index += 1
+
+    return batches
+
+
+def tensor_stream(
+    acts: Float[Tensor, "n n_sources d"], batch_size: int, seed: int = 0
+) -> BatchStream:
+    """Endless shuffled batches of an in-memory tensor: epoch e is a permutation seeded by
+    (seed, e), its last incomplete batch dropped; batch i depends on i alone."""
+    per_epoch = acts.shape[0] // batch_size
+    if per_epoch == 0:
+        raise InterpError(f"{acts.shape[0]} rows: expected at least one batch of {batch_size}")
+
+    def batches(first: int) -> Iterator[Tensor]:
+        index = first
+        while True:
+            epoch, within = divmod(index, per_epoch)
+            order = torch.randperm(
+                acts.shape[0], generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            )
+            yield acts[order[within * batch_size : (within + 1) * batch_size]]
             index += 1
 
     return batches

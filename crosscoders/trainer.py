@@ -219,7 +219,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         self.optimizer.step()
         with torch.no_grad():
-            fired = ddp.all_reduce_max((out.f > 0).any(dim=0).to(torch.int32)).bool()
+            fired = ddp.all_reduce_max(out.fired.to(torch.int32)).bool()
             self.tokens_since_fired += batch.shape[0]
             self.tokens_since_fired[fired] = 0
             if out.min_kept_g is not None:
@@ -233,7 +233,7 @@ class Trainer:
             values = {
                 "loss": out.total.detach(),
                 **{f"loss_{name}": term.detach() for name, term in out.terms.items()},
-                "l0": (out.f > 0).sum(dim=-1).float().mean(),
+                "l0": out.l0,
                 "dead_fraction": (self.tokens_since_fired >= self.training.dead_after_tokens)
                 .float()
                 .mean(),

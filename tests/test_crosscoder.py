@@ -60,14 +60,17 @@ def test_fve_is_one_minus_residual_over_total_variance():
 def test_batch_topk_keeps_exactly_k_times_batch_and_the_largest_scores():
     coder = make_coder("batchtopk", k=3).train()
     x = torch.randn(10, 2, 8)
-    code, f_relu = coder.encode_scaled(coder.scale(x))
-    assert int((code.f != 0).sum()) == 3 * 10
+    f_relu = torch.relu(coder.pre_activations(coder.scale(x)))
+    selection = coder.select(f_relu)
+    code = coder.encode(x)
+    assert int((code != 0).sum()) == 3 * 10
     g = f_relu * coder.decoder_norms().sum(0)
-    kept_g = g[code.f != 0]
-    assert kept_g.min() >= g[code.f == 0].max()
-    torch.testing.assert_close(code.min_kept_g, kept_g.min())
+    kept_g = g[code != 0]
+    assert kept_g.min() >= g[code == 0].max()
+    torch.testing.assert_close(selection.min_kept_g, kept_g.min())
     # decoding uses the unscaled f
-    torch.testing.assert_close(code.f[code.f != 0], f_relu[code.f != 0])
+    torch.testing.assert_close(code[code != 0], f_relu[code != 0])
+    assert coder.loss(x).l0.item() == 3
 
 
 def test_batch_topk_inference_uses_theta_per_token():
@@ -92,7 +95,7 @@ def test_relu_l1_loss_has_decoder_weighted_penalty():
     x = torch.randn(5, 2, 8)
     out = coder.loss(x)
     s = coder.decoder_norms().sum(0)
-    expected = coder.config.l1_coefficient * (out.f * s).sum(-1).mean()
+    expected = coder.config.l1_coefficient * (coder.encode(x) * s).sum(-1).mean()
     torch.testing.assert_close(out.terms["l1"], expected)
     torch.testing.assert_close(out.total, out.terms["reconstruction"] + expected)
 
@@ -141,9 +144,7 @@ def test_learning_rate_warmup_constant_and_linear_decay():
 def test_forward_is_raw_units_in_and_out():
     coder = make_coder("relu_l1")
     x = torch.randn(4, 2, 8)
-    expected = (
-        coder.decode_scaled(coder.encode_scaled(coder.scale(x))[0].f) / coder.input_scale[:, None]
-    )
+    expected = coder.decode_scaled(coder.encode(x)) / coder.input_scale[:, None]
     torch.testing.assert_close(coder(x), expected)
 
 
@@ -179,3 +180,28 @@ def test_input_with_wrong_d_model_is_a_clear_error():
     coder = make_coder()
     with pytest.raises(InterpError, match=r"d_model=8"):
         coder(torch.randn(3, 2, 9))
+
+
+@pytest.mark.parametrize("activation", ["batchtopk", "topk"])
+def test_sparse_training_path_equals_the_dense_formulas(activation):
+    """Loss terms and every gradient of the sparse kernels equal the dense reference, AuxK
+    included (some latents marked dead)."""
+    results = []
+    for sparse in (False, True):
+        coder = make_coder(activation, S=2, d=8, F=32, k=3).train()
+        with torch.no_grad():
+            coder.b_enc.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+        x = torch.randn(12, 2, 8, generator=torch.Generator().manual_seed(3))
+        dead = torch.arange(32) % 3 == 0
+        out = coder.loss(x, dead, sparse=sparse)
+        out.total.backward()
+        grads = {name: p.grad.clone() for name, p in coder.named_parameters()}
+        results.append((out, grads))
+    (dense, dense_grads), (sparse_out, sparse_grads) = results
+    assert set(dense.terms) == set(sparse_out.terms) == {"reconstruction", "auxk"}
+    for name in dense.terms:
+        torch.testing.assert_close(sparse_out.terms[name], dense.terms[name])
+    torch.testing.assert_close(sparse_out.x_hat, dense.x_hat)
+    assert torch.equal(sparse_out.fired, dense.fired)
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, msg=name)

@@ -1,0 +1,75 @@
+"""Real activations for the dictionary benchmarks: read from an activation cache, or computed
+here with `interp.hooks.residual_stream` from built-in models on wiki texts. Each function returns
+float32 [n_tokens, n_sources, d] and a one-line description of where the data came from."""
+
+import torch
+
+from interp.cache import ActivationCache
+from interp.cache.token_stream import excluded_token_ids
+from interp.datasets import load_texts
+from interp.errors import InterpError
+from interp.hooks import residual_stream
+from interp.layers import resolve_layer
+from interp.models import LoadedModel, load_model
+
+
+def from_cache(
+    path: str, n_tokens: int, sources: list[int] | None = None
+) -> tuple[torch.Tensor, str]:
+    cache = ActivationCache(path)
+    batch = next(cache.iterate_batches(n_tokens, split="all", seed=0, normalize=False))
+    columns = list(range(cache.n_sources)) if sources is None else sources
+    names = [cache.source_names[c] for c in columns]
+    return batch[:, columns], f"cache {path}: {names} of {cache.models}"
+
+
+@torch.no_grad()
+def from_models(
+    models: list[LoadedModel], layers: list[int], n_tokens: int, ctx: int = 128
+) -> torch.Tensor:
+    """Residuals of each (model, layer) pair on the same wiki tokens (BOS and padding dropped,
+    as the cache does)."""
+    tokenizer = models[0].tokenizer
+    excluded = torch.tensor(excluded_token_ids(tokenizer, keep_special=False))
+    rows, have = [], 0
+    texts = load_texts("wiki", "train")
+    for start in range(0, len(texts), 8):
+        batch = tokenizer(texts[start : start + 8], return_tensors="pt", padding=True,
+                          padding_side="right", truncation=True, max_length=ctx)  # fmt: skip
+        keep = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], excluded)
+        per_source = []
+        for model, layer in zip(models, layers, strict=True):
+            resid = residual_stream(
+                model.model, batch["input_ids"], [layer], batch["attention_mask"]
+            )
+            per_source.append(resid[:, :, 0][keep])
+        rows.append(torch.stack(per_source, dim=1).float())
+        have += rows[-1].shape[0]
+        if have >= n_tokens:
+            return torch.cat(rows)[:n_tokens]
+    raise InterpError(f"wiki texts hold only {have} tokens: expected {n_tokens}")
+
+
+def base_middle_layer(n_tokens: int) -> tuple[torch.Tensor, str]:
+    """gemma-3-270m, resid_post at the middle layer."""
+    model = load_model("gemma-3-270m")
+    layer = resolve_layer(0.5, model.n_layers)
+    acts = from_models([model], [layer], n_tokens)
+    return acts, f"gemma-3-270m resid_post[{layer}] on wiki texts (computed in the benchmark)"
+
+
+def pair_middle_layer(n_tokens: int) -> tuple[torch.Tensor, str]:
+    """gemma-3-270m and gemma-3-270m-chat at the middle layer; if the chat built-in is not
+    available (its adapter not trained yet), the base model at the middle layer and the next."""
+    base = load_model("gemma-3-270m")
+    layer = resolve_layer(0.5, base.n_layers)
+    try:
+        chat = load_model("gemma-3-270m-chat")
+    except InterpError as error:
+        acts = from_models([base, base], [layer, layer + 1], n_tokens)
+        return acts, (
+            f"gemma-3-270m resid_post[{layer}] and resid_post[{layer + 1}] on wiki texts "
+            f"(chat model unavailable: {error})"
+        )
+    acts = from_models([base, chat], [layer, layer], n_tokens)
+    return acts, f"gemma-3-270m and gemma-3-270m-chat resid_post[{layer}] on wiki texts"
