@@ -102,7 +102,7 @@ def by_class(latents: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def class_histogram(
     latents: pd.DataFrame, column: str, title: str, x_title: str, bins: int = 50
 ) -> go.Figure:
-    """Stacked per-class histogram of one latent column (counts on a log axis)."""
+    """Per-class histograms of one latent column, overlaid (counts on a log axis)."""
     values = latents[column].to_numpy(dtype=float)
     edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=bins)
     figure = go.Figure()
@@ -114,12 +114,13 @@ def class_histogram(
             width=np.diff(edges),
             name=name,
             marker_color=CLASS_COLORS.get(str(name), "#17becf"),
+            opacity=0.75,
         )
     figure.update_layout(
         title=title,
         xaxis_title=x_title,
         yaxis_title="latents",
-        barmode="stack",
+        barmode="overlay",  # stacking misleads on a log axis: each class keeps its own bars
         bargap=0,
         height=320,
         margin=dict(l=40, r=10, t=40, b=40),

@@ -155,7 +155,13 @@ class RunFolder:
                 f"run.json is missing from run folder {self.root} and no pipeline step wrote "
                 f"into it (expected some of {', '.join(STEP_FOLDERS)})"
             )
-        info["steps"] = {**present, **info.get("steps", {})}
+        listed = dict(info.get("steps", {}))
+        unlisted = {
+            name: folder
+            for name, folder in present.items()
+            if not any(str(f).split("/")[0] == folder for f in listed.values())
+        }
+        info["steps"] = listed | unlisted
         for key, value in self._models_and_layer().items():
             info.setdefault(key, value)
         return info

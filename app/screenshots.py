@@ -1,6 +1,6 @@
 """Serve the app on a run folder and photograph its pages in headless Chromium.
 
-    python -m app.screenshots RUN_FOLDER OUT_DIR [--latent J]
+    python -m app.screenshots RUN_FOLDER OUT_DIR [--latent J] [--small]
 
 writes OUT_DIR/<page>.png for every page. The browser is Debian's chromium (`apt-get install -y
 chromium`) driven by Playwright; Playwright's own browser download is never used. The end-to-end
@@ -139,7 +139,16 @@ def screenshot_whole_page(page, target: Path) -> None:
     page.set_viewport_size({"width": width, "height": 1000})
 
 
-def capture_pages(run_folder: Path, out: Path, latent: int) -> list[Path]:
+def shrink_png(path: Path, colors: int = 128) -> None:
+    """Re-encode a screenshot with a palette (about 3x smaller; fine for flat UI colours)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        palette = image.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    palette.save(path, optimize=True)
+
+
+def capture_pages(run_folder: Path, out: Path, latent: int, small: bool = False) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with serve(run_folder) as url, chromium() as page:
@@ -149,6 +158,8 @@ def capture_pages(run_folder: Path, out: Path, latent: int) -> list[Path]:
             wait_rendered(page)
             target = out / f"{name}.png"
             screenshot_whole_page(page, target)
+            if small:
+                shrink_png(target)
             written.append(target)
     return written
 
@@ -158,9 +169,10 @@ def main() -> None:
     parser.add_argument("run_folder", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--latent", type=int, default=0, help="latent shown on the Latent page")
+    parser.add_argument("--small", action="store_true", help="palette PNGs (for docs/)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    for path in capture_pages(args.run_folder, args.out, args.latent):
+    for path in capture_pages(args.run_folder, args.out, args.latent, args.small):
         print(path)
 
 

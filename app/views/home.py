@@ -61,9 +61,7 @@ if run.has("cache/manifest.json"):
     state = "" if manifest.get("complete", True) else " (incomplete: the caching step is not done)"
     st.write(f"Activation cache: {len(shards)} shards, {n_tokens:,} tokens{state}.")
     if isinstance(manifest.get("dataset"), dict):
-        st.json(
-            {k: v for k, v in manifest["dataset"].items() if k != "plan_sha256"}, expanded=False
-        )
+        st.json({k: v for k, v in manifest["dataset"].items() if k != "plan_sha256"}, expanded=1)
     # the shard list and the per-dimension statistics are long and say nothing to a reader
     described = {k: v for k, v in manifest.items() if k not in ("shards", "stats", "dataset")}
     with st.expander("cache manifest"):

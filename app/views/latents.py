@@ -102,4 +102,9 @@ left.plotly_chart(
 right.plotly_chart(
     class_histogram(shown, "cosine", "Decoder cosine (base vs chat)", "cosine"), key="cosine_hist"
 )
-st.plotly_chart(nu_scatter(shown), key="nu_scatter", on_select=pick_point, selection_mode="points")
+# nu_r and nu_eps are read on chat-only latents (Minder et al.); the others on request
+all_classes_scatter = st.toggle("Latent Scaling of every shown latent", key="latents_nu_all")
+scattered = shown if all_classes_scatter else shown[shown.latent_class == "chat-only"]
+st.plotly_chart(
+    nu_scatter(scattered), key="nu_scatter", on_select=pick_point, selection_mode="points"
+)
