@@ -243,7 +243,7 @@ def train_chat_tune(
         rate = state["tokens"] / max(state["elapsed_s"], 1e-9)
         eta = state["elapsed_s"] / step * (len(batches) - step)
         log(
-            f"step {step}/{len(batches)} loss {float(loss):.4f} response tokens {n_tokens} "
+            f"step {step}/{len(batches)} loss {state['losses'][-1]:.4f} response tokens {n_tokens} "
             f"{rate:.0f} tok/s eta {eta / 60:.1f} min"
         )
         if time.time() - last_save >= config.checkpoint_every_s or step == last_step:
