@@ -95,13 +95,13 @@ class Trainer:
         )
         self._claim_out_dir(overwrite)
         if not self._resume():
+            torch.manual_seed(training.seed)
             sample = take_sample(stream, training.init_sample_tokens)
             generator = torch.Generator().manual_seed(training.seed)
             initialize(
                 self.coder, sample, generator, training.b_dec_init, training.normalize_inputs
             )
             self.coder.to(self.device)
-        torch.manual_seed(training.seed + self.step)
 
     # --- run folder, checkpoints ----------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""BatchTopK crosscoder training cost and quality at F = 16 d and 32 d after a fixed token budget.
+Prints one JSON object: for each size, training throughput (tokens/s, training loop only), the
+peak resident memory of the process during that training run, and held-out FVE per source.
+
+    python benchmarks/crosscoder_train.py [--cache PATH] [--tokens 32768] ...
+
+Data: `--cache` (its two sources, e.g. base and chat at the middle layer) or, by default, the
+default pair's middle layer computed here (gemma-3-270m and gemma-3-270m-chat on wiki texts; when
+the chat model is not available, gemma-3-270m at the middle layer and the next one; the `data`
+field says which).
+"""
+
+import argparse
+import gc
+import json
+import tempfile
+from pathlib import Path
+
+from dictionary_data import from_cache, pair_middle_layer
+
+from crosscoders.config import CrossCoderConfig, TrainingConfig
+from crosscoders.evaluate import reconstruction_metrics
+from crosscoders.streams import tensor_stream
+from crosscoders.trainer import Trainer
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", help="activation cache folder with two sources")
+    parser.add_argument("--tokens", type=int, default=32_768, help="training token budget")
+    parser.add_argument("--heldout-tokens", type=int, default=2_048)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--expansions", default="16,32", help="F / d values")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    n_tokens = args.tokens + args.heldout_tokens
+    acts, data = from_cache(args.cache, n_tokens) if args.cache else pair_middle_layer(n_tokens)
+    gc.collect()
+    train, heldout = acts[: args.tokens], acts[args.tokens :]
+    d, steps = acts.shape[-1], args.tokens // args.batch_size
+    runs = {}
+    for expansion in (int(e) for e in args.expansions.split(",")):
+        coder_config = CrossCoderConfig(
+            n_sources=acts.shape[1], d_model=d, dict_size=expansion * d, k=args.k,
+            threshold_start_step=steps // 2,
+        )  # fmt: skip
+        training = TrainingConfig(
+            n_steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=max(1, steps // 10),
+            log_every=steps, checkpoint_every=steps + 1, seed=args.seed,
+            init_sample_tokens=args.batch_size,
+        )  # fmt: skip
+        gc.collect()
+        reset_peak_rss()
+        with tempfile.TemporaryDirectory() as out:
+            stream = tensor_stream(train, args.batch_size, seed=args.seed)
+            coder = Trainer(coder_config, training, stream, Path(out), progress=False).train()
+            log = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
+        peak = peak_rss_mb()
+        fve = reconstruction_metrics(coder, [heldout])["fve"]
+        runs[f"{expansion}d"] = {
+            "dict_size": expansion * d,
+            "tokens_per_s": log["tokens_per_s"],
+            "peak_rss_mb": peak,
+            "fve_base": fve["0"],
+            "fve_chat": fve["1"],
+        }
+        del coder
+    print(json.dumps({
+        "runs": runs, "data": data, "d_model": d, "tokens": steps * args.batch_size,
+        "batch_size": args.batch_size, "k": args.k, "lr": args.lr,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
