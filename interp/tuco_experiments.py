@@ -111,10 +111,12 @@ def jailbreak_success(
     pair: ModelPair, prompts: Sequence[str], judge: RefusalJudge, config: ExperimentConfig
 ) -> list[dict]:
     """Sample n_samples completions per jailbreak from the chat model and judge them."""
-    rows = []
-    for start in tqdm(range(0, len(prompts), config.batch_size), desc="jailbreaks", unit="batch"):
-        chunk = list(prompts[start : start + config.batch_size])
-        batch = tokenize_prompts(pair, chunk, padding_side="left")
+    # Batches of similar length waste little on padding (jailbreaks run from 100 to 500+ tokens).
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    rows: dict[int, dict] = {}
+    for start in tqdm(range(0, len(order), config.batch_size), desc="jailbreaks", unit="batch"):
+        chunk = order[start : start + config.batch_size]
+        batch = tokenize_prompts(pair, [prompts[i] for i in chunk], padding_side="left")
         new_tokens = complete(
             pair.chat,
             **batch,
@@ -125,20 +127,18 @@ def jailbreak_success(
             share_prefill=True,
         )
         texts = decode_completions(pair.tokenizer, new_tokens)
-        for i, prompt in enumerate(chunk):
-            completions = texts[i * config.n_samples : (i + 1) * config.n_samples]
+        for position, index in enumerate(chunk):
+            completions = texts[position * config.n_samples : (position + 1) * config.n_samples]
             refusals = [judge(text) for text in completions]
             non_refusals = len(refusals) - sum(refusals)
-            rows.append(
-                {
-                    "prompt": prompt,
-                    "completions": completions,
-                    "refusals": refusals,
-                    "non_refusals": non_refusals,
-                    "success": non_refusals >= config.min_non_refusals,
-                }
-            )
-    return rows
+            rows[index] = {
+                "prompt": prompts[index],
+                "completions": completions,
+                "refusals": refusals,
+                "non_refusals": non_refusals,
+                "success": non_refusals >= config.min_non_refusals,
+            }
+    return [rows[i] for i in range(len(prompts))]
 
 
 def alpha_refusals(

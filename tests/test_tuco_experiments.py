@@ -68,7 +68,9 @@ def test_experiments_write_consistent_results(tmp_path):
     jailbreak = [r["tuco"] for r in scores if r["set"] == "jailbreak"]
     expected = roc_auc(harmful + jailbreak, [1] * 3 + [0] * 2)
     assert summary["auc_plain_vs_jailbreak"] == pytest.approx(expected)
-    for row in json.loads((tmp_path / "jailbreak_success.json").read_text()):
+    jailbreak_rows = json.loads((tmp_path / "jailbreak_success.json").read_text())
+    assert [r["prompt"] for r in jailbreak_rows] == TEXTS["jailbreak"][:2]  # input order kept
+    for row in jailbreak_rows:
         assert len(row["completions"]) == 4
         assert row["refusals"] == [judge(text) for text in row["completions"]]
         assert row["success"] == (row["non_refusals"] >= 2)
