@@ -12,7 +12,16 @@ from crosscoders.diffing.examples import (
     select_examples,
     sequence_bounds,
 )
+from crosscoders.diffing.firings import Firings, top_per_group
 from crosscoders.diffing.token_subsets import TemplateTokens, token_subsets
+
+
+def test_top_per_group_keeps_the_k_largest_of_each_group_earliest_first_on_ties():
+    groups = torch.tensor([2, 0, 2, 2, 0, 5, 2])
+    keys = torch.tensor([1.0, 3.0, 4.0, 4.0, 2.0, 0.5, 0.0])
+    chosen, rank = top_per_group(groups, keys, k=2)
+    got = sorted(zip(groups[chosen].tolist(), rank.tolist(), chosen.tolist(), strict=True))
+    assert got == [(0, 0, 1), (0, 1, 4), (2, 0, 2), (2, 1, 3), (5, 0, 5)]
 
 
 def test_streaming_top_k_equals_global_top_k():
@@ -20,8 +29,8 @@ def test_streaming_top_k_equals_global_top_k():
     f = torch.relu(torch.randn(500, 7, generator=generator))
     kept = KeptPerLatent(7, k=5)
     for start in range(0, 500, 64):
-        batch = f[start : start + 64]
-        kept.update(torch.where(batch > 0, batch, -torch.inf), batch, start)
+        codes = Firings.of(f[start : start + 64])
+        kept.update(codes.latents, codes.values, codes.values, codes.rows + start)
     expected = f.topk(5, dim=0)
     assert torch.equal(kept.keys, expected.values.T)
     assert torch.equal(kept.indices, expected.indices.T)
@@ -45,9 +54,8 @@ def test_examples_are_one_per_sequence_and_windows_stay_in_their_sequence():
     )
     collector = ExampleCollector(2, settings, seed=0)
     for start in range(0, 60, 16):  # batches cut sequences
-        collector.update(
-            f[start : start + 16], torch.from_numpy(seq_ids[start : start + 16]), start
-        )
+        batch_seq_ids = torch.from_numpy(seq_ids[start : start + 16])
+        collector.update(Firings.of(f[start : start + 16]), batch_seq_ids, start)
     examples = select_examples(collector, seq_ids)
     top0 = examples[(examples.latent == 0) & (examples.kind == "top")]
     assert top0["token"].tolist() == [59, 53, 47]  # best token of the 3 best sequences
@@ -74,3 +82,53 @@ def test_token_subsets_from_ids():
     expected = [True, True, True, False, False, True, True, False, False, False]
     assert masks["template"].tolist() == expected
     assert (masks["other"] == ~masks["template"]).all()
+
+
+def test_window_reader_encodes_like_the_coder():
+    """Pass 2 re-derives the code from per-source encoder inputs; it must equal `encode`."""
+    import pandas as pd
+
+    from crosscoders.config import CrossCoderConfig, Source
+    from crosscoders.crosscoder import CrossCoder
+    from crosscoders.diffing.examples import WindowReader
+    from crosscoders.diffing.pair_dictionary import PairDictionary
+
+    d, dict_size = 8, 16
+    config = CrossCoderConfig(
+        n_sources=2,
+        d_model=d,
+        dict_size=dict_size,
+        activation="batchtopk",
+        k=3,
+        sources=[Source("c", 0, "chat"), Source("b", 0, "base")],
+    )
+    coder = CrossCoder(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in (coder.W_enc, coder.W_dec, coder.b_enc):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+        coder.input_scale.copy_(torch.tensor([0.5, 2.0]))
+        coder.get_buffer("threshold").fill_(1.0)
+    dictionary = PairDictionary.from_coder(coder.eval())
+    x = torch.randn(10, 2, d, generator=generator)
+    f = dictionary.encode(x)
+    assert (f > 0).any() and (f == 0).any()
+    # request every (token, latent) of a single window covering all 10 tokens, per latent
+    seq_ids = np.zeros(10, dtype=np.int64)
+    examples = pd.DataFrame(
+        {"latent": np.arange(dict_size), "kind": "top", "rank": 0, "token": 5, "activation": 0.0}
+    )
+    settings = ExampleSettings(window_before=10, window_after=10)
+    requests = WindowRequests.build(examples, seq_ids, settings)
+    reader = WindowReader(dictionary, requests, f.max(0).values, hist_bins=4)
+    reader.update(x[:6], 0)
+    reader.update(x[6:], 6)
+    got = np.stack([reader.acts[o : o + 10] for o in requests.row_offsets[:-1]], axis=1)
+    assert np.allclose(got, f.numpy(), atol=1e-5)
+    x_in = x * torch.tensor([2.0, 0.5])[None, :, None]  # [base, chat] scales
+    expected_base = torch.einsum("bd,df->bf", x_in[:, 0], coder.W_enc[1]).detach().numpy()
+    got_base = np.stack(
+        [reader.encoder_inputs[0, o : o + 10] for o in requests.row_offsets[:-1]], 1
+    )
+    assert np.allclose(got_base, expected_base, atol=1e-4)
+    assert int(reader.counts.sum()) == int((f > 0).sum())

@@ -3,6 +3,7 @@ per-latent least squares."""
 
 import torch
 
+from crosscoders.diffing.firings import Firings
 from crosscoders.diffing.latent_scaling import (
     LatentScalingSums,
     scaling_flags,
@@ -19,7 +20,7 @@ def _stream(f, x, x_hat, W_dec, batch: int) -> LatentScalingSums:
     sums = LatentScalingSums.zeros(W_dec.shape[1])
     for start in range(0, f.shape[0], batch):
         stop = start + batch
-        sums.update(f[start:stop], x[start:stop], x_hat[start:stop], W_dec)
+        sums.update(Firings.of(f[start:stop]), x[start:stop], x_hat[start:stop], W_dec)
     return sums
 
 

@@ -22,6 +22,7 @@ from crosscoders.diffing.examples import (
     WindowRequests,
     select_examples,
 )
+from crosscoders.diffing.firings import Firings
 from crosscoders.diffing.latent_scaling import LatentScalingSums
 from crosscoders.diffing.latent_table import FiringStats
 from crosscoders.diffing.pair_dictionary import PairDictionary
@@ -114,17 +115,17 @@ def run_passes(
     for offset, x in _batches(cache, tokens, split, batch_size, sources, "analysis pass 1"):
         x = x.to(device)
         f = dictionary.encode(x)
-        scaling.update(f, x, dictionary.decode(f), W_dec_raw)
-        firing.update(f, subsets[offset : offset + f.shape[0]])
-        collector.update(f, seq_ids[offset : offset + f.shape[0]], offset)
+        codes = Firings.of(f)
+        scaling.update(codes, x, dictionary.decode(f), W_dec_raw)
+        firing.update(codes, subsets[offset : offset + f.shape[0]])
+        collector.update(codes, seq_ids[offset : offset + f.shape[0]], offset)
     first_pass = time.perf_counter() - began
     examples = select_examples(collector, tokens.seq_ids)
     requests = WindowRequests.build(examples, tokens.seq_ids, settings)
     reader = WindowReader(dictionary, requests, firing.max_act, settings.hist_bins)
     began = time.perf_counter()
     for offset, x in _batches(cache, tokens, split, batch_size, sources, "analysis pass 2"):
-        x = x.to(device)
-        reader.update(x, dictionary.encode(x), offset)
+        reader.update(x.to(device), offset)
     second_pass = time.perf_counter() - began
     table = reader.example_table(examples, tokens.token_ids, tokens.seq_ids, tokens.positions)
     return PassResults(

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from einops import einsum
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from crosscoders.diffing.firings import Firings, top_per_group
 from crosscoders.diffing.pair_dictionary import PairDictionary
 
 
@@ -43,7 +45,7 @@ class ExampleSettings:
 
 class KeptPerLatent:
     """Per latent, the k entries of a token stream with the largest keys: key, activation and
-    stream index. Keys of -inf (non-firing tokens) are never kept as examples."""
+    stream index (key -inf: empty slot)."""
 
     def __init__(self, dict_size: int, k: int, device: torch.device | str = "cpu") -> None:
         self.keys = torch.full((dict_size, k), -torch.inf, device=device)
@@ -51,16 +53,24 @@ class KeptPerLatent:
         self.indices = torch.full((dict_size, k), -1, dtype=torch.long, device=device)
 
     @torch.no_grad()
-    def update(self, keys: Float[Tensor, "batch F"], f: Float[Tensor, "batch F"], start: int):
-        k = min(self.keys.shape[1], keys.shape[0])
-        top = keys.topk(k, dim=0)  # [k F]
-        merged_keys = torch.cat([self.keys, top.values.T], dim=1)
-        merged_acts = torch.cat([self.acts, f.gather(0, top.indices).T], dim=1)
-        merged_indices = torch.cat([self.indices, top.indices.T + start], dim=1)
-        best = merged_keys.topk(self.keys.shape[1], dim=1)
+    def update(
+        self,
+        latents: Int[Tensor, " n"],
+        keys: Float[Tensor, " n"],
+        acts: Float[Tensor, " n"],
+        indices: Int[Tensor, " n"],
+    ) -> None:
+        """Merge candidate entries (any number per latent) into the kept ones."""
+        dict_size, k = self.keys.shape
+        chosen, rank = top_per_group(latents, keys, k)
+        where = (latents[chosen], rank)
+        batch_keys = torch.full_like(self.keys, -torch.inf).index_put_(where, keys[chosen])
+        batch_acts = torch.zeros_like(self.acts).index_put_(where, acts[chosen])
+        batch_indices = torch.full_like(self.indices, -1).index_put_(where, indices[chosen])
+        best = torch.cat([self.keys, batch_keys], dim=1).topk(k, dim=1)
         self.keys = best.values
-        self.acts = merged_acts.gather(1, best.indices)
-        self.indices = merged_indices.gather(1, best.indices)
+        self.acts = torch.cat([self.acts, batch_acts], dim=1).gather(1, best.indices)
+        self.indices = torch.cat([self.indices, batch_indices], dim=1).gather(1, best.indices)
 
 
 class ExampleCollector:
@@ -79,29 +89,17 @@ class ExampleCollector:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     @torch.no_grad()
-    def update(self, f: Float[Tensor, "batch F"], seq_ids: Tensor, start: int) -> None:
-        firing = f > 0
-        self.top.update(torch.where(firing & sequence_maxima(f, seq_ids), f, -torch.inf), f, start)
-        random_keys = torch.rand(f.shape, generator=self.generator, device=f.device)
-        self.sample.update(torch.where(firing, random_keys, -torch.inf), f, start)
-
-
-def sequence_maxima(f: Float[Tensor, "batch F"], seq_ids: Tensor) -> Tensor:
-    """[batch F] bool: the token holds its sequence's largest activation of the latent (within
-    the batch; the first such token on ties)."""
-    _, sequence = torch.unique(seq_ids, return_inverse=True)
-    sequence = sequence.to(f.device)
-    n_seq = int(sequence.max()) + 1
-    index = sequence[:, None].expand_as(f)
-    best = torch.full((n_seq, f.shape[1]), -torch.inf, device=f.device, dtype=f.dtype)
-    best = best.scatter_reduce(0, index, f, reduce="amax")
-    is_best = f == best.gather(0, index)
-    # first token of each tie: the smallest batch row among the maxima of its sequence
-    rows = torch.arange(f.shape[0], device=f.device)[:, None].expand_as(f)
-    marked = torch.where(is_best, rows, f.shape[0])
-    first = torch.full((n_seq, f.shape[1]), f.shape[0], device=f.device, dtype=torch.long)
-    first = first.scatter_reduce(0, index, marked, reduce="amin")
-    return rows == first.gather(0, index)
+    def update(self, codes: Firings, seq_ids: Int[Tensor, " batch"], start: int) -> None:
+        """Add one batch whose first token is stream token `start`."""
+        indices = codes.rows + start
+        # only each sequence's best token of the batch competes for the top list
+        _, sequence = torch.unique(seq_ids.to(codes.rows.device), return_inverse=True)
+        groups = codes.latents * codes.batch_size + sequence[codes.rows]
+        best, _ = top_per_group(groups, codes.values, 1)
+        values = codes.values[best]
+        self.top.update(codes.latents[best], values, values, indices[best])
+        random_keys = torch.rand(len(codes), generator=self.generator, device=codes.values.device)
+        self.sample.update(codes.latents, random_keys, codes.values, indices)
 
 
 def select_examples(collector: ExampleCollector, seq_ids: np.ndarray) -> pd.DataFrame:
@@ -199,7 +197,16 @@ class WindowReader:
         )
 
     @torch.no_grad()
-    def update(self, x: Float[Tensor, "batch 2 d"], f: Float[Tensor, "batch F"], start: int):
+    def update(self, x: Float[Tensor, "batch 2 d"], start: int) -> None:
+        """Encode one raw batch [base, chat] (the stream tokens from `start` on), keeping each
+        source's encoder input: f = ReLU(sum_m x_m W_enc^m + b_enc) * keep, as the coder's own
+        `encode` (checked in the tests)."""
+        coder = self.dictionary.coder
+        order = self.dictionary.order
+        x_in = coder.scale(self.dictionary.to_coder_order(x))[:, order]  # scaled [batch 2 d]
+        per_source = einsum(x_in, coder.W_enc[order], "b m d, m d F -> m b F")
+        f_relu = torch.relu(per_source.sum(0) + coder.b_enc)
+        f = f_relu * coder.select(f_relu).keep
         stop = start + f.shape[0]
         lo, hi = np.searchsorted(self.requests.token, [start, stop])
         if hi > lo:
@@ -207,20 +214,16 @@ class WindowReader:
             latents = torch.from_numpy(self.requests.latent[lo:hi]).to(f.device)
             slots = self.requests.slot[lo:hi]
             self.acts[slots] = f[rows, latents].cpu().numpy()
-            coder = self.dictionary.coder
-            order = self.dictionary.order
-            x_in = x[rows] * coder.input_scale[order][None, :, None]  # [R 2 d], scaled
-            W_enc = coder.W_enc.detach()[order][:, :, latents]  # [2 d R]
-            contributions = torch.einsum("rmd,mdr->mr", x_in, W_enc)
-            self.encoder_inputs[:, slots] = contributions.cpu().numpy()
-        self._histogram(f)
+            self.encoder_inputs[:, slots] = per_source[:, rows, latents].cpu().numpy()
+        self._histogram(Firings.of(f))
 
-    def _histogram(self, f: Float[Tensor, "batch F"]) -> None:
-        firing = f > 0
-        scale = self.hist_bins / self.max_act.clamp_min(torch.finfo(f.dtype).tiny)
-        bins = (f * scale).long().clamp(max=self.hist_bins - 1)
-        flat = bins + torch.arange(f.shape[1], device=f.device)[None] * self.hist_bins
-        self.counts += torch.bincount(flat[firing], minlength=self.counts.shape[0])
+    def _histogram(self, codes: Firings) -> None:
+        max_act = self.max_act[codes.latents]
+        bins = codes.values / max_act.clamp_min(torch.finfo(max_act.dtype).tiny) * self.hist_bins
+        bins = bins.long().clamp(max=self.hist_bins - 1)
+        self.counts += torch.bincount(
+            codes.latents * self.hist_bins + bins, minlength=self.counts.shape[0]
+        )
 
     def histograms(self) -> pd.DataFrame:
         counts = self.counts.view(-1, self.hist_bins).cpu().numpy()

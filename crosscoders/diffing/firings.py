@@ -40,6 +40,8 @@ def top_per_group(
     order = by_key[torch.argsort(groups[by_key], stable=True)]
     _, counts = torch.unique_consecutive(groups[order], return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.shape[0], device=keys.device) - torch.repeat_interleave(starts, counts)
+    rank = torch.arange(order.shape[0], device=keys.device) - torch.repeat_interleave(
+        starts, counts
+    )
     keep = rank < k
     return order[keep], rank[keep]

@@ -12,10 +12,12 @@ with the regressor d_j = the CHAT decoder vector of latent j, for two targets pe
   (the error of model m with latent j's own contribution added back, as in the reference code).
 Ratios: nu_r = beta_r(base) / beta_r(chat), nu_eps = beta_eps(base) / beta_eps(chat).
 
-Vectorisation (no [batch, F, d] tensor is ever built): with D = chat decoder [F, d],
-    sum_n f_nj (d_j . y_n)           = sum_n f_nj (Y D^T)_nj                   (one matmul)
-    sum_n f_nj d_j.(x - x̂ + f_nj d_j^m) = sum_n f_nj ((X - X̂) D^T)_nj + (d_j . d_j^m) sum_n f_nj^2
-so the pass accumulates, per latent, sum f^2 and four numerators (2 models x 2 targets).
+Vectorisation (no [batch, F, d] tensor is ever built): only the firing entries f_nj > 0 enter
+the sums, and
+    sum_n f_nj d_j.(x - x̂ + f_nj d_j^m) = sum_n f_nj d_j.(x - x̂) + (d_j . d_j^m) sum_n f_nj^2
+so each firing entry costs four dot products d_j . y_n (2 models x 2 targets), scattered into
+per-latent sums: L0 * 4d multiply-adds per token instead of the dense (Y D^T) matmul's F * 4d.
+All vectors are in raw activation units (pair_dictionary.py).
 """
 
 from dataclasses import dataclass
@@ -24,6 +26,10 @@ import torch
 from einops import einsum
 from jaxtyping import Float
 from torch import Tensor
+
+from crosscoders.diffing.firings import Firings
+
+CHUNK = 8192  # firing entries per gather (bounds the [chunk, 4, d] gathered targets)
 
 # The chat-specific rule of the paper (sec. 4): a latent is chat-specific when its chat decoder
 # dominates (Delta >= 0.9) AND base reconstructs neither its error share nor its reconstruction
@@ -52,26 +58,31 @@ class LatentScalingSums:
     @torch.no_grad()
     def update(
         self,
-        f: Float[Tensor, "batch F"],
+        codes: Firings,
         x: Float[Tensor, "batch 2 d"],
         x_hat: Float[Tensor, "batch 2 d"],
         W_dec: Float[Tensor, "2 F d"],
     ) -> None:
         """Add one batch. Sources are ordered [base, chat]; W_dec[1] is the regressor."""
         d_chat = W_dec[1]
-        f2 = f * f
-        sum_f2 = f2.sum(0)
-        # (d_j . d_j^m) for both models: the self-contribution added back in the error target
-        self_overlap = einsum(W_dec, d_chat, "m F d, F d -> m F")
-        recon_proj = einsum(x_hat, d_chat, "b m d, F d -> m b F")  # d_j . x̂_mn
-        error_proj = einsum(x - x_hat, d_chat, "b m d, F d -> m b F")  # d_j . (x_mn - x̂_mn)
-        self.numerator_r += einsum(f, recon_proj, "b F, m b F -> m F").double()
-        self.numerator_eps += (
-            einsum(f, error_proj, "b F, m b F -> m F").double()
-            + self_overlap.double() * sum_f2.double()
+        # targets per token: x̂_base, x̂_chat, (x - x̂)_base, (x - x̂)_chat
+        targets = torch.cat([x_hat, x - x_hat], dim=1)  # [batch 4 d]
+        numerators = torch.zeros(4, self.sum_f2.shape[0], dtype=torch.float64, device=x.device)
+        for start in range(0, len(codes), CHUNK):
+            rows = codes.rows[start : start + CHUNK]
+            latents = codes.latents[start : start + CHUNK]
+            values = codes.values[start : start + CHUNK]
+            projections = einsum(targets[rows], d_chat[latents], "n t d, n d -> n t")
+            numerators.index_add_(1, latents, (projections * values[:, None]).T.double())
+        sum_f2 = torch.zeros_like(self.sum_f2).index_add_(
+            0, codes.latents, codes.values.double() ** 2
         )
-        self.sum_f2 += sum_f2.double()
-        self.n_tokens += f.shape[0]
+        # (d_j . d_j^m) for both models: the self-contribution added back in the error target
+        self_overlap = einsum(W_dec, d_chat, "m F d, F d -> m F").double()
+        self.numerator_r += numerators[:2]
+        self.numerator_eps += numerators[2:] + self_overlap * sum_f2
+        self.sum_f2 += sum_f2
+        self.n_tokens += codes.batch_size
 
     def betas(self, W_dec: Float[Tensor, "2 F d"]) -> dict[str, Float[Tensor, " F"]]:
         """beta_r / beta_eps per model (eq. 4), on the CPU; NaN where undefined (the latent never

@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from crosscoders.decoder_norms import latent_classes, relative_decoder_norm
+from crosscoders.diffing.firings import Firings
 from crosscoders.diffing.latent_scaling import scaling_flags, scaling_ratios
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.token_subsets import SUBSETS
@@ -44,11 +45,13 @@ class FiringStats:
         return FiringStats(self.fires.cpu(), self.tokens.cpu(), self.max_act.cpu())
 
     @torch.no_grad()
-    def update(self, f: Float[Tensor, "batch F"], subsets: Bool[Tensor, "batch subset"]) -> None:
-        masks = subsets.to(f.dtype)
-        self.fires += (masks.T @ (f > 0).to(f.dtype)).double()  # [subset F]
-        self.tokens += masks.sum(0).double()
-        self.max_act = torch.maximum(self.max_act, f.max(0).values)
+    def update(self, codes: Firings, subsets: Bool[Tensor, "batch subset"]) -> None:
+        in_subset = subsets[codes.rows]  # [n subset]: the subsets of each firing's token
+        for index in range(subsets.shape[1]):
+            latents = codes.latents[in_subset[:, index]]
+            self.fires[index] += torch.bincount(latents, minlength=codes.dict_size).double()
+        self.tokens += subsets.sum(0).double()
+        self.max_act.scatter_reduce_(0, codes.latents, codes.values, reduce="amax")
 
     def frequencies(self) -> dict[str, Tensor]:
         """Firing frequency per subset (NaN for an empty subset) and overall; the overall count is
