@@ -78,6 +78,16 @@ def perplexity(loaded: LoadedModel, texts: list[str], batch_size: int = 8) -> fl
     return math.exp(total_nll / total_tokens)
 
 
+def _measure_model(role, loaded, harmful, benign, wiki, max_new_tokens, metrics) -> dict:
+    answers = {}
+    for name, prompts in (("harmful", harmful), ("benign", benign)):
+        answers[name] = generate_responses(loaded, prompts, max_new_tokens)
+        rate = sum(is_explicit_refusal(text) for text, _ in answers[name]) / len(prompts)
+        metrics[f"{name}_refusal_rate"][role] = round(rate, 4)
+    metrics["wiki_ppl"][role] = round(perplexity(loaded, wiki), 3)
+    return answers
+
+
 def measure_card(n_prompts: int, max_new_tokens: int, log=print) -> dict:
     """All card metrics for the default pair (base vs the chat-tune in data/chat-tune)."""
     start = time.time()
@@ -92,17 +102,17 @@ def measure_card(n_prompts: int, max_new_tokens: int, log=print) -> dict:
         "examples": {},
     }
     for role, loaded in (("base", pair.base), ("chat", pair.chat)):
-        answers = {}
-        for name, prompts in (("harmful", harmful), ("benign", benign)):
-            answers[name] = generate_responses(loaded, prompts, max_new_tokens)
-            rate = sum(is_explicit_refusal(text) for text, _ in answers[name]) / len(prompts)
-            metrics[f"{name}_refusal_rate"][role] = round(rate, 4)
-            log(f"{role} {name} refusal rate {rate:.3f} ({time.time() - start:.0f} s)")
+        # one autocast region per model: its weights are cast to bf16 once and cached
+        with torch.autocast(loaded.device.type, dtype=torch.bfloat16):
+            answers = _measure_model(role, loaded, harmful, benign, wiki, max_new_tokens, metrics)
+        log(
+            f"{role}: harmful refusal {metrics['harmful_refusal_rate'][role]}, benign refusal "
+            f"{metrics['benign_refusal_rate'][role]}, wiki ppl {metrics['wiki_ppl'][role]} "
+            f"({time.time() - start:.0f} s)"
+        )
         if role == "chat":
             ended = [end for name in answers for _, end in answers[name]]
             metrics["end_of_turn_rate"] = round(sum(ended) / len(ended), 4)
-        metrics["wiki_ppl"][role] = round(perplexity(loaded, wiki), 3)
-        log(f"{role} wiki perplexity {metrics['wiki_ppl'][role]} ({time.time() - start:.0f} s)")
         metrics["examples"][role] = [
             {"prompt": prompt, "response": text}
             for name, prompts in (("harmful", harmful), ("benign", benign))
@@ -116,6 +126,7 @@ def measure_card(n_prompts: int, max_new_tokens: int, log=print) -> dict:
         "n_prompts": n_prompts,
         "max_new_tokens": max_new_tokens,
         "decoding": "greedy",
+        "autocast": "bfloat16",
         "wiki_max_tokens": WIKI_MAX_TOKENS,
         "split": "heldout",
         "seconds": round(time.time() - start, 1),
