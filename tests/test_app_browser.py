@@ -1,6 +1,7 @@
 """End to end in a real browser: `interp app` serves a small run folder, headless Debian chromium
 (driven by Playwright, never Playwright's own browser download) opens a latent page, finds the
-highlighted tokens of its examples, and saves a screenshot as an artifact.
+highlighted tokens of its examples, saves a screenshot as an artifact, then clicks a point of the
+Latents page's scatter and lands on that latent's page.
 
 Needs `/usr/bin/chromium`: `apt-get update && apt-get install -y chromium chromium-driver`.
 The screenshot goes to `$INTERP_ARTIFACTS_DIR` (default: <repo>/artifacts/).
@@ -23,6 +24,12 @@ pytestmark = [
         "chromium-driver",
     ),
 ]
+POINT_ON_SCREEN = """gd => {
+    const trace = gd._fullData[0], layout = gd._fullLayout, box = gd.getBoundingClientRect();
+    return {latent: trace.customdata[0],
+            x: box.left + layout._size.l + layout.xaxis.l2p(trace.x[0]),
+            y: box.top + layout._size.t + layout.yaxis.l2p(trace.y[0])};
+}"""  # where plotly drew the first point of the first trace, in page pixels
 ARTIFACTS = Path(
     os.environ.get("INTERP_ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "artifacts")
 )
@@ -48,4 +55,12 @@ def test_latent_page_in_chromium_highlights_tokens(tmp_path):
         page.goto(f"{url}/latents")
         wait_rendered(page)
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length === 3")
+        # a click on a point of the Latent Scaling scatter opens that latent
+        scatter = page.locator("[data-testid='stPlotlyChart'] .js-plotly-plot").nth(2)
+        scatter.scroll_into_view_if_needed()
+        point = scatter.evaluate(POINT_ON_SCREEN)
+        page.mouse.click(point["x"], point["y"])
+        page.wait_for_url(f"**/latent?latent={point['latent']}")
+        wait_rendered(page)
+        assert page.locator("h1").first.inner_text().startswith(f"Latent {point['latent']} ")
     assert (ARTIFACTS / "latent_page.png").stat().st_size > 10_000
