@@ -330,3 +330,15 @@ def test_compare_missing_token_shift_message(run_copy):
     (run_copy / "analysis" / "crosscoder" / "token_shift.parquet").unlink()
     at = open_page(run_copy, "compare")
     assert "token_shift.parquet is missing" in at.error[0].value
+
+
+def test_sidebar_dictionary_choice_switches_the_analysis(run_copy):
+    analysis = run_copy / "analysis"
+    shutil.copytree(analysis / "crosscoder", analysis / "other")
+    table = latents_of(run_copy)
+    table[table.latent < 100].to_parquet(analysis / "other" / "latents.parquet")
+    at = open_page(run_copy, "latents")
+    assert shown_count(at) == N_LATENTS
+    at.sidebar.selectbox(key="dictionary").set_value("other").run()
+    assert shown_count(at) == 100
+    assert "`other`" in next(m.value for m in at.markdown if " latents of " in m.value)
