@@ -228,3 +228,31 @@ def test_other_weights_on_an_existing_folder_are_refused(pair, tmp_path):
         pair.chat.model.get_decoder().layers[0].mlp.up_proj.weight.add_(1e-3)  # a "retrained" chat
     with pytest.raises(InterpError, match="other weights for chat model"):
         build_cache(pair, small_config(pair), tmp_path / "c", source, progress=False)
+
+
+@pytest.mark.slow
+def test_real_gemma_cache_skips_bos_and_matches_a_direct_forward(tmp_path):
+    from interp.cache import DatasetSource, verify_cache
+    from interp.models import ModelPair, load_model
+
+    gemma = load_model("gemma-3-270m")
+    pair = ModelPair(base=gemma, chat=gemma)  # the chat-tune may not exist; the wiring is the test
+    config = cache_config(pair, [0.5], "wiki:0.5,chat:0.5", n_tokens=96, ctx=24, batch_size=4)
+    source = DatasetSource()
+    manifest = build_cache(pair, config, tmp_path / "c", source, progress=False)
+    assert verify_cache(tmp_path / "c") == []
+    cached = load_all(tmp_path / "c", manifest)
+    bos = gemma.tokenizer.bos_token_id
+    assert bos not in cached["token_ids"].tolist() and 0 not in cached["positions"].tolist()
+    plan = plan_of(pair, config, source)
+    assert all(ids[0] == bos for ids in plan.sequences)  # plain and chat documents start at BOS
+    ids = plan.sequences[0]
+    rows = cached["seq_ids"] == 0
+    with torch.no_grad():
+        hidden = gemma.model(
+            torch.from_numpy(ids.astype(np.int64))[None], output_hidden_states=True
+        ).hidden_states[config.layers[0] + 1][0]
+    positions = cached["positions"][rows].long()
+    for model_index in range(2):
+        got = cached["acts"][rows][:, model_index, 0].float()
+        torch.testing.assert_close(got, hidden[positions], rtol=2**-7, atol=1e-2)

@@ -73,6 +73,7 @@ class ActivationCache:
             self.n_tokens,
             self.manifest["n_tokens"],
         )
+        self._scales = self.normalization_scales()
         self._validation_start = self._sequence_boundary_at(
             int(round(self.n_tokens * (1.0 - validation_fraction)))
         )
@@ -151,7 +152,7 @@ class ActivationCache:
             payload_to_float32(flat, self._shards[0].dtype_tag), "n m l d -> n (m l) d"
         )
         if normalize:
-            acts *= self.normalization_scales()[None, :, None]
+            acts *= self._scales[None, :, None]
         return acts
 
     def tokens(self, index: np.ndarray | Tensor) -> dict[str, Tensor]:
@@ -267,7 +268,7 @@ class ActivationCache:
             payload_to_float32(flat, self._shards[0].dtype_tag), "n m l d -> n (m l) d"
         )
         if normalize:
-            acts *= self.normalization_scales()[None, :, None]
+            acts *= self._scales[None, :, None]
         tokens = {
             name: torch.from_numpy(np.concatenate(parts[name]).astype(np.int64))
             for name in ("token_ids", "seq_ids", "positions")
