@@ -100,6 +100,13 @@ def _example_index(path: str, stamp: tuple[int, int]) -> ExampleIndex:
     return ExampleIndex(table, {int(latents[g[0]]): g for g in groups if g.size})
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _examples_of_latent(path: str, stamp: tuple[int, int], latent: int) -> pd.DataFrame:
+    index = _example_index(path, stamp)
+    rows = index.rows.get(latent, np.empty(0, dtype=np.int64))
+    return index.table.take(pa.array(rows)).to_pandas()
+
+
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
@@ -208,9 +215,7 @@ class RunFolder:
     def examples(self, dictionary: str, latent: int) -> pd.DataFrame:
         """The stored examples of one latent (empty when the analysis kept none for it)."""
         path = self.file(f"analysis/{dictionary}/examples.parquet", ANALYZE)
-        index = _example_index(str(path), _stamp(path))
-        rows = index.rows.get(int(latent), np.empty(0, dtype=np.int64))
-        return index.table.take(pa.array(rows)).to_pandas()
+        return _examples_of_latent(str(path), _stamp(path), int(latent))
 
     def token_strings(self, dictionary: str) -> dict[int, str]:
         path = self.file(f"analysis/{dictionary}/tokens.json", ANALYZE)
