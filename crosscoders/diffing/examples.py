@@ -61,6 +61,11 @@ class KeptPerLatent:
         indices: Int[Tensor, " n"],
     ) -> None:
         """Merge candidate entries (any number per latent) into the kept ones."""
+        # only candidates beating their latent's current k-th key can enter (keys stay sorted)
+        beats = keys > self.keys[latents, -1]
+        latents, keys, acts, indices = latents[beats], keys[beats], acts[beats], indices[beats]
+        if latents.shape[0] == 0:
+            return
         dict_size, k = self.keys.shape
         chosen, rank = top_per_group(latents, keys, k)
         where = (latents[chosen], rank)
@@ -92,12 +97,16 @@ class ExampleCollector:
     def update(self, codes: Firings, seq_ids: Int[Tensor, " batch"], start: int) -> None:
         """Add one batch whose first token is stream token `start`."""
         indices = codes.rows + start
-        # only each sequence's best token of the batch competes for the top list
-        _, sequence = torch.unique(seq_ids.to(codes.rows.device), return_inverse=True)
-        groups = codes.latents * codes.batch_size + sequence[codes.rows]
-        best, _ = top_per_group(groups, codes.values, 1)
-        values = codes.values[best]
-        self.top.update(codes.latents[best], values, values, indices[best])
+        # only each sequence's best token of the batch competes for the top list (seq ids never
+        # decrease along the stream, so a running count of changes numbers the batch's sequences)
+        seq_ids = seq_ids.to(codes.rows.device)
+        sequence = torch.zeros_like(seq_ids)
+        sequence[1:] = torch.cumsum(seq_ids[1:] != seq_ids[:-1], dim=0)
+        contender = codes.values > self.top.keys[codes.latents, -1]
+        rows, latents = codes.rows[contender], codes.latents[contender]
+        values = codes.values[contender]
+        best, _ = top_per_group(latents * codes.batch_size + sequence[rows], values, 1)
+        self.top.update(latents[best], values[best], values[best], indices[contender][best])
         random_keys = torch.rand(len(codes), generator=self.generator, device=codes.values.device)
         self.sample.update(codes.latents, random_keys, codes.values, indices)
 

@@ -38,10 +38,11 @@ def top_per_group(
     group, 0 = largest). Ties keep the earlier entry first."""
     by_key = torch.argsort(keys, descending=True, stable=True)
     order = by_key[torch.argsort(groups[by_key], stable=True)]
-    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.shape[0], device=keys.device) - torch.repeat_interleave(
-        starts, counts
-    )
+    sorted_groups = groups[order]
+    position = torch.arange(order.shape[0], device=keys.device)
+    opens_group = torch.ones_like(sorted_groups, dtype=torch.bool)
+    opens_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    group_start = torch.cummax(torch.where(opens_group, position, 0), dim=0).values
+    rank = position - group_start
     keep = rank < k
     return order[keep], rank[keep]

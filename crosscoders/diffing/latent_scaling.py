@@ -12,11 +12,11 @@ with the regressor d_j = the CHAT decoder vector of latent j, for two targets pe
   (the error of model m with latent j's own contribution added back, as in the reference code).
 Ratios: nu_r = beta_r(base) / beta_r(chat), nu_eps = beta_eps(base) / beta_eps(chat).
 
-Vectorisation (no [batch, F, d] tensor is ever built): only the firing entries f_nj > 0 enter
-the sums, and
-    sum_n f_nj d_j.(x - x̂ + f_nj d_j^m) = sum_n f_nj d_j.(x - x̂) + (d_j . d_j^m) sum_n f_nj^2
-so each firing entry costs four dot products d_j . y_n (2 models x 2 targets), scattered into
-per-latent sums: L0 * 4d multiply-adds per token instead of the dense (Y D^T) matmul's F * 4d.
+Vectorisation (no [batch, F, d] tensor is ever built): per batch, the sparse code f^T [F, batch]
+times the four stacked targets Y [batch, 4d] gives sum_n f_nj y_n for every latent (only firing
+entries cost anything: L0 * 4d multiply-adds per token), then one dot product with d_j per
+latent and target; the error target is expanded as
+    sum_n f_nj d_j.(x - x̂ + f_nj d_j^m) = d_j . sum_n f_nj (x - x̂) + (d_j . d_j^m) sum_n f_nj^2.
 All vectors are in raw activation units (pair_dictionary.py).
 """
 
@@ -28,8 +28,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from crosscoders.diffing.firings import Firings
-
-CHUNK = 8192  # firing entries per gather (bounds the [chunk, 4, d] gathered targets)
 
 # The chat-specific rule of the paper (sec. 4): a latent is chat-specific when its chat decoder
 # dominates (Delta >= 0.9) AND base reconstructs neither its error share nor its reconstruction
@@ -67,13 +65,13 @@ class LatentScalingSums:
         d_chat = W_dec[1]
         # targets per token: x̂_base, x̂_chat, (x - x̂)_base, (x - x̂)_chat
         targets = torch.cat([x_hat, x - x_hat], dim=1)  # [batch 4 d]
-        numerators = torch.zeros(4, self.sum_f2.shape[0], dtype=torch.float64, device=x.device)
-        for start in range(0, len(codes), CHUNK):
-            rows = codes.rows[start : start + CHUNK]
-            latents = codes.latents[start : start + CHUNK]
-            values = codes.values[start : start + CHUNK]
-            projections = einsum(targets[rows], d_chat[latents], "n t d, n d -> n t")
-            numerators.index_add_(1, latents, (projections * values[:, None]).T.double())
+        f_t = torch.sparse_coo_tensor(
+            torch.stack([codes.latents, codes.rows]),
+            codes.values,
+            (codes.dict_size, codes.batch_size),
+        )
+        weighted = torch.sparse.mm(f_t, targets.flatten(1)).view(codes.dict_size, 4, -1)
+        numerators = einsum(weighted, d_chat, "F t d, F d -> t F").double()  # d_j . sum f_nj y_n
         sum_f2 = torch.zeros_like(self.sum_f2).index_add_(
             0, codes.latents, codes.values.double() ** 2
         )
