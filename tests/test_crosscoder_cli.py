@@ -2,6 +2,7 @@
 models saved as folders, and the splice-in metric against a hand-made perfect dictionary."""
 
 import json
+from itertools import islice
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
 from crosscoders.evaluate import splice_metrics
 from crosscoders.io import load_crosscoder
+from crosscoders.streams import cache_stream
+from interp.cache import ActivationCache
 from interp.cli.main import app
 from interp.errors import InterpError
 from interp.models import load_model
@@ -109,3 +112,15 @@ def test_perfect_reconstruction_recovers_all_ce_and_has_zero_kl(setup):
     assert result["kl_spliced"] == pytest.approx(0.0, abs=1e-4)
     assert result["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-2)
     assert abs(result["ce_zero_ablation"] - result["ce_clean"]) > 1e-3  # the hook does act
+
+
+def test_cache_stream_restarts_anywhere_and_reshuffles_each_epoch(setup):
+    cache = ActivationCache(setup / "cache")
+    stream = cache_stream(cache, 64, seed=1, sources=[1])
+    per_epoch = cache.n_split_tokens("train") // 64
+    first = list(islice(stream(0), per_epoch + 2))
+    for start in (3, per_epoch, per_epoch + 1):
+        torch.testing.assert_close(next(stream(start)), first[start], rtol=0, atol=0)
+    epoch = torch.cat(first[:per_epoch])[:, 0]
+    assert epoch.shape == (per_epoch * 64, cache.d_model)
+    assert not torch.equal(first[per_epoch], first[0])  # the next epoch has another order
