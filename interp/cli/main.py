@@ -12,6 +12,7 @@ from interp.cli import (
     data_cmd,
     models_cmd,
     organism_cmd,
+    pipeline_cmd,
     steer_cmd,
     train_cmd,
     tuco_cmd,
@@ -26,6 +27,7 @@ cache_cmd.register(app)
 data_cmd.register(app)
 tuco_cmd.register(app)
 organism_cmd.register(app)
+pipeline_cmd.register(app)
 steer_cmd.register(app)
 train_cmd.register(app)
 

@@ -1,0 +1,176 @@
+"""The main job as a pipeline: a TOML config names every step's settings, `interp run CONFIG` runs
+any subset of the steps in order, and a step whose output exists with the same config is skipped.
+
+A step is one `interp` command (so the pipeline adds no second code path): its argv is built from
+the config's table for that step plus the run-level `[run]` settings (models, layer, output folder).
+After a step succeeds, `RUN/pipeline/<step>.json` records its argv; a rerun with the same argv
+skips it, a changed one reruns it (each command then resumes, or refuses a different config in an
+existing folder unless its table sets `overwrite = true` / `force = true`).
+
+    [run]        out, base, chat, layer
+    [cache]      options of `interp cache`          -> RUN/cache
+    [train.NAME] options of `interp train crosscoder` -> RUN/dictionaries/NAME (one table per dictionary)
+    [eval]       options of `interp dict eval`       -> RUN/dictionaries/NAME/eval.json (each dictionary)
+    [analyze]    options of `interp analyze`         -> RUN/analysis/NAME (each dictionary)
+    [tuco]       options of `interp tuco experiments` -> RUN/tuco
+    [steer]      options of `interp steer eval`      -> RUN/steering
+"""
+
+import json
+import os
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.errors import InterpError
+from interp.paths import PROJECT_DATA_DIR
+
+STEP_KINDS = ("cache", "train", "eval", "analyze", "tuco", "steer")
+PROFILES_DIR = PROJECT_DATA_DIR / "pipelines"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # e.g. "cache", "train.batchtopk", "analyze.batchtopk"
+    argv: tuple[str, ...]
+
+
+def load_config(path: Path) -> dict:
+    if not path.is_file():
+        raise InterpError(f"pipeline config {str(path)!r} does not exist: expected a TOML file")
+    try:
+        config = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise InterpError(f"pipeline config {str(path)!r} is not valid TOML: {error}") from None
+    unknown = set(config) - {"run", *STEP_KINDS}
+    if unknown:
+        raise InterpError(
+            f"unknown sections {sorted(unknown)} in {path}: expected run, {STEP_KINDS}"
+        )
+    if "out" not in config.get("run", {}):
+        raise InterpError(f"{path}: [run] needs `out` (the run folder)")
+    return config
+
+
+def options_to_argv(options: dict) -> list[str]:
+    """`{"dict_size": 4096, "overwrite": true}` -> `["--dict-size", "4096", "--overwrite"]`."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def plan(config: dict) -> list[Step]:
+    """Every step the config describes, in execution order."""
+    run = config["run"]
+    out = Path(run["out"])
+    pair = [run.get("base", "gemma-3-270m"), run.get("chat", "gemma-3-270m-chat")]
+    steps: list[Step] = []
+    if "cache" in config:
+        argv = ["cache", "--pair", *pair, "--layers", str(run.get("layer", "0.5"))]
+        steps.append(
+            Step("cache", (*argv, *options_to_argv(config["cache"]), "--out", str(out / "cache")))
+        )
+    dictionaries = config.get("train", {})
+    for name, options in dictionaries.items():
+        options = dict(options)
+        kind = options.pop("kind", "crosscoder")
+        argv = [
+            "train",
+            kind,
+            "--cache",
+            str(out / "cache"),
+            "--out",
+            str(out / "dictionaries" / name),
+        ]
+        steps.append(Step(f"train.{name}", (*argv, *options_to_argv(options))))
+    if "eval" in config:
+        for name in dictionaries:
+            argv = ["dict", "eval", str(out / "dictionaries" / name), "--cache", str(out / "cache")]
+            steps.append(Step(f"eval.{name}", (*argv, *options_to_argv(config["eval"]))))
+    if "analyze" in config:
+        for name in dictionaries or [None]:
+            argv = ["analyze", str(out), *(["--dict", name] if name else [])]
+            steps.append(Step(f"analyze.{name}", (*argv, *options_to_argv(config["analyze"]))))
+    if "tuco" in config:
+        argv = [
+            "tuco",
+            "experiments",
+            "--base",
+            pair[0],
+            "--chat",
+            pair[1],
+            "--out",
+            str(out / "tuco"),
+        ]
+        steps.append(Step("tuco", (*argv, *options_to_argv(config["tuco"]))))
+    if "steer" in config:
+        argv = [
+            "steer",
+            "eval",
+            "--base",
+            pair[0],
+            "--chat",
+            pair[1],
+            "--out",
+            str(out / "steering"),
+        ]
+        steps.append(Step("steer", (*argv, *options_to_argv(config["steer"]))))
+    return steps
+
+
+def select(steps: list[Step], only: Sequence[str] | None) -> list[Step]:
+    """Keep the steps named in `only` (a kind such as `train` selects every `train.*` step)."""
+    if not only:
+        return steps
+    known = {step.name for step in steps} | {step.name.split(".")[0] for step in steps}
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise InterpError(f"unknown steps {unknown}: this config has {sorted(known)}")
+    return [s for s in steps if s.name in only or s.name.split(".")[0] in only]
+
+
+def record_path(out: Path, step: Step) -> Path:
+    return out / "pipeline" / f"{step.name}.json"
+
+
+def is_done(out: Path, step: Step) -> bool:
+    path = record_path(out, step)
+    return path.is_file() and json.loads(path.read_text()).get("argv") == list(step.argv)
+
+
+def mark_done(out: Path, step: Step) -> None:
+    path = record_path(out, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps({"argv": list(step.argv)}, indent=2))
+    os.replace(staging, path)
+
+
+def run_pipeline(
+    config: dict,
+    invoke: Callable[[Sequence[str]], None],
+    only: Sequence[str] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[str]:
+    """Run the selected steps through `invoke(argv)`; returns the names of the steps it ran."""
+    out = Path(config["run"]["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    ran = []
+    for step in select(plan(config), only):
+        if is_done(out, step):
+            echo(f"[skip] {step.name}: done with the same config")
+            continue
+        echo(f"[run]  {step.name}: interp {' '.join(step.argv)}")
+        invoke(step.argv)
+        mark_done(out, step)
+        ran.append(step.name)
+    return ran

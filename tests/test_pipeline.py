@@ -1,0 +1,166 @@
+"""The pipeline runner (interp/pipeline.py) and the quick pipeline end to end on tiny models."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+from interp.errors import InterpError
+from interp.pipeline import PROFILES_DIR, load_config, options_to_argv, plan, run_pipeline
+
+
+def test_options_become_cli_flags():
+    argv = options_to_argv({"dict_size": 64, "splice": False, "force": True, "alpha": [0.0, 1.0]})
+    assert argv == [
+        "--dict-size",
+        "64",
+        "--no-splice",
+        "--force",
+        "--alpha",
+        "0.0",
+        "--alpha",
+        "1.0",
+    ]
+
+
+def _config(out: Path) -> dict:
+    return {
+        "run": {"out": str(out), "base": "B", "chat": "C", "layer": 2},
+        "cache": {"tokens": 100},
+        "train": {"btk": {"dict_size": 8}, "l1": {"dict_size": 8, "activation": "relu_l1"}},
+        "eval": {"splice": False},
+        "analyze": {"n_prompts": 1},
+        "tuco": {"n_prompts": 1},
+    }
+
+
+def test_plan_orders_steps_and_wires_folders(tmp_path):
+    steps = plan(_config(tmp_path))
+    names = [s.name for s in steps]
+    assert names == [
+        "cache",
+        "train.btk",
+        "train.l1",
+        "eval.btk",
+        "eval.l1",
+        "analyze.btk",
+        "analyze.l1",
+        "tuco",
+    ]
+    cache, train_btk = steps[0].argv, steps[1].argv
+    assert cache[:5] == ("cache", "--pair", "B", "C", "--layers")
+    assert cache[-2:] == ("--out", str(tmp_path / "cache"))
+    assert ("--cache", str(tmp_path / "cache")) == train_btk[2:4]
+    assert train_btk[4:6] == ("--out", str(tmp_path / "dictionaries" / "btk"))
+
+
+def test_rerun_skips_done_steps_and_reruns_changed_ones(tmp_path):
+    config = _config(tmp_path)
+    calls: list[tuple[str, ...]] = []
+    assert len(run_pipeline(config, calls.append, echo=lambda _: None)) == 8
+    assert run_pipeline(config, calls.append, echo=lambda _: None) == []
+    config["train"]["l1"]["dict_size"] = 16
+    assert run_pipeline(config, calls.append, echo=lambda _: None) == ["train.l1"]
+    assert len(calls) == 9
+
+
+def test_failed_step_is_not_recorded(tmp_path):
+    config = _config(tmp_path)
+
+    def invoke(argv):
+        if argv[0] == "train":
+            raise InterpError("boom")
+
+    with pytest.raises(InterpError, match="boom"):
+        run_pipeline(config, invoke, echo=lambda _: None)
+    assert run_pipeline(config, lambda argv: None, only=["cache"], echo=lambda _: None) == []
+    assert run_pipeline(config, lambda argv: None, only=["train"], echo=lambda _: None) == [
+        "train.btk",
+        "train.l1",
+    ]
+
+
+def test_unknown_step_and_bad_config_are_clear_errors(tmp_path):
+    with pytest.raises(InterpError, match="unknown steps"):
+        run_pipeline(_config(tmp_path), lambda argv: None, only=["nope"], echo=lambda _: None)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nout = 'x'\n[caches]\n")
+    with pytest.raises(InterpError, match="unknown sections"):
+        load_config(bad)
+    with pytest.raises(InterpError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("profile", ["quick.toml", "full.toml"])
+def test_shipped_profiles_parse_and_plan_every_step(profile):
+    steps = {s.name.split(".")[0] for s in plan(load_config(PROFILES_DIR / profile))}
+    assert steps == {"cache", "train", "eval", "analyze", "tuco", "steer"}
+
+
+def _tiny_gemma_with_real_tokenizer(folder: Path, seed: int, tokenizer) -> str:
+    """A 4-block random Gemma 3 with the real Gemma tokenizer (so real text and the chat template
+    tokenize as on the default pair), saved as an HF folder."""
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=32,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path):
+    from transformers import AutoTokenizer
+
+    from app.run_folder import RunFolder
+    from interp.builtin_models import dequantized_folder, gemma_3_270m_gguf
+    from interp.chat_template import GEMMA_CHAT_TEMPLATE
+    from interp.cli.pipeline_cmd import invoke_interp
+
+    tokenizer = AutoTokenizer.from_pretrained(dequantized_folder(*gemma_3_270m_gguf()))
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    base = _tiny_gemma_with_real_tokenizer(tmp_path / "base", 0, tokenizer)
+    chat = _tiny_gemma_with_real_tokenizer(tmp_path / "chat", 1, tokenizer)
+    config = load_config(PROFILES_DIR / "tiny.toml")
+    config["run"].update(out=str(tmp_path / "run"), base=base, chat=chat)
+    ran = run_pipeline(config, invoke_interp, echo=lambda _: None)
+    assert ran == [s.name for s in plan(config)]
+
+    run = RunFolder(tmp_path / "run")
+    info = run.info()
+    assert info["base"] == base and info["chat"] == chat
+    assert run.analysed_dictionaries() == ["batchtopk", "l1"]
+    for name in ("batchtopk", "l1"):
+        latents = run.latents(name)
+        assert len(latents) == config["train"][name]["dict_size"]
+        assert run.dictionary_eval(name)["reconstruction"]
+        for relative in (
+            "examples.parquet",
+            "tokens.json",
+            "causal.json",
+            "token_shift.parquet",
+            "report.md",
+        ):
+            assert run.has(f"analysis/{name}/{relative}"), relative
+    summary = json.loads((tmp_path / "run" / "tuco" / "summary.json").read_text())
+    assert 0.0 <= summary["tuco_mean"]["benign"] <= 1.0
+    assert run.steering_maps(), "no steering map saved"
+    assert run.has("steering/results.parquet")
+    # a second run skips every step
+    assert run_pipeline(config, invoke_interp, echo=lambda _: None) == []
