@@ -8,12 +8,13 @@ skips it, a changed one reruns it (each command then resumes, or refuses a diffe
 existing folder unless its table sets `overwrite = true` / `force = true`).
 
     [run]        out, base, chat, layer
-    [cache]      options of `interp cache`          -> RUN/cache
-    [train.NAME] options of `interp train crosscoder` -> RUN/dictionaries/NAME (one table per dictionary)
-    [eval]       options of `interp dict eval`       -> RUN/dictionaries/NAME/eval.json (each dictionary)
-    [analyze]    options of `interp analyze`         -> RUN/analysis/NAME (each dictionary)
-    [tuco]       options of `interp tuco experiments` -> RUN/tuco
-    [steer]      options of `interp steer eval`      -> RUN/steering
+    [cache]      `interp cache`             -> RUN/cache
+    [train.NAME] `interp train crosscoder`  -> RUN/dictionaries/NAME (one table per dictionary;
+                 `kind = "sae"` trains an SAE instead)
+    [eval]       `interp dict eval`         -> RUN/dictionaries/NAME/eval.json (each dictionary)
+    [analyze]    `interp analyze`           -> RUN/analysis/NAME (each dictionary)
+    [tuco]       `interp tuco experiments`  -> RUN/tuco
+    [steer]      `interp steer eval`        -> RUN/steering
 """
 
 import json
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.builtin_models import DEFAULT_PAIR
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
 
@@ -46,7 +48,7 @@ def load_config(path: Path) -> dict:
     unknown = set(config) - {"run", *STEP_KINDS}
     if unknown:
         raise InterpError(
-            f"unknown sections {sorted(unknown)} in {path}: expected run, {STEP_KINDS}"
+            f"unknown sections {sorted(unknown)} in {path}: expected run, {', '.join(STEP_KINDS)}"
         )
     if "out" not in config.get("run", {}):
         raise InterpError(f"{path}: [run] needs `out` (the run folder)")
@@ -72,57 +74,32 @@ def plan(config: dict) -> list[Step]:
     """Every step the config describes, in execution order."""
     run = config["run"]
     out = Path(run["out"])
-    pair = [run.get("base", "gemma-3-270m"), run.get("chat", "gemma-3-270m-chat")]
+    cache, dictionaries_dir = str(out / "cache"), out / "dictionaries"
+    pair = [run.get("base", DEFAULT_PAIR[0]), run.get("chat", DEFAULT_PAIR[1])]
+    models = ("--base", pair[0], "--chat", pair[1])
     steps: list[Step] = []
     if "cache" in config:
         argv = ["cache", "--pair", *pair, "--layers", str(run.get("layer", "0.5"))]
-        steps.append(
-            Step("cache", (*argv, *options_to_argv(config["cache"]), "--out", str(out / "cache")))
-        )
+        steps.append(Step("cache", (*argv, *options_to_argv(config["cache"]), "--out", cache)))
     dictionaries = config.get("train", {})
     for name, options in dictionaries.items():
         options = dict(options)
         kind = options.pop("kind", "crosscoder")
-        argv = [
-            "train",
-            kind,
-            "--cache",
-            str(out / "cache"),
-            "--out",
-            str(out / "dictionaries" / name),
-        ]
+        argv = ["train", kind, "--cache", cache, "--out", str(dictionaries_dir / name)]
         steps.append(Step(f"train.{name}", (*argv, *options_to_argv(options))))
     if "eval" in config:
         for name in dictionaries:
-            argv = ["dict", "eval", str(out / "dictionaries" / name), "--cache", str(out / "cache")]
+            argv = ["dict", "eval", str(dictionaries_dir / name), "--cache", cache]
             steps.append(Step(f"eval.{name}", (*argv, *options_to_argv(config["eval"]))))
     if "analyze" in config:
         for name in dictionaries or [None]:
             argv = ["analyze", str(out), *(["--dict", name] if name else [])]
             steps.append(Step(f"analyze.{name}", (*argv, *options_to_argv(config["analyze"]))))
     if "tuco" in config:
-        argv = [
-            "tuco",
-            "experiments",
-            "--base",
-            pair[0],
-            "--chat",
-            pair[1],
-            "--out",
-            str(out / "tuco"),
-        ]
+        argv = ["tuco", "experiments", *models, "--out", str(out / "tuco")]
         steps.append(Step("tuco", (*argv, *options_to_argv(config["tuco"]))))
     if "steer" in config:
-        argv = [
-            "steer",
-            "eval",
-            "--base",
-            pair[0],
-            "--chat",
-            pair[1],
-            "--out",
-            str(out / "steering"),
-        ]
+        argv = ["steer", "eval", *models, "--out", str(out / "steering")]
         steps.append(Step("steer", (*argv, *options_to_argv(config["steer"]))))
     return steps
 
