@@ -1,7 +1,7 @@
 """End to end in a real browser: `interp app` serves a small run folder, headless Debian chromium
 (driven by Playwright, never Playwright's own browser download) opens a latent page, finds the
-highlighted tokens of its examples, saves a screenshot as an artifact, then clicks a point of the
-Latents page's scatter and lands on that latent's page.
+highlighted tokens of its examples, saves a screenshot as an artifact; then selects the first row of
+the Latents table and clicks a point of its scatter, each landing on that latent's page.
 
 Needs `/usr/bin/chromium`: `apt-get update && apt-get install -y chromium chromium-driver`.
 The screenshot goes to `$INTERP_ARTIFACTS_DIR` (default: <repo>/artifacts/).
@@ -30,6 +30,7 @@ POINT_ON_SCREEN = """gd => {
             x: box.left + layout._size.l + layout.xaxis.l2p(trace.x[0]),
             y: box.top + layout._size.t + layout.yaxis.l2p(trace.y[0])};
 }"""  # where plotly drew the first point of the first trace, in page pixels
+GRID_HEADER_PX, GRID_ROW_PX = 35, 35  # st.dataframe's header and row heights
 ARTIFACTS = Path(
     os.environ.get("INTERP_ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "artifacts")
 )
@@ -39,6 +40,7 @@ def test_latent_page_in_chromium_highlights_tokens(tmp_path):
     run = build_run_folder(tmp_path / "run", n_latents=2048, n_example_latents=16)
     latent = 3
     examples = pd.read_parquet(run / "analysis" / "crosscoder" / "examples.parquet")
+    latents = pd.read_parquet(run / "analysis" / "crosscoder" / "latents.parquet")
     mine = examples[examples.latent == latent]
     firing_in_top = sum(int((pd.Series(a) != 0).sum()) for a in mine[mine.kind == "top"].acts)
     with serve(run) as url, chromium() as page:
@@ -52,6 +54,13 @@ def test_latent_page_in_chromium_highlights_tokens(tmp_path):
         assert "background-color: rgba(255, 128, 0" in peak_style or "rgba(255,128,0" in peak_style
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         screenshot_whole_page(page, ARTIFACTS / "latent_page.png")
+        # selecting the first table row (its row marker) opens that latent
+        page.goto(f"{url}/latents")
+        wait_rendered(page)
+        table = page.locator("[data-testid='stDataFrame']").first.bounding_box()
+        page.mouse.click(table["x"] + 18, table["y"] + GRID_HEADER_PX + GRID_ROW_PX / 2)
+        top = latents.sort_values("rel_norm", ascending=False, kind="stable").latent.iloc[0]
+        page.wait_for_url(f"**/latent?latent={top}")
         page.goto(f"{url}/latents")
         wait_rendered(page)
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length === 3")
