@@ -85,6 +85,12 @@ text = st.text_input(
 )
 max_new_tokens = st.number_input("New tokens", 1, 200, 30, key="compare_live_tokens")
 if st.button("Compare live", key="compare_live_button"):
+    if not info.get("base") or not info.get("chat"):
+        st.error(
+            f"no base/chat model specs in {run.root}: run.json, the cache manifest or a step's "
+            "config.json must name them"
+        )
+        st.stop()
     pair = live.guarded(
         f"the models {info.get('base')!r} / {info.get('chat')!r}",
         live.model_pair,
