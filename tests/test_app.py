@@ -342,3 +342,12 @@ def test_sidebar_dictionary_choice_switches_the_analysis(run_copy):
     at.sidebar.selectbox(key="dictionary").set_value("other").run()
     assert shown_count(at) == 100
     assert "`other`" in next(m.value for m in at.markdown if " latents of " in m.value)
+
+
+def test_compare_live_without_model_specs_says_so(run_copy):
+    (run_copy / "run.json").write_text('{"name": "bare", "steps": {}}')
+    (run_copy / "cache" / "manifest.json").unlink()
+    (run_copy / "steering" / "config.json").unlink()
+    at = open_page(run_copy, "compare")
+    at.button(key="compare_live_button").click().run()
+    assert "no base/chat model specs" in at.error[0].value
