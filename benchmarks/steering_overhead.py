@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--map", default=None, help="a trained map folder (default: dense random)")
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

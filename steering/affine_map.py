@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from interp.errors import InterpError
-from steering.steering_map import SteeringMap, register_map
+from steering.steering_map import Edit, SteeringMap, register_map
 
 MIN_INVERTIBLE_SCALE = 1e-6
 
@@ -33,18 +33,23 @@ class AffineMap(SteeringMap):
     def scale(self) -> Float[Tensor, "n_sites d"]:
         return 1 + self.scale_offset
 
-    def steer(self, site: int, z: Float[Tensor, "*batch d"], strength: float) -> Tensor:
-        scale_offset, bias = self.scale_offset[site].to(z.dtype), self.bias[site].to(z.dtype)
-        return z + strength * (scale_offset * z + bias)
-
-    def invert(self, site: int, z: Float[Tensor, "*batch d"], strength: float) -> Tensor:
+    def edit(self, site: int, strength: float, inverse: bool = False) -> Edit:
+        # T^lambda(z) = (1 + lambda (w - 1)) z + lambda b: one fused multiply-add per call
         scale = 1 + strength * self.scale_offset[site]
-        if scale.abs().min() < MIN_INVERTIBLE_SCALE:
-            raise InterpError(
-                f"the map at site {self.sites[site]!r} has a scale of ~0 at strength {strength}: "
-                "it is not invertible there"
-            )
-        return (z - strength * self.bias[site].to(z.dtype)) / scale.to(z.dtype)
+        shift = strength * self.bias[site]
+        if inverse:
+            if scale.abs().min() < MIN_INVERTIBLE_SCALE:
+                raise InterpError(
+                    f"the map at site {self.sites[site]!r} has a scale of ~0 at strength "
+                    f"{strength}: it is not invertible there"
+                )
+            scale = 1 / scale
+            shift = -shift * scale  # (y - lambda b) / s = y / s - lambda b / s
+
+        def affine(z: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
+            return torch.addcmul(shift.to(z.dtype), z, scale.to(z.dtype))
+
+        return affine
 
     def active_sites(self) -> list[int]:
         nonzero = (self.scale_offset != 0).any(dim=1) | (self.bias != 0).any(dim=1)

@@ -25,7 +25,7 @@ from interp.hooks import block_output
 from steering.activations import TextBatch, pool
 from steering.affine_map import AffineMap
 from steering.sites import site_modules
-from steering.steering_map import register_map
+from steering.steering_map import Edit, register_map
 from steering.wasserstein import quantile_function
 
 MIN_SOURCE_VARIANCE = 1e-12
@@ -42,9 +42,15 @@ class SupportedAffineMap(AffineMap):
         self.register_buffer("lower", torch.full((len(sites), width), -torch.inf))
         self.register_buffer("upper", torch.full((len(sites), width), torch.inf))
 
-    def steer(self, site: int, z: Float[Tensor, "*batch d"], strength: float) -> Tensor:
-        inside = (self.lower[site].to(z.dtype) < z) & (z < self.upper[site].to(z.dtype))
-        return torch.where(inside, super().steer(site, z, strength), z)
+    def edit(self, site: int, strength: float, inverse: bool = False) -> Edit:
+        affine = super().edit(site, strength, inverse)
+        lower, upper = self.lower[site], self.upper[site]
+
+        def supported_affine(z: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
+            inside = (lower.to(z.dtype) < z) & (z < upper.to(z.dtype))
+            return torch.where(inside, affine(z), z)
+
+        return supported_affine
 
 
 def transport_fit(

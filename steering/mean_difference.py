@@ -14,7 +14,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from steering.activations import TextBatch, site_activations
-from steering.steering_map import SteeringMap, register_map
+from steering.steering_map import Edit, SteeringMap, register_map
 
 
 @register_map("additive")
@@ -25,11 +25,13 @@ class AdditiveMap(SteeringMap):
         super().__init__(sites, info)
         self.vector = nn.Parameter(torch.zeros(len(sites), width))
 
-    def steer(self, site: int, z: Float[Tensor, "*batch d"], strength: float) -> Tensor:
-        return z + strength * self.vector[site].to(z.dtype)
+    def edit(self, site: int, strength: float, inverse: bool = False) -> Edit:
+        shift = (-strength if inverse else strength) * self.vector[site]
 
-    def invert(self, site: int, z: Float[Tensor, "*batch d"], strength: float) -> Tensor:
-        return z - strength * self.vector[site].to(z.dtype)
+        def add(z: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
+            return z + shift.to(z.dtype)
+
+        return add
 
     def active_sites(self) -> list[int]:
         return [int(site) for site in (self.vector != 0).any(dim=1).nonzero().flatten()]

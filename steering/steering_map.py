@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from interp.errors import InterpError
-from interp.hooks import block_output
 from steering.sites import site_modules
 
 MAP_TYPES: dict[str, type["SteeringMap"]] = {}
+Edit = Callable[[Tensor], Tensor]
 MAP_WEIGHTS, MAP_CONFIG = "map.safetensors", "map.json"
 
 
@@ -59,16 +59,21 @@ class SteeringMap(nn.Module, ABC):
         self.info: dict[str, Any] = dict(info or {})
 
     @abstractmethod
+    def edit(self, site: int, strength: float, inverse: bool = False) -> Edit:
+        """The function z -> T^lambda(z) at site `site` (an index into `sites`), or its inverse.
+        Built once per `apply`, so the per-token work is the edit itself."""
+
     def steer(
         self, site: int, z: Float[Tensor, "*batch d"], strength: float
     ) -> Float[Tensor, "*batch d"]:
-        """T^lambda at site `site` (an index into `sites`)."""
+        """T^lambda(z) at site `site`."""
+        return self.edit(site, strength)(z)
 
     def invert(
         self, site: int, z: Float[Tensor, "*batch d"], strength: float
     ) -> Float[Tensor, "*batch d"]:
         """The inverse of `steer(site, ., strength)` (maps with `invertible = True`)."""
-        raise NotImplementedError
+        return self.edit(site, strength, inverse=True)(z)
 
     def active_sites(self) -> list[int]:
         """Sites where the map is not the identity (sparse maps skip the rest when applied)."""
@@ -90,12 +95,14 @@ class SteeringMap(nn.Module, ABC):
                 f"{self.map_type!r} maps have no inverse: fit one in the other direction instead"
             )
         modules = site_modules(model, self.sites)
-        edit = self.invert if inverse else self.steer
 
         def hook_for(site: int):
+            edit = self.edit(site, strength, inverse)
+
             def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
-                steered = edit(site, block_output(output), strength)
-                return (steered, *output[1:]) if isinstance(output, tuple) else steered
+                if isinstance(output, tuple):
+                    return (edit(output[0]), *output[1:])
+                return edit(output)
 
             return hook
 
