@@ -53,7 +53,7 @@ class AnalysisConfig:
     examples: ExampleSettings = field(default_factory=ExampleSettings)
     n_neighbors: int = 10
     n_logit_tokens: int = 10
-    max_logit_latents: int = 4096  # decoder logits for this many latents (priority order)
+    max_logit_latents: int = 2048  # decoder logits for this many latents (priority order)
     prompt_recipe: str = "chat-benign"  # held-out prompts of the causal and token-shift tests
     n_prompts: int = 16
     max_new_tokens: int = 32
@@ -334,12 +334,20 @@ def analyze(
         began = time.perf_counter()
         unit.run(context)
         context.timings[f"{unit.name}_s"] = time.perf_counter() - began
-    _record_step(run_dir, name)
+    _record_step(context)
     return context
 
 
-def _record_step(run_dir: Path, dict_name: str) -> None:
-    path = run_dir / "run.json"
-    info = read_json(path) if path.is_file() else {"name": run_dir.name}
-    info.setdefault("steps", {})[f"analysis/{dict_name}"] = f"analysis/{dict_name}"
+def _record_step(context: AnalysisContext) -> None:
+    """Add this analysis to run.json's steps (creating run.json from the cache if missing)."""
+    path = context.run_dir / "run.json"
+    info = read_json(path) if path.is_file() else {}
+    base, chat = context.cache.models
+    info.setdefault("name", context.run_dir.name)
+    info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    info.setdefault("base", base)
+    info.setdefault("chat", chat)
+    info.setdefault("layer", context.dictionary.layer)
+    step = f"analysis/{context.dict_name}"
+    info.setdefault("steps", {})[step] = step
     write_json(path, info)

@@ -17,7 +17,7 @@ def analyze(
     n_prompts: int = typer.Option(16, help="held-out chat prompts for causal and token shift"),
     max_new_tokens: int = typer.Option(32, help="greedy response length of the chat model"),
     prompt_recipe: str = typer.Option("chat-benign", help="dataset recipe of the prompts"),
-    max_logit_latents: int = typer.Option(4096, help="latents whose decoder logits are stored"),
+    max_logit_latents: int = typer.Option(2048, help="latents whose decoder logits are stored"),
     units: str = typer.Option(
         None,
         help="comma-separated subset of: latents, examples, decoder_views, causal, "
