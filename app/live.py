@@ -43,12 +43,13 @@ def pair_dictionary(folder: str, layer: int | None):
     return PairDictionary.from_coder(coder, None if coder.config.sources else layer)
 
 
-def dictionary_models(dictionary, info: dict) -> tuple[str, str]:
-    """(base, chat) specs: the ones the dictionary was trained on (its sources), else the run's."""
+def dictionary_models(dictionary, info: dict) -> tuple[str | None, str | None]:
+    """(base, chat) specs: the ones the dictionary was trained on (its sources), else the run's
+    (None where neither names one)."""
     sources = dictionary.coder.config.sources
     if sources:
         return sources[dictionary.base_index].model, sources[dictionary.chat_index].model
-    return str(info.get("base")), str(info.get("chat"))
+    return info.get("base"), info.get("chat")
 
 
 @st.cache_resource(show_spinner="Loading the steering map...", max_entries=4)

@@ -265,6 +265,12 @@ if st.button("Compute activations", key="latent_live_button"):
     pair = None
     if coder is not None:
         base, chat = live.dictionary_models(coder, info)
+        if not base or not chat:
+            st.error(
+                f"no base/chat model specs: the dictionary has no sources and {run.root} names "
+                "no models (run.json, the cache manifest or a step's config.json)"
+            )
+            st.stop()
         pair = live.guarded(f"the models {base!r} / {chat!r}", live.model_pair, base, chat)
     if pair is not None:
         ids, acts = live.latent_activations(pair, coder, text, latent)
