@@ -230,7 +230,10 @@ def test_nnsight_model_leaves_the_shared_tokenizer_alone(tiny):
     tiny.tokenizer.padding_side = "right"
     lm = nnsight_model(tiny)
     assert lm.tokenizer.padding_side == "left"
-    assert tiny.tokenizer.padding_side == "right"
+    lm.tokenizer.pad_token = "<unk>"
+    assert (tiny.tokenizer.padding_side, tiny.tokenizer.pad_token) == ("right", "<pad>")
+    assert tiny.tokenizer(["w1 w2", "w3"], padding=True).input_ids[1] == [12, 0]
+    assert lm.tokenizer(["w1 w2", "w3"], padding=True).input_ids[1] == [3, 12]
 
 
 def test_out_of_range_layer_is_a_clear_error(tiny):

@@ -10,6 +10,14 @@ from transformers import AutoModelForCausalLM
 
 import interp.models
 from interp.errors import InterpError
+from interp.hooks import (
+    nnsight_forward,
+    nnsight_model,
+    residual_stream,
+    transformer_lens_bridge,
+    transformer_lens_hook_name,
+)
+from interp.layers import resolve_layer
 from interp.models import LoadedModel, ModelPair, load_model, load_pair, validate_pair
 
 
@@ -147,3 +155,32 @@ def test_builtin_base_knows_paris(gemma_base):
     with torch.no_grad():
         out = loaded.model.generate(ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
+
+
+@pytest.mark.slow
+def test_builtin_base_hooks_agree_with_hidden_states(gemma_base):
+    """nnsight, TransformerLens (named hook and stop_at_layer) and the early-stopping read give
+    HF's hidden_states[l + 1] at the middle layer of the real model. Its residual stream reaches
+    ~1e5 there, so the tolerance is relative: float32 rounding, not a different computation."""
+    loaded, _wall, _cpu = gemma_base
+    ids = loaded.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    layer = resolve_layer(0.5, loaded.n_layers)
+    with torch.no_grad():
+        expected = loaded.model(ids, output_hidden_states=True).hidden_states[layer + 1]
+        bridge = transformer_lens_bridge(loaded)
+        _logits, cache = bridge.run_with_cache(
+            ids, names_filter=[transformer_lens_hook_name(layer)]
+        )
+        reads = {
+            "nnsight": nnsight_forward(nnsight_model(loaded), ids, [layer]).resid[:, :, 0],
+            "transformer_lens": cache[transformer_lens_hook_name(layer)],
+            "transformer_lens_stop_at_layer": bridge(ids, stop_at_layer=layer + 1),
+            "residual_stream": residual_stream(loaded.model, ids, [layer])[:, :, 0],
+        }
+    scale = expected.abs().max().item()
+    assert scale > 1e3
+    for engine, read in reads.items():
+        diff = (read - expected).abs().max().item()
+        assert diff <= 1e-6 * scale, (
+            f"{engine} differs from hidden_states by {diff} (scale {scale})"
+        )
