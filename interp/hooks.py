@@ -28,7 +28,6 @@ own, so batches of different lengths should be left-padded for `nnsight_generate
 """
 
 import copy
-import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -190,7 +189,7 @@ class GenerationResult:
 
 # The open `tracer.all()` loop of a generation ends, by nnsight's design, with a warning that
 # its next step was never reached; that is the normal end of every generation here.
-_OPEN_LOOP_END = re.compile(r".*was never reached: the loop asked for a step", re.DOTALL)
+_OPEN_LOOP_END = r".*was never reached: the loop asked for a step"
 
 
 @torch.no_grad()
@@ -214,7 +213,7 @@ def nnsight_generate(
     if attention_mask is not None:
         inputs["attention_mask"] = attention_mask
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_OPEN_LOOP_END.pattern)
+        warnings.filterwarnings("ignore", message=_OPEN_LOOP_END)
         with lm.generate(max_new_tokens=max_new_tokens, **generate_kwargs) as tracer:
             with tracer.invoke(**inputs):
                 steps = list().save()
