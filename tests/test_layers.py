@@ -6,7 +6,17 @@ from interp.layers import hook_name, resolve_layer, resolve_layers
 
 @pytest.mark.parametrize(
     "spec,expected",
-    [(0, 0), (3, 3), (-1, 17), (-18, 0), (0.5, 9), ("0.5", 9), ("-2", 16), ("resid_post[4]", 4), (0.99, 17)],
+    [
+        (0, 0),
+        (3, 3),
+        (-1, 17),
+        (-18, 0),
+        (0.5, 9),
+        ("0.5", 9),
+        ("-2", 16),
+        ("resid_post[4]", 4),
+        (0.99, 17),
+    ],
 )
 def test_resolve_layer_rules(spec, expected):
     assert resolve_layer(spec, 18) == expected
