@@ -219,6 +219,7 @@ def run_evaluation(
     rows: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
     training: dict[str, Any] = {}
+    unsteered: dict[str, tuple[list[str], float]] = {}
     for task_name in config.tasks:
         task = TASKS[task_name]
         steered: LoadedModel = getattr(pair, task.steered)
@@ -230,16 +231,22 @@ def run_evaluation(
             if log is not None:
                 training[f"{task.name}/{method_name}"] = {"seconds": seconds, "steps": log}
             for strength in config.strengths_of(method_name):
-                responses = steered_responses(
-                    steered,
-                    prompts,
-                    steering_map,
-                    strength,
-                    config.max_new_tokens,
-                    config.batch_size,
-                )
+                if strength == 0 and task.name in unsteered:
+                    # lambda = 0 leaves every output bit-identical: one evaluation per task
+                    responses, ppl = unsteered[task.name]
+                else:
+                    responses = steered_responses(
+                        steered,
+                        prompts,
+                        steering_map,
+                        strength,
+                        config.max_new_tokens,
+                        config.batch_size,
+                    )
+                    ppl = perplexity(steered, wiki, steering_map, strength, config.max_tokens)
+                    if strength == 0:
+                        unsteered[task.name] = responses, ppl
                 rate = sum(judge(response) for response in responses) / len(responses)
-                ppl = perplexity(steered, wiki, steering_map, strength, config.max_tokens)
                 rows.append(
                     {
                         "task": task.name,
