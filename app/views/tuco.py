@@ -66,7 +66,7 @@ if "cumulative" in scores.columns and len(prompt.cumulative):
     figure = go.Figure(go.Scatter(y=list(prompt.cumulative), mode="lines+markers"))
     figure.update_layout(
         title="TuCo of the partial sums up to each layer",
-        xaxis_title="layer",
+        xaxis=dict(title="layer", dtick=1),
         yaxis_title="TuCo",
         height=280,
         margin=dict(l=40, r=10, t=40, b=40),
@@ -88,7 +88,7 @@ else:
     figure.update_layout(
         title="Refusal rate on harmful prompts",
         xaxis_title="alpha",
-        yaxis_title="refusal rate",
+        yaxis=dict(title="refusal rate", range=[-0.05, 1.05]),
         height=280,
         margin=dict(l=40, r=10, t=40, b=40),
     )
