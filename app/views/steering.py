@@ -10,6 +10,7 @@ from app import live
 from app.render import lines_by_group
 from app.run_folder import STEER, MissingPiece, current_run, load_or_stop
 
+RATE_RANGE = [-0.05, 1.05]  # concept rates are shares
 RESULT_COLUMNS = ("task", "method", "strength", "concept_rate")
 
 
@@ -29,7 +30,7 @@ def tradeoff(results) -> go.Figure:
     figure.update_layout(
         title="Concept rate against wiki perplexity (labels: strength)",
         xaxis_title="wiki perplexity",
-        yaxis_title="concept rate",
+        yaxis=dict(title="concept rate", range=RATE_RANGE),
         height=340,
         margin=dict(l=40, r=10, t=40, b=40),
     )
@@ -46,10 +47,12 @@ of_task = results[results.task == task]
 measures = [c for c in ("concept_rate", "perplexity") if c in of_task.columns]
 left, right = st.columns(2)
 measure = left.selectbox("Measure", measures, key="steering_measure")
-left.plotly_chart(
-    lines_by_group(of_task, "method", "strength", measure, f"{measure} against steering strength"),
-    key="steering_lines",
+by_strength = lines_by_group(
+    of_task, "method", "strength", measure, f"{measure} against steering strength"
 )
+if measure == "concept_rate":
+    by_strength.update_yaxes(range=RATE_RANGE)
+left.plotly_chart(by_strength, key="steering_lines")
 if "perplexity" in of_task.columns:
     right.plotly_chart(tradeoff(of_task), key="steering_tradeoff")
 st.dataframe(of_task, hide_index=True)
