@@ -37,13 +37,16 @@ def from_models(
         batch = tokenizer(texts[start : start + 8], return_tensors="pt", padding=True,
                           padding_side="right", truncation=True, max_length=ctx)  # fmt: skip
         keep = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], excluded)
-        per_source = []
-        for model, layer in zip(models, layers, strict=True):
+        per_source: dict[tuple[int, int], torch.Tensor] = {}
+        for model in {id(m): m for m in models}.values():  # one pass per distinct model
+            wanted = [layer for m, layer in zip(models, layers, strict=True) if m is model]
             resid = residual_stream(
-                model.model, batch["input_ids"], [layer], batch["attention_mask"]
+                model.model, batch["input_ids"], wanted, batch["attention_mask"]
             )
-            per_source.append(resid[:, :, 0][keep])
-        rows.append(torch.stack(per_source, dim=1).float())
+            for index, layer in enumerate(wanted):
+                per_source[(id(model), layer)] = resid[:, :, index][keep]
+        sources = [per_source[(id(m), layer)] for m, layer in zip(models, layers, strict=True)]
+        rows.append(torch.stack(sources, dim=1).float())
         have += rows[-1].shape[0]
         if have >= n_tokens:
             return torch.cat(rows)[:n_tokens]

@@ -89,12 +89,20 @@ def main() -> None:
         ours_metrics = reconstruction_metrics(ours, [heldout])
         theirs_hat, theirs_f = theirs(heldout[:, 0], output_features=True)
         theirs_fve = fraction_of_variance_explained(heldout, theirs_hat[:, None])
+        # the training rule (exactly k * B kept) on the held-out batch, for both
+        ours_batch_fve = fraction_of_variance_explained(heldout, ours.train()(heldout))
+        theirs_batch_f = theirs.encode(heldout[:, 0], use_threshold=False)
+        theirs_batch_fve = fraction_of_variance_explained(
+            heldout, theirs.decode(theirs_batch_f)[:, None]
+        )
     result = {
         "ours_tokens_per_s": ours_speed,
         "theirs_tokens_per_s": theirs_speed,
         "throughput_ratio": ours_speed / theirs_speed,
         "ours_fve": next(iter(ours_metrics["fve"].values())),
         "theirs_fve": float(theirs_fve[0]),
+        "ours_fve_batchtopk": float(ours_batch_fve[0]),
+        "theirs_fve_batchtopk": float(theirs_batch_fve[0]),
         "ours_l0": ours_metrics["l0"],
         "theirs_l0": float((theirs_f > 0).sum(-1).float().mean()),
         "data": data,
