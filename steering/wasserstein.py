@@ -2,7 +2,7 @@
 
 For 1-D empirical measures with n samples each, optimal transport matches order statistics, so
     W2^2(u, v) = (1/n) sum_i (u_(i) - v_(i))^2        (sort along samples)
-and the loss of a site with neurons j is Delta(U, V) = sum_j W2^2(U_.j, V_.j) (LinEAS, Sec. 3).
+and the loss of a site with neurons j is Delta(U, V) = sum_j W2^2(U_.j, V_.j) (the LinEAS paper).
 
 Unequal sample counts (n_u source samples, n_v target samples): W2^2 is the integral over levels
 t in (0, 1) of (F_u^-1(t) - F_v^-1(t))^2. We evaluate it at the source's n_u midpoint levels
@@ -45,5 +45,5 @@ def per_neuron_w2(
 def distributional_loss(
     steered: Float[Tensor, "n_source n_sites d"], target: Float[Tensor, "n_target n_sites d"]
 ) -> Float[Tensor, ""]:
-    """LinEAS's loss C = sum_sites sum_neurons W2^2(steered source, target) (eq. 4)."""
+    """LinEAS's loss C = sum_sites sum_neurons W2^2(steered source, target)."""
     return per_neuron_w2(steered, target).sum()
