@@ -31,9 +31,6 @@ DICTIONARY_KEY = "dictionary"  # session-state key of the sidebar's dictionary c
 ANALYZE = "`interp analyze RUN`"
 TUCO = "`interp tuco experiments`"
 STEER = "`interp steer eval`"
-# steering.steering_map.MAP_CONFIG, written here: importing steering pulls in torch, which the
-# precomputed pages never need (tests/test_app_render.py checks that the two agree)
-STEERING_MAP_DESCRIPTION = "map.json"
 STEP_FOLDERS = ("cache", "dictionaries", "analysis", "tuco", "steering")
 LATENT_COLUMNS = (
     "latent",
@@ -239,13 +236,12 @@ class RunFolder:
     def steering_maps(self) -> list[str]:
         """Saved steering maps as `task/method` (steering/maps/<task>/<method>/ holds what
         `SteeringMap.save` writes)."""
+        from steering.steering_map import MAP_CONFIG
+
         folder = self.root / "steering" / "maps"
         if not folder.is_dir():
             return []
-        return sorted(
-            str(p.parent.relative_to(folder))
-            for p in folder.glob(f"*/*/{STEERING_MAP_DESCRIPTION}")
-        )
+        return sorted(str(p.parent.relative_to(folder)) for p in folder.glob(f"*/*/{MAP_CONFIG}"))
 
 
 def current_run() -> RunFolder:

@@ -120,9 +120,3 @@ def test_app_command_rejects_a_missing_run_folder(tmp_path):
     assert isinstance(result.exception, InterpError)
     assert "does not exist" in str(result.exception)
 
-
-def test_steering_map_description_name_matches_the_steering_package():
-    from app.run_folder import STEERING_MAP_DESCRIPTION
-    from steering.steering_map import MAP_CONFIG
-
-    assert STEERING_MAP_DESCRIPTION == MAP_CONFIG
