@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-if TYPE_CHECKING:  # torch and transformers load only when a live feature is first used
+if TYPE_CHECKING:  # the pipeline modules are imported when a live feature is first used
     from interp.models import LoadedModel, ModelPair
 
 
