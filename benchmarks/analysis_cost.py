@@ -8,16 +8,19 @@ Prints one JSON object:
   latent table: everything whose cost grows with the cache;
 - `multiple` = analysis_s / one_pass_s;
 - `neighbors_s`: the fixed, cache-independent cost of the nearest-latent table (O(F^2 d)).
-With no `--cache`, a cache of `--tokens` tokens is built first from `--base`/`--chat` (default:
-the built-in pair, or gemma-3-270m against itself when the chat-tune adapter is missing: the
-cost does not depend on the weights). The dictionary is a freshly initialised BatchTopK crosscoder
-of `--dict-size` latents whose threshold is set so that about `--k` latents fire per token.
+With no `--cache`, a cache of `--tokens` tokens is built first from a random 2-block Gemma 3
+pair of Gemma 3 270M's width (d_model 640) with the tests' word-level tokenizer: the analysis
+cost depends on the cache size, d_model and the dictionary, not on the weights, and a real
+model on this shared CPU caches only a few tokens per second. The dictionary is a freshly
+initialised BatchTopK crosscoder of `--dict-size` latents whose threshold is set so that about
+`--k` latents fire per token.
 
-    python benchmarks/analysis_cost.py [--cache runs/x/cache --layer 9] [--tokens 20000]
+    python benchmarks/analysis_cost.py [--cache runs/x/cache --layer 9] [--tokens 50000]
 """
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,16 +38,44 @@ from crosscoders.diffing.latent_table import latent_table
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.token_subsets import TemplateTokens
 from crosscoders.init import initialize
-from interp.builtin_models import BUILTINS, DEFAULT_PAIR
-from interp.cache import ActivationCache, build_cache, cache_config
-from interp.models import load_pair
+from interp.cache import ActivationCache, InMemorySource, build_cache, cache_config
+from interp.models import LoadedModel, ModelPair, load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_models import VOCAB_SIZE, WORDS, tiny_tokenizer  # noqa: E402
+
+D_MODEL = 640
 
 
-def default_specs() -> tuple[str, str]:
-    adapter = BUILTINS[DEFAULT_PAIR[1]].adapter_dir
-    if adapter is not None and (adapter / "adapter_model.safetensors").exists():
-        return DEFAULT_PAIR
-    return DEFAULT_PAIR[0], DEFAULT_PAIR[0]
+def wide_random_pair() -> ModelPair:
+    """Two random 2-block Gemma 3 models of width 640 sharing the word-level test tokenizer."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        config = Gemma3TextConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=D_MODEL,
+            intermediate_size=2 * D_MODEL,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=D_MODEL // 4,
+            max_position_embeddings=256,
+            layer_types=["full_attention"] * 2,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        )
+        model = AutoModelForCausalLM.from_config(config).eval()
+        models.append(LoadedModel(f"random-640-{seed}", model, tiny_tokenizer()))
+    return ModelPair(*models)
+
+
+def random_texts(n: int, length: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS[3:], length)) for _ in range(n)]
 
 
 def make_dictionary(cache: ActivationCache, layer: int, dict_size: int, k: int) -> PairDictionary:
@@ -78,29 +109,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, help="an existing cache folder")
     parser.add_argument("--layer", type=int, help="layer of the cache to analyse")
-    parser.add_argument("--tokens", type=int, default=20_000, help="tokens of a built cache")
-    parser.add_argument("--base")
-    parser.add_argument("--chat")
+    parser.add_argument("--tokens", type=int, default=50_000, help="tokens of a built cache")
     parser.add_argument("--dict-size", type=int, default=16_384)
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    base, chat = default_specs()
-    pair = load_pair(args.base or base, args.chat or chat)
     with tempfile.TemporaryDirectory() as scratch:
         build_s = None
-        if args.cache is None:
+        if args.cache is not None:
+            tokenizer = load_model(ActivationCache(args.cache).models[1]).tokenizer
+        else:
+            pair = wide_random_pair()
+            tokenizer = pair.tokenizer
             folder = Path(scratch) / "cache"
-            config = cache_config(pair, [0.5], "wiki:0.5,chat:0.5", n_tokens=args.tokens)
-            build_s = timed(lambda: build_cache(pair, config, folder, progress=False))
+            n_docs = args.tokens // 60 + 1
+            prompts, responses = random_texts(n_docs, 20, 1), random_texts(n_docs, 80, 2)
+            source = InMemorySource(
+                plain={"wiki": random_texts(n_docs, 120, 0)},
+                chats={"chat": list(zip(prompts, responses, strict=True))},
+            )
+            config = cache_config(pair, [1], "wiki:0.5,chat:0.5", n_tokens=args.tokens)
+            build_s = timed(
+                lambda: build_cache(pair, config, folder, source=source, progress=False)
+            )
             args.cache = folder
         cache = ActivationCache(args.cache)
         layer = args.layer if args.layer is not None else cache.layers[0]
         dictionary = make_dictionary(cache, layer, args.dict_size, args.k)
         sources = pair_sources(cache, layer)
-        template = TemplateTokens.from_tokenizer(pair.tokenizer)
+        template = TemplateTokens.from_tokenizer(tokenizer)
         tokens = stream_tokens(cache, "all", None, template)
 
         def read() -> None:
@@ -140,7 +179,7 @@ def main() -> None:
                 "analysis_s": analysis_s,
                 "multiple": analysis_s / one_pass_s,
                 "neighbors_s": neighbors_s,
-                "pair": [pair.base.spec, pair.chat.spec],
+                "pair": cache.models,
             }
         )
     )
