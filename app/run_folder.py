@@ -214,6 +214,14 @@ class RunFolder:
         path = self.file(f"analysis/{dictionary}/examples.parquet", ANALYZE)
         return _examples_of_latent(str(path), _stamp(path), int(latent))
 
+    def latents_with_examples(self, dictionary: str) -> list[int]:
+        """The latents the analysis stored examples for (empty without examples.parquet)."""
+        relative = f"analysis/{dictionary}/examples.parquet"
+        if not self.has(relative):
+            return []
+        path = self.root / relative
+        return sorted(_example_index(str(path), _stamp(path)).rows)
+
     def token_strings(self, dictionary: str) -> dict[int, str]:
         path = self.file(f"analysis/{dictionary}/tokens.json", ANALYZE)
         return _read_token_strings(str(path), _stamp(path))

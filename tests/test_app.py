@@ -225,6 +225,14 @@ def test_latent_page_shows_logits_neighbors_histogram_and_scaling(run):
     assert len(at.get("plotly_chart")) == 1
 
 
+def test_latent_page_opens_on_the_most_chat_leaning_latent_with_examples(run):
+    at = open_page(run, "latent")
+    table = latents_of(run)
+    expected = table[table.latent < N_EXAMPLE_LATENTS].sort_values("rel_norm").latent.iloc[-1]
+    assert at.title[0].value.startswith(f"Latent {expected} ")
+    assert any('class="tok' in m.value for m in at.markdown)
+
+
 def test_latent_number_input_switches_latent_and_url(run):
     at = open_page(run, "latent", latent="3")
     at.number_input(key="latent_id").set_value(11).run()

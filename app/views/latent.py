@@ -93,8 +93,10 @@ if requested is not None and requested.isdigit() and int(requested) < n_latents:
     if st.session_state.get("_latent_from_query") != requested:
         st.session_state[LATENT_KEY] = int(requested)
         st.session_state["_latent_from_query"] = requested
-if LATENT_KEY not in st.session_state:
-    st.session_state[LATENT_KEY] = int(latents.sort_values("rel_norm").latent.iloc[-1])
+if LATENT_KEY not in st.session_state:  # the most chat-leaning latent that has examples
+    with_examples = latents[latents.latent.isin(run.latents_with_examples(dictionary))]
+    candidates = with_examples if len(with_examples) else latents
+    st.session_state[LATENT_KEY] = int(candidates.sort_values("rel_norm").latent.iloc[-1])
 head, picker = st.columns([4, 1], vertical_alignment="bottom")
 latent = int(picker.number_input(f"Latent (0..{n_latents - 1})", 0, n_latents - 1, key=LATENT_KEY))
 st.query_params[LATENT_QUERY] = str(latent)
