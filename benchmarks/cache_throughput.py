@@ -4,8 +4,9 @@
 statistics, shard writes with sha256 and fsync, manifest updates) into a fresh folder.
 `bare_forward_tokens_per_s`: the same batches (same token ids, batch size and context) through
 both HF models with the decoder cut after the deepest cached block, no hooks, no copies, no disk.
-Both count the same cached tokens. The CPU is shared, so the two are interleaved round by round
-and `ratio` is total bare time / total cache time over all rounds.
+Both count the same cached tokens. The CPU is shared, so after a warm-up of both paths the two
+are interleaved round by round (alternating which goes first) and `ratio` is the median over
+rounds of bare time / cache time (robust to load that drifts between rounds).
 `reader_*_tokens_per_s`: `ActivationCache` over the cache just written (normalised float32
 batches), shuffled and sequential, repeated until `--reader-seconds` have passed.
 
@@ -14,6 +15,7 @@ batches), shuffled and sequential, repeated until `--reader-seconds` have passed
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +25,16 @@ import torch
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cache import ActivationCache, DatasetSource, build_cache, cache_config
 from interp.cache.token_stream import TokenPlan, plan_token_stream
+from interp.cache.writer import BatchRunner
 from interp.hooks import decoder_layers
 from interp.models import ModelPair, load_pair
 
 
 @torch.no_grad()
-def bare_forward(pair: ModelPair, plan: TokenPlan, deepest: int) -> float:
-    """Seconds to run every plan batch through both decoders cut after block `deepest`."""
+def bare_forward(
+    pair: ModelPair, plan: TokenPlan, deepest: int, n_batches: int | None = None
+) -> float:
+    """Seconds to run the plan's batches through both decoders cut after block `deepest`."""
     pad = pair.tokenizer.pad_token_id or 0
     decoders = [loaded.model.get_decoder() for loaded in pair]
     full = [decoder_layers(loaded.model) for loaded in pair]
@@ -37,7 +42,7 @@ def bare_forward(pair: ModelPair, plan: TokenPlan, deepest: int) -> float:
         decoder.layers = torch.nn.ModuleList(list(layers)[: deepest + 1])
     try:
         start = time.perf_counter()
-        for batch in range(plan.n_batches):
+        for batch in range(plan.n_batches if n_batches is None else n_batches):
             input_ids, attention, _ = plan.batch_tensors(batch, pad)
             for decoder in decoders:
                 decoder(input_ids=input_ids, attention_mask=attention, use_cache=False)
@@ -64,10 +69,10 @@ def main() -> None:
     parser.add_argument("--pair", nargs=2, default=list(DEFAULT_PAIR), metavar=("BASE", "CHAT"))
     parser.add_argument("--layers", default="0.5")
     parser.add_argument("--mix", default="wiki:0.5,chat:0.5")
-    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--ctx", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reader-seconds", type=float, default=3.0)
     parser.add_argument("--reader-batch-size", type=int, default=1024)
     args = parser.parse_args()
@@ -81,6 +86,8 @@ def main() -> None:
         source, pair.tokenizer, config.mix, config.n_tokens, config.ctx, config.batch_size,
         config.shard_tokens, config.seed, config.keep_special,
     )  # fmt: skip
+    bare_forward(pair, plan, max(config.layers), n_batches=1)  # warm-up: first calls are slow
+    BatchRunner(pair, plan, config.layers, config.storage_dtype).rows(0)
     bare_seconds, cache_seconds = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
@@ -97,13 +104,15 @@ def main() -> None:
         shuffled = reader_rate(cache, True, args.reader_seconds, args.reader_batch_size)
         sequential = reader_rate(cache, False, args.reader_seconds, args.reader_batch_size)
     tokens = config.n_tokens
+    per_round = [b / c for b, c in zip(bare_seconds, cache_seconds, strict=True)]
     result = {
         "cache_tokens_per_s": tokens * args.rounds / sum(cache_seconds),
         "bare_forward_tokens_per_s": tokens * args.rounds / sum(bare_seconds),
-        "ratio": sum(bare_seconds) / sum(cache_seconds),
+        "ratio": statistics.median(per_round),
         "reader_shuffled_tokens_per_s": shuffled,
         "reader_sequential_tokens_per_s": sequential,
-        "per_round_ratio": [b / c for b, c in zip(bare_seconds, cache_seconds, strict=True)],
+        "per_round_ratio": per_round,
+        "ratio_of_totals": sum(bare_seconds) / sum(cache_seconds),
         "pair": list(args.pair),
         "layers": list(config.layers),
         "tokens": tokens,
