@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test
+.PHONY: setup demo test browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml data/packages.txt
@@ -18,5 +18,11 @@ $(VENV)/.installed: pyproject.toml data/packages.txt
 demo: setup
 	$(VENV)/bin/interp demo
 
-test: setup
+# The app's end-to-end test drives Debian's Chromium (never a browser downloaded by a tool).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	  else echo "note: /usr/bin/chromium missing; the browser test will skip (sudo apt-get install chromium)"; fi; }
+
+test: setup browser
 	$(PY) -m pytest -q
