@@ -19,7 +19,7 @@ from interp.errors import InterpError
 from interp.hooks import block_output
 from steering.sites import site_modules
 
-POOLINGS = ("mean", "tokens")
+POOLINGS = ("mean", "last", "tokens")
 
 
 @dataclass
@@ -66,13 +66,18 @@ class _SitesCaptured(Exception):
 def pool(
     acts: Float[Tensor, "batch seq n_sites d"], sample_mask: Bool[Tensor, "batch seq"], pooling: str
 ) -> Float[Tensor, "n_samples n_sites d"]:
-    """`mean`: one sample per text, the mean over its sample tokens; `tokens`: one sample per
-    sample token."""
+    """`mean`: one sample per text, the mean over its sample tokens; `last`: one sample per text,
+    its last sample token (for a chat prompt, the position that starts the response); `tokens`:
+    one sample per sample token."""
     if pooling == "mean":
         weights = sample_mask.to(acts.dtype)
         counts = weights.sum(dim=1).clamp(min=1)
         summed = torch.einsum("bsnd,bs->bnd", acts, weights)  # sum over each text's tokens
         return summed / counts[:, None, None]
+    if pooling == "last":
+        positions = torch.arange(1, sample_mask.shape[1] + 1, device=sample_mask.device)
+        last = (sample_mask * positions).argmax(dim=1)  # index of each row's last sample token
+        return acts[torch.arange(acts.shape[0], device=acts.device), last]
     if pooling == "tokens":
         return acts[sample_mask]
     raise InterpError(f"unknown pooling {pooling!r}: expected one of {POOLINGS}")

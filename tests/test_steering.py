@@ -5,6 +5,7 @@ import torch
 from tiny_models import tiny_model
 
 from interp.errors import InterpError
+from steering.activations import pool
 from steering.affine_map import AffineMap
 from steering.linear_act import SupportedAffineMap, transport_fit
 from steering.lineas import proximal_sparse_group_lasso
@@ -206,3 +207,11 @@ def test_map_for_another_architecture_is_refused():
     with pytest.raises(InterpError, match="not a module"):
         with steering_map.apply(llama, skip_identity_sites=False):
             pass
+
+
+def test_pooling_mean_last_and_tokens_by_hand():
+    acts = torch.arange(12.0).reshape(2, 3, 1, 2)  # [batch 2, seq 3, 1 site, d 2]
+    mask = torch.tensor([[True, True, False], [False, True, True]])
+    assert torch.equal(pool(acts, mask, "mean")[:, 0], torch.tensor([[1.0, 2.0], [9.0, 10.0]]))
+    assert torch.equal(pool(acts, mask, "last")[:, 0], torch.tensor([[2.0, 3.0], [10.0, 11.0]]))
+    assert pool(acts, mask, "tokens").shape == (4, 1, 2)

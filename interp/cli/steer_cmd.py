@@ -86,7 +86,7 @@ def train(
     layers: str = typer.Option(
         "", help="comma-separated layers, e.g. 3,-1,0.5 (default: method's)"
     ),
-    pooling: str = typer.Option("mean", help="mean (one sample per text) | tokens"),
+    pooling: str = typer.Option("mean", help="mean | last (one sample per text) | tokens"),
     chat_template: bool = typer.Option(True, help="render texts as chat user turns"),
     max_tokens: int = typer.Option(64, help="truncate texts to this many tokens"),
     steps: int = typer.Option(1000, help="LinEAS: optimisation steps"),
@@ -204,6 +204,7 @@ def evaluate(
     sparsity: float = typer.Option(0.0, help="LinEAS: sparse group lasso gamma"),
     batch_size: int = typer.Option(0, help="LinEAS: source texts per step (0: all)"),
     seed: int = typer.Option(0),
+    pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
     force: bool = typer.Option(False, help="overwrite a run folder with another config"),
@@ -224,6 +225,7 @@ def evaluate(
         max_tokens=max_tokens,
         strengths=_strengths(strengths),
         lineas=_lineas_options(steps, lr, sparsity, batch_size, seed),
+        pooling=pooling,
     )
     pair = load_pair(base, chat)
     table = run_evaluation(
