@@ -239,3 +239,15 @@ def test_cli_analyze_runs_selected_units(run_dir, tmp_path):
     assert not (out / "causal.json").exists()
     examples = pd.read_parquet(out / "examples.parquet")
     assert len(examples) > 0
+
+
+def test_comparison_table_lists_each_dictionary(run_dir):
+    from crosscoders.diffing.report import write_comparison
+
+    path = write_comparison(run_dir, ["tiny"])
+    text = path.read_text()
+    summary = json.loads((run_dir / "analysis" / "tiny" / "summary.json").read_text())
+    assert "| metric | tiny |" in text
+    assert f"| chat-only | {summary['classes']['chat-only']} |" in text
+    with pytest.raises(InterpError, match="no analysis"):
+        write_comparison(run_dir, ["missing"])

@@ -223,3 +223,74 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
     tmp.replace(out / "report.md")
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _causal_reduction(summary: dict, latent_set: str) -> float | None:
+    rows = {row["latent_set"]: row for row in summary.get("causal") or []}
+    return rows[latent_set]["kl_all_reduction"] if latent_set in rows else None
+
+
+def comparison_rows(summaries: list[dict]) -> list[dict[str, object]]:
+    """One row per analysed dictionary: the numbers of the L1-vs-BatchTopK comparison."""
+    rows = []
+    for summary in summaries:
+        reconstruction = (summary.get("eval") or {}).get("reconstruction", {})
+        fve = reconstruction.get("fve", {})
+        rows.append(
+            {
+                "dictionary": summary["dictionary"],
+                "activation": summary.get("activation"),
+                "F": summary.get("dict_size"),
+                "fve_base": fve.get("base"),
+                "fve_chat": fve.get("chat"),
+                "l0": reconstruction.get("l0"),
+                "dead_fraction": reconstruction.get("dead_fraction"),
+                **summary["classes"],
+                "chat_only_with_nu": summary["chat_only_with_nu"],
+                "chat_specific": summary["chat_specific"],
+                "complete_shrinkage": summary["complete_shrinkage"],
+                "latent_decoupling": summary["latent_decoupling"],
+                "chat_only_in_base_share": summary["chat_only_present_in_base_share"],
+                "kl_red_rel_norm_top": _causal_reduction(summary, "rel_norm_top_half"),
+                "kl_red_rel_norm_bottom": _causal_reduction(summary, "rel_norm_bottom_half"),
+                "kl_red_nu_low": _causal_reduction(summary, "nu_eps_low_half"),
+                "kl_red_nu_high": _causal_reduction(summary, "nu_eps_high_half"),
+                "kl_red_all": _causal_reduction(summary, "all"),
+            }
+        )
+    return rows
+
+
+def write_comparison(run_dir: Path, dict_names: list[str]) -> Path:
+    """analysis/comparison.md: the analysed dictionaries side by side (transposed table)."""
+    summaries = []
+    for name in dict_names:
+        summary = _read_json(run_dir / "analysis" / name / "summary.json")
+        if summary is None:
+            from interp.errors import InterpError
+
+            raise InterpError(
+                f"dictionary {name!r} of {str(run_dir)!r} has no analysis/{name}/summary.json: "
+                f"run `interp analyze {run_dir} --dict {name}` first"
+            )
+        summaries.append(summary)
+    rows = comparison_rows(summaries)
+    columns = ["metric", *dict_names]
+    transposed = [
+        {"metric": key, **{row["dictionary"]: row[key] for row in rows}}
+        for key in rows[0]
+        if key != "dictionary"
+    ]
+    text = (
+        "# Dictionaries side by side\n\n"
+        "FVE / L0 / dead fraction from each dictionary's eval.json (validation split); classes by\n"
+        "relative decoder norm; Latent Scaling counts over chat-only latents; kl_red_*: reduction\n"
+        "of KL(P_chat || P_patched) vs S = none when the latent set is patched into base.\n\n"
+        + _markdown_table(transposed, columns)
+        + "\n"
+    )
+    path = run_dir / "analysis" / "comparison.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

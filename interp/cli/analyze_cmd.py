@@ -26,8 +26,17 @@ def analyze(
     force: bool = typer.Option(False, help="redo units whose results exist / a changed config"),
     seed: int = typer.Option(0, help="seed of the firing sample behind the quantile examples"),
     device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
+    compare: str = typer.Option(
+        None, help="comma-separated analysed dictionaries: only write analysis/comparison.md"
+    ),
 ) -> None:
     """Latent table + Latent Scaling, examples, decoder logits, causal KL, token shift, report."""
+    if compare:
+        from crosscoders.diffing.report import write_comparison
+
+        names = [name.strip() for name in compare.split(",") if name.strip()]
+        typer.echo(str(write_comparison(run, names)))
+        return
     from crosscoders.diffing.run import UNIT_NAMES, AnalysisConfig
     from crosscoders.diffing.run import analyze as run_analysis
 
