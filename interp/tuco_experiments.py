@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp.builtin_models import BUILTINS, sha256_file
 from interp.datasets import write_json
 from interp.errors import InterpError
 from interp.models import ModelPair
@@ -68,6 +69,8 @@ class ExperimentConfig:
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    # sha256 of each built-in's chat-tune adapter, so results of a retrained adapter never mix
+    model_hashes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("n_prompts", "batch_size", "n_samples", "max_new_tokens", "max_prompt_tokens"):
@@ -178,6 +181,7 @@ def summarise(
     return {
         "base": config.base,
         "chat": config.chat,
+        "model_hashes": config.model_hashes,
         "n_prompts": {name: len(values) for name, values in by_set.items()},
         "tuco_mean": {n: statistics.fmean(v) for n, v in by_set.items() if v},
         "tuco_median": {n: statistics.median(v) for n, v in by_set.items() if v},
@@ -332,6 +336,18 @@ def run_experiments(
     write_json(out / "summary.json", summary)
     plot_results(out, scores, jailbreaks, alphas)
     return summary
+
+
+def adapter_hashes(specs: Sequence[str]) -> dict[str, str]:
+    """sha256 of the adapter file of each built-in spec that merges one (e.g. the chat-tune)."""
+    hashes = {}
+    for spec in specs:
+        builtin = BUILTINS.get(spec)
+        if builtin is not None and builtin.adapter_dir is not None:
+            adapter = builtin.adapter_dir / "adapter_model.safetensors"
+            if adapter.exists():
+                hashes[spec] = sha256_file(adapter)
+    return hashes
 
 
 def load_experiment_texts(split: str) -> dict[str, list[str]]:

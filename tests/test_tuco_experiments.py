@@ -150,3 +150,16 @@ def test_cli_different_architectures_give_a_one_line_error(tmp_path, monkeypatch
         f"error: mismatched pair: architecture family differs: {str(base)!r} has llama, "
         f"{str(chat)!r} has qwen2"
     )
+
+
+def test_adapter_hashes_name_only_builtins_with_an_adapter(tmp_path, monkeypatch):
+    from interp import tuco_experiments
+    from interp.builtin_models import BuiltinModel, sha256_file
+
+    adapter_dir = tmp_path / "adapter"
+    adapter_dir.mkdir()
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"weights")
+    builtins = {"tuned": BuiltinModel("tuned", "", (), base="plain", adapter_dir=adapter_dir)}
+    monkeypatch.setattr(tuco_experiments, "BUILTINS", builtins)
+    expected = sha256_file(adapter_dir / "adapter_model.safetensors")
+    assert tuco_experiments.adapter_hashes(["plain", "tuned", "some/hf-id"]) == {"tuned": expected}

@@ -102,6 +102,7 @@ def experiments(
     from interp.tuco_experiments import (
         PAPER_ALPHAS,
         ExperimentConfig,
+        adapter_hashes,
         load_experiment_texts,
         run_experiments,
     )
@@ -119,6 +120,7 @@ def experiments(
         seed=seed,
         dtype=dtype,
         device=device,
+        model_hashes=adapter_hashes([base, chat]),
     )
     texts = load_experiment_texts(config.split)
     pair = _load(base, chat, dtype, device)
