@@ -1,6 +1,7 @@
 """Initialisation (Minder et al. / Bussmann et al.): Kaiming-uniform encoder, identical for every
-source; decoder = encoder transpose rescaled to a given norm per (source, latent); b_enc = 0;
-b_dec at the geometric median (or mean) of a data sample; per-source input scales."""
+source; decoder = encoder transpose rescaled to a given norm per (source, latent); b_dec at the
+geometric median (or mean) of a data sample; b_enc centring the encoder on b_dec; per-source
+input scales."""
 
 import math
 
@@ -53,7 +54,6 @@ def initialize(
     decoder = decoder / decoder.norm(dim=-1, keepdim=True) * config.decoder_init_norm  # ||d_j^m||
     coder.W_dec.copy_(decoder.expand(config.n_sources, -1, -1))  # [S F d]
     coder.W_enc.copy_(rearrange(coder.W_dec, "s f d -> s d f"))  # encoder = decoder^T
-    coder.b_enc.zero_()
     scaled = sample * coder.input_scale[:, None]
     for m in range(config.n_sources):
         if b_dec_init == "geometric_median":
@@ -62,3 +62,9 @@ def initialize(
             coder.b_dec[m] = scaled[:, m].mean(dim=0)
         else:
             coder.b_dec[m] = 0.0
+    # b_enc = -sum_m b_dec^m W_enc^m: at init f = ReLU(sum_m (x_m - b_dec^m) W_enc^m), the
+    # centred encoder of Gao et al. / dictionary_learning, while the model keeps the paper's form
+    # (no b_dec inside the encoder). Residual streams have a large common offset; without this
+    # every latent starts out reading it (held-out FVE 0.16 instead of 0.58 after 60 steps of
+    # the SAE benchmark).
+    coder.b_enc.copy_(-torch.einsum("sd,sdf->f", coder.b_dec, coder.W_enc))

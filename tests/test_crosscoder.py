@@ -121,6 +121,9 @@ def test_init_decoder_is_encoder_transpose_with_given_norm():
     scaled = sample * coder.input_scale[:, None]
     assert scaled.norm(dim=-1).mean(0).tolist() == pytest.approx([math.sqrt(8)] * 2, rel=1e-5)
     torch.testing.assert_close(coder.b_dec, scaled.mean(0))
+    # the encoder starts centred on b_dec: pre = sum_m (x_m - b_dec^m) W_enc^m
+    centred = torch.einsum("bsd,sdf->bf", scaled - coder.b_dec, coder.W_enc)
+    torch.testing.assert_close(coder.pre_activations(scaled), centred, rtol=1e-4, atol=1e-5)
 
 
 def test_geometric_median_of_collinear_points_is_the_middle_one():
