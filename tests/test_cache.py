@@ -9,7 +9,7 @@ from cache_support import documents, mixed_source
 from safetensors.torch import load_file
 from tiny_models import tiny_model
 
-from interp.cache import InMemorySource, build_cache, cache_config
+from interp.cache import InMemorySource, build_cache, cache_config, verify_cache
 from interp.cache import writer as writer_module
 from interp.cache.token_stream import LENGTH_SORT_BATCHES, plan_token_stream
 from interp.errors import InterpError
@@ -173,6 +173,19 @@ def test_other_config_on_an_existing_folder_is_refused(pair, tmp_path):
     assert (tmp_path / "c" / "manifest.json").read_bytes() == before
 
 
+def test_overwrite_replaces_a_cache_of_another_config_and_nothing_else(pair, tmp_path):
+    source = mixed_source()
+    build_cache(pair, small_config(pair), tmp_path / "c", source, progress=False)
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    config = small_config(pair, layers=[1], n_tokens=200)
+    manifest = build_cache(pair, config, tmp_path / "c", source, progress=False, overwrite=True)
+    assert manifest["layers"] == [1] and manifest["complete"] and manifest["n_shards"] == 2
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "manifest.json", "notes.txt", "shard-00000.safetensors", "shard-00001.safetensors",
+    ]  # fmt: skip
+    assert verify_cache(tmp_path / "c") == []
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
@@ -232,7 +245,7 @@ def test_other_weights_on_an_existing_folder_are_refused(pair, tmp_path):
 
 @pytest.mark.slow
 def test_real_gemma_cache_skips_bos_and_matches_a_direct_forward(tmp_path):
-    from interp.cache import DatasetSource, verify_cache
+    from interp.cache import DatasetSource
     from interp.models import ModelPair, load_model
 
     gemma = load_model("gemma-3-270m")

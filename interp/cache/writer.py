@@ -192,6 +192,10 @@ def _initial_manifest(
     }
 
 
+class CacheMismatch(InterpError):
+    """The folder holds a cache of another config, other weights or another token stream."""
+
+
 def _check_existing(out: Path, fresh: dict) -> dict | None:
     """The manifest already in `out` if it is this very cache; None for a new or empty folder;
     an InterpError for anything else."""
@@ -212,21 +216,21 @@ def _check_existing(out: Path, fresh: dict) -> dict | None:
         differences = CacheConfig.from_json(fresh["config"]).differences(
             CacheConfig.from_json(existing["config"])
         )
-        raise InterpError(
+        raise CacheMismatch(
             f"{str(out)!r} holds a cache of another config ({'; '.join(differences)}): "
-            "rerun with the same options to resume it, or choose another --out"
+            "rerun with the same options to resume it, choose another --out, or --overwrite"
         )
     for old, new in zip(existing["models"], fresh["models"], strict=True):
         if old["fingerprint"] != new["fingerprint"]:
-            raise InterpError(
+            raise CacheMismatch(
                 f"{str(out)!r} was cached from other weights for {new['role']} model "
                 f"{new['spec']!r} (fingerprint {old['fingerprint'][:12]} != "
-                f"{new['fingerprint'][:12]}): choose another --out"
+                f"{new['fingerprint'][:12]}): choose another --out, or --overwrite"
             )
     if existing["dataset"]["plan_sha256"] != fresh["dataset"]["plan_sha256"]:
-        raise InterpError(
+        raise CacheMismatch(
             f"{str(out)!r} was cached from another token stream (the dataset changed since): "
-            "choose another --out"
+            "choose another --out, or --overwrite"
         )
     for shard in existing["shards"]:
         if not (out / shard["file"]).is_file():
@@ -235,6 +239,13 @@ def _check_existing(out: Path, fresh: dict) -> dict | None:
                 "the cache is damaged, delete the folder and rerun"
             )
     return existing
+
+
+def _remove_cache(out: Path) -> None:
+    """Delete the files of the cache in `out` (shards, manifest), nothing else."""
+    for path in out.glob("shard-[0-9]*.safetensors*"):
+        path.unlink()
+    manifest_path(out).unlink()
 
 
 def _create_folder(out: Path, manifest: dict) -> None:
@@ -255,8 +266,11 @@ def build_cache(
     source: TextSource | None = None,
     progress: bool = True,
     ranks: Ranks | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Write (or finish) the cache of `config` in `out`; returns the manifest."""
+    """Write (or finish) the cache of `config` in `out`; returns the manifest. A cache of another
+    config, other weights or another token stream in `out` is refused, or with `overwrite`
+    deleted first."""
     out = Path(out)
     ranks = ranks or Ranks()
     source = source or DatasetSource(config.split)
@@ -283,9 +297,17 @@ def build_cache(
     fresh = _initial_manifest(
         config, pair, [model_fingerprint(loaded.model) for loaded in pair], plan, source
     )
-    existing = _check_existing(out, fresh)
+    replace = False
+    try:
+        existing = _check_existing(out, fresh)
+    except CacheMismatch:
+        if not overwrite:
+            raise
+        existing, replace = None, True
     ranks.barrier()  # every rank has checked the folder before rank 0 touches it
     if ranks.is_main:
+        if replace:
+            _remove_cache(out)
         if existing is None:
             _create_folder(out, fresh)
         for stale in out.glob(f"*{TMP_SUFFIX}"):

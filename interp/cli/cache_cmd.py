@@ -25,6 +25,7 @@ def cache(
     shard_tokens: int | None = typer.Option(None, help="tokens per shard (default ~128 MiB)"),
     split: str = typer.Option("train", help="dataset split to read"),
     workers: int = typer.Option(1, help="processes (torch.distributed, gloo); or use torchrun"),
+    overwrite: bool = typer.Option(False, help="replace a cache of another config in --out"),
 ) -> None:
     """Cache base and chat residual streams on the same token stream (resumable)."""
     if ctx.invoked_subcommand is not None:
@@ -53,7 +54,7 @@ def cache(
         split=split,
     )
     with process_group() as ranks:
-        manifest = build_cache(loaded, config, out, ranks=ranks)
+        manifest = build_cache(loaded, config, out, ranks=ranks, overwrite=overwrite)
     if ranks.is_main:
         typer.echo(
             f"cached {manifest['n_tokens']} tokens x {len(manifest['models'])} models x layers "
