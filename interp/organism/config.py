@@ -17,9 +17,9 @@ class ChatTuneConfig:
     base: str = "gemma-3-270m"
     # data: teacher answers to benign prompts, project refusals to harmful ones
     teacher: str = "smollm2-135m-instruct"
-    n_benign_train: int = 384
+    n_benign_train: int = 480
     n_benign_heldout: int = 32
-    n_harmful_train: int = 256
+    n_harmful_train: int = 160
     teacher_max_new_tokens: int = 48
     teacher_batch_size: int = 32
     # bfloat16 matmuls run ~2.4x faster than float32 on this CPU (avx512_bf16)
