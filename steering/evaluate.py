@@ -298,7 +298,8 @@ def plot_results(table: pd.DataFrame, path: Path) -> None:
                 axis.annotate(
                     f"{row['strength']:g}", (row["perplexity"], row["concept_rate"]), fontsize=7
                 )
-        axis.set(title=task, xlabel="wiki perplexity", ylabel="concept rate (refusal)")
+        axis.set(title=task, xlabel="wiki perplexity (log)", ylabel="concept rate (refusal)")
+        axis.set_xscale("log")  # a broken model reaches perplexities in the thousands
         axis.set_ylim(-0.05, 1.05)
         axis.legend()
     figure.tight_layout()
