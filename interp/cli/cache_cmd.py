@@ -25,6 +25,7 @@ def cache(
     shard_tokens: int | None = typer.Option(None, help="tokens per shard (default ~128 MiB)"),
     split: str = typer.Option("train", help="dataset split to read"),
     workers: int = typer.Option(1, help="processes (torch.distributed, gloo); or use torchrun"),
+    device: str = typer.Option("cpu", help="where the models run: cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, help="replace a cache of another config in --out"),
 ) -> None:
     """Cache base and chat residual streams on the same token stream (resumable)."""
@@ -39,7 +40,7 @@ def cache(
     from interp.cache.distributed import process_group
     from interp.models import load_pair
 
-    loaded = load_pair(*pair)
+    loaded = load_pair(*pair, device=device)
     config = cache_config(
         loaded,
         layers=[part for part in layers.split(",") if part.strip()],
