@@ -207,6 +207,7 @@ def evaluate(
     pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
+    device: str = typer.Option("cpu", help="where the models run: cpu, cuda, ..."),
     force: bool = typer.Option(False, help="overwrite a run folder with another config"),
 ) -> None:
     """Concept rate (refusal judge) vs wiki perplexity for every method and strength."""
@@ -227,7 +228,7 @@ def evaluate(
         lineas=_lineas_options(steps, lr, sparsity, batch_size, seed),
         pooling=pooling,
     )
-    pair = load_pair(base, chat)
+    pair = load_pair(base, chat, device=device)
     table = run_evaluation(
         pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, force=force
     )
