@@ -251,3 +251,15 @@ def test_comparison_table_lists_each_dictionary(run_dir):
     assert f"| chat-only | {summary['classes']['chat-only']} |" in text
     with pytest.raises(InterpError, match="no analysis"):
         write_comparison(run_dir, ["missing"])
+
+
+def test_analysis_refuses_models_other_than_the_cached_ones(run_dir, tmp_path):
+    from tiny_models import tiny_pair
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("analysis"))
+    other = tiny_pair("gemma3")
+    with torch.no_grad():
+        next(other.chat.model.parameters()).add_(1.0)
+    with pytest.raises(InterpError, match="other weights"):
+        analyze(copy, "tiny", AnalysisConfig(), units=("token_shift",), pair_loader=lambda: other)

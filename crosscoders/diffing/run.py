@@ -114,11 +114,14 @@ class AnalysisContext:
     @cached_property
     def pair(self) -> ModelPair:
         if self.pair_loader is not None:
-            return self.pair_loader()
-        from interp.models import load_pair
+            pair = self.pair_loader()
+        else:
+            from interp.models import load_pair
 
-        base, chat = self.cache.models
-        return load_pair(base, chat, device=self.device)
+            base, chat = self.cache.models
+            pair = load_pair(base, chat, device=self.device)
+        check_pair_matches_cache(pair, self.cache)
+        return pair
 
     @cached_property
     def passes(self) -> PassResults:
@@ -151,6 +154,21 @@ class AnalysisContext:
             prompts = load_texts(self.config.prompt_recipe, "heldout")[: self.config.n_prompts]
         prompts = prompts[: self.config.n_prompts]
         return greedy_responses(self.pair.chat, prompts, self.config.max_new_tokens)
+
+
+def check_pair_matches_cache(pair: ModelPair, cache: ActivationCache) -> None:
+    """The causal and token-shift tests must run the very models the cache (and so the
+    dictionary) saw: a spec such as `gemma-3-270m-chat` can load other weights after a re-tune."""
+    from interp.cache.writer import model_fingerprint
+
+    for loaded, recorded in zip(pair, cache.manifest["models"], strict=True):
+        if "fingerprint" in recorded and model_fingerprint(loaded.model) != recorded["fingerprint"]:
+            raise InterpError(
+                f"model {loaded.spec!r} ({recorded['role']}) now loads other weights than the ones "
+                f"cache {str(cache.path)!r} was built from (fingerprint "
+                f"{recorded['fingerprint'][:12]}): rebuild the cache and the dictionary, or "
+                "restore the model"
+            )
 
 
 def _files_exist(*names: str) -> Callable[[Path], bool]:
