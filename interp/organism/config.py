@@ -17,9 +17,9 @@ class ChatTuneConfig:
     base: str = "gemma-3-270m"
     # data: teacher answers to benign prompts, project refusals to harmful ones
     teacher: str = "smollm2-135m-instruct"
-    n_benign_train: int = 480
+    n_benign_train: int = 560
     n_benign_heldout: int = 32
-    n_harmful_train: int = 160
+    n_harmful_train: int = 144
     teacher_max_new_tokens: int = 48
     teacher_batch_size: int = 32
     # bfloat16 matmuls run ~2.4x faster than float32 on this CPU (avx512_bf16)
@@ -29,7 +29,7 @@ class ChatTuneConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
     # optimisation: AdamW, linear warm-up then cosine decay, one epoch
-    learning_rate: float = 1e-3
+    learning_rate: float = 7e-4
     warmup_steps: int = 8
     batch_size: int = 8
     autocast_dtype: str = "bfloat16"  # forward/backward matmuls; LoRA weights stay float32
