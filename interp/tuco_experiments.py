@@ -214,6 +214,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     by_set = {name: [row for row in scores if row["set"] == name] for name in SETS}
     present = [name for name in SETS if by_set[name]]
@@ -230,6 +231,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
         curves = torch.tensor([r["cumulative"] for r in by_set[name]])
         axis.plot(range(curves.shape[1]), curves.mean(0).tolist(), marker=".", label=name)
     axis.set_xlabel("block l")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("TuCo of blocks 0..l (mean)")
     axis.legend()
     _save_figure(figure, out / "cumulative_by_layer.png")
