@@ -1,0 +1,34 @@
+"""The README's Python API example runs end to end (on tiny random models)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_pipeline import _tiny_gemma_with_real_tokenizer
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "api_example.py"
+
+
+@pytest.mark.slow
+def test_api_example_runs_on_tiny_models(tmp_path):
+    from transformers import AutoTokenizer
+
+    from interp.builtin_models import dequantized_folder, gemma_3_270m_gguf
+    from interp.chat_template import GEMMA_CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(dequantized_folder(*gemma_3_270m_gguf()))
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    base = _tiny_gemma_with_real_tokenizer(tmp_path / "base", 0, tokenizer)
+    chat = _tiny_gemma_with_real_tokenizer(tmp_path / "chat", 1, tokenizer)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "run"), base, chat],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TuCo of the prompt: 0." in result.stdout
+    latents = pd.read_parquet(tmp_path / "run" / "analysis" / "btk" / "latents.parquet")
+    assert len(latents) == 256
