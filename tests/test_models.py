@@ -131,11 +131,10 @@ def gemma_base() -> tuple[LoadedModel, float, float]:
 
 @pytest.mark.slow
 def test_builtin_base_loads_offline_from_the_safetensors_cache(gemma_base):
-    """The load must take < 10 s. Measured as this process' CPU time: on a shared, oversubscribed
-    machine wall time measures the neighbours (8x oversubscription turned ~5 s of CPU into ~20 s
-    of wall time); on an idle machine the two are close."""
+    """A second load (from the safetensors cache) takes < 10 s of wall time (~4 s on an idle
+    2-core machine; an oversubscribed one stretches it)."""
     loaded, wall, cpu = gemma_base
-    assert cpu < 10, f"a load from the safetensors cache took {cpu:.1f} s CPU ({wall:.1f} s wall)"
+    assert wall < 10, f"a load from the safetensors cache took {wall:.1f} s wall ({cpu:.1f} s CPU)"
     assert (loaded.family, loaded.n_layers, loaded.d_model) == ("gemma3_text", 18, 640)
 
 
