@@ -19,6 +19,7 @@ existing folder unless its table sets `overwrite = true` / `force = true`).
 
 import json
 import os
+import time
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -124,11 +125,11 @@ def is_done(out: Path, step: Step) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("argv") == list(step.argv)
 
 
-def mark_done(out: Path, step: Step) -> None:
+def mark_done(out: Path, step: Step, seconds: float) -> None:
     path = record_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps({"argv": list(step.argv)}, indent=2))
+    staging.write_text(json.dumps({"argv": list(step.argv), "seconds": round(seconds, 1)}, indent=2))
     os.replace(staging, path)
 
 
@@ -147,7 +148,10 @@ def run_pipeline(
             echo(f"[skip] {step.name}: done with the same config")
             continue
         echo(f"[run]  {step.name}: interp {' '.join(step.argv)}")
+        start = time.perf_counter()
         invoke(step.argv)
-        mark_done(out, step)
+        seconds = time.perf_counter() - start
+        mark_done(out, step, seconds)
+        echo(f"[done] {step.name}: {seconds:.0f} s")
         ran.append(step.name)
     return ran
