@@ -129,7 +129,8 @@ def mark_done(out: Path, step: Step, seconds: float) -> None:
     path = record_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps({"argv": list(step.argv), "seconds": round(seconds, 1)}, indent=2))
+    record = {"argv": list(step.argv), "seconds": round(seconds, 1)}
+    staging.write_text(json.dumps(record, indent=2))
     os.replace(staging, path)
 
 
