@@ -1,13 +1,12 @@
 """`interp cache` (write or resume a paired activation cache) and `interp cache verify PATH`."""
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from interp.builtin_models import DEFAULT_PAIR
+from interp.cli.torchrun import relaunch_under_torchrun
 
 
 def cache(
@@ -34,8 +33,7 @@ def cache(
     if out is None:
         raise typer.BadParameter("--out is required", param_hint="--out")
     if workers > 1:
-        _launch_workers(workers)
-        return
+        relaunch_under_torchrun(workers)
     from interp.cache import build_cache, cache_config
     from interp.cache.distributed import process_group
     from interp.models import load_pair
@@ -61,31 +59,6 @@ def cache(
             f"cached {manifest['n_tokens']} tokens x {len(manifest['models'])} models x layers "
             f"{manifest['layers']} in {manifest['n_shards']} shards: {out}"
         )
-
-
-def _launch_workers(workers: int) -> None:
-    """Rerun this very command under torch.distributed.run with `workers` processes."""
-    args = sys.argv[1:]
-    for index, arg in enumerate(args):
-        if arg == "--workers":
-            del args[index : index + 2]
-            break
-        if arg.startswith("--workers="):
-            del args[index]
-            break
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={workers}",
-        "-m",
-        "interp.cli.main",
-        *args,
-    ]
-    code = subprocess.call(command)
-    if code:
-        raise typer.Exit(code)
 
 
 def verify(path: Annotated[Path, typer.Argument(help="cache folder")]) -> None:

@@ -34,7 +34,8 @@ def compare(
         probs = torch.softmax(logits.float(), dim=-1)
         values, ids = probs.topk(top)
         shown = ", ".join(
-            f"{pair.tokenizer.decode([int(i)])!r} {float(p):.3f}" for p, i in zip(values, ids)
+            f"{pair.tokenizer.decode([int(i)])!r} {float(p):.3f}"
+            for p, i in zip(values, ids, strict=True)
         )
         typer.echo(f"{role:>4} ({loaded.spec}): {shown}")
 

@@ -13,9 +13,16 @@ from interp.pipeline import PROFILES_DIR, load_config, run_pipeline
 
 def invoke_interp(argv: Sequence[str]) -> None:
     """Run one `interp` command in this process; a non-zero exit becomes an InterpError."""
+    import sys
+
     from interp.cli.main import app
 
-    code = app(list(argv), standalone_mode=False)
+    # a command that relaunches itself (`--workers N` -> torchrun) reads its argv from sys.argv
+    saved, sys.argv = sys.argv, ["interp", *argv]
+    try:
+        code = app(list(argv), standalone_mode=False)
+    finally:
+        sys.argv = saved
     if isinstance(code, int) and code != 0:
         raise InterpError(f"step `interp {' '.join(argv)}` exited with code {code}")
 

@@ -6,13 +6,12 @@ or `--workers N`, which relaunches the command that way.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from interp.cli.torchrun import relaunch_under_torchrun
 from interp.errors import InterpError
 
 train_app = typer.Typer(no_args_is_help=True, help="Train sparse dictionaries on a cache.")
@@ -20,28 +19,6 @@ dict_app = typer.Typer(no_args_is_help=True, help="Evaluate and export trained d
 
 CacheOption = Annotated[Path, typer.Option("--cache", help="activation cache folder")]
 OutOption = Annotated[Path, typer.Option("--out", help="output folder (rerun to resume)")]
-
-
-def _relaunch_with_torchrun(workers: int) -> None:
-    args = list(sys.argv[1:])
-    for index, arg in enumerate(args):
-        if arg == "--workers":
-            del args[index : index + 2]
-            break
-        if arg.startswith("--workers="):
-            del args[index]
-            break
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={workers}",
-        "-m",
-        "interp.cli.main",
-        *args,
-    ]
-    raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 
 def _train(
@@ -165,7 +142,7 @@ def train_crosscoder(
 ) -> None:
     """A crosscoder over every source of the cache (all models x layers)."""
     if workers > 1:
-        _relaunch_with_torchrun(workers)
+        relaunch_under_torchrun(workers)
     _train(
         cache,
         out,
@@ -215,7 +192,7 @@ def train_sae(
 ) -> None:
     """An SAE (a one-source crosscoder) on one model and layer of the cache."""
     if workers > 1:
-        _relaunch_with_torchrun(workers)
+        relaunch_under_torchrun(workers)
     columns = _source_columns(cache, model, layer)
     _train(
         cache,
