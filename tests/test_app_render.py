@@ -119,4 +119,3 @@ def test_app_command_rejects_a_missing_run_folder(tmp_path):
     result = CliRunner().invoke(cli, ["app", str(tmp_path / "nope")])
     assert isinstance(result.exception, InterpError)
     assert "does not exist" in str(result.exception)
-
