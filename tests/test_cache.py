@@ -11,7 +11,8 @@ from tiny_models import tiny_model
 
 from interp.cache import InMemorySource, build_cache, cache_config, verify_cache
 from interp.cache import writer as writer_module
-from interp.cache.token_stream import LENGTH_SORT_BATCHES, plan_token_stream
+from interp.cache.token_stream import LENGTH_SORT_BATCHES
+from interp.cache.writer import token_plan
 from interp.errors import InterpError
 
 BF16 = dict(rtol=2**-7, atol=1e-4)  # one bf16 rounding of the cached value
@@ -30,20 +31,6 @@ def small_config(pair, **overrides):
     return cache_config(pair, **options)
 
 
-def plan_of(pair, config, source):
-    return plan_token_stream(
-        source,
-        pair.tokenizer,
-        config.mix,
-        config.n_tokens,
-        config.ctx,
-        config.batch_size,
-        config.shard_tokens,
-        config.seed,
-        config.keep_special,
-    )
-
-
 def load_all(folder, manifest):
     shards = [load_file(folder / shard["file"]) for shard in manifest["shards"]]
     return {name: torch.cat([s[name] for s in shards]) for name in shards[0]}
@@ -54,7 +41,7 @@ def test_cached_activations_equal_a_direct_forward(pair, tmp_path):
     config = small_config(pair)
     manifest = build_cache(pair, config, tmp_path / "cache", source, progress=False)
     cached = load_all(tmp_path / "cache", manifest)
-    plan = plan_of(pair, config, source)
+    plan = token_plan(pair, config, source)
     assert cached["acts"].dtype == torch.bfloat16
     assert cached["acts"].shape == (600, 2, 2, 32)
     bos = pair.tokenizer.bos_token_id
@@ -85,7 +72,7 @@ def test_cached_activations_equal_a_direct_forward(pair, tmp_path):
 def test_token_stream_mixture_truncation_and_determinism(pair):
     source = mixed_source()
     config = small_config(pair, n_tokens=2000, ctx=16, shard_tokens=2000)
-    plan = plan_of(pair, config, source)
+    plan = token_plan(pair, config, source)
     shares = {use.recipe: use.tokens for use in plan.usage}
     assert sum(shares.values()) == 2000
     assert abs(shares["wiki"] - shares["chat"]) <= 16  # token shares exact up to one sequence
@@ -96,8 +83,8 @@ def test_token_stream_mixture_truncation_and_determinism(pair):
     for start in range(0, len(lengths), window):
         assert lengths[start : start + window] == sorted(lengths[start : start + window])
     assert len(set(lengths)) > 1
-    again = plan_of(pair, config, source)
-    other_seed = plan_of(pair, small_config(pair, n_tokens=2000, ctx=16, seed=1), source)
+    again = token_plan(pair, config, source)
+    other_seed = token_plan(pair, small_config(pair, n_tokens=2000, ctx=16, seed=1), source)
     assert plan.sha256() == again.sha256()
     assert plan.sha256() != other_seed.sha256()
 
@@ -257,7 +244,7 @@ def test_real_gemma_cache_skips_bos_and_matches_a_direct_forward(tmp_path):
     cached = load_all(tmp_path / "c", manifest)
     bos = gemma.tokenizer.bos_token_id
     assert bos not in cached["token_ids"].tolist() and 0 not in cached["positions"].tolist()
-    plan = plan_of(pair, config, source)
+    plan = token_plan(pair, config, source)
     assert all(ids[0] == bos for ids in plan.sequences)  # plain and chat documents start at BOS
     ids = plan.sequences[0]
     rows = cached["seq_ids"] == 0

@@ -259,6 +259,21 @@ def _create_folder(out: Path, manifest: dict) -> None:
         raise InterpError(f"cannot write the cache folder {str(out)!r}: {error.strerror}") from None
 
 
+def token_plan(pair: ModelPair, config: CacheConfig, source: TextSource) -> TokenPlan:
+    """The token stream `config` caches from `source` (deterministic for its seed)."""
+    return plan_token_stream(
+        source,
+        pair.tokenizer,
+        config.mix,
+        config.n_tokens,
+        config.ctx,
+        config.batch_size,
+        config.shard_tokens,
+        config.seed,
+        config.keep_special,
+    )
+
+
 def build_cache(
     pair: ModelPair,
     config: CacheConfig,
@@ -283,17 +298,7 @@ def build_cache(
         raise InterpError(
             f"unknown layer {max(config.layers)}: the pair has {pair.n_layers} layers"
         )
-    plan = plan_token_stream(
-        source,
-        pair.tokenizer,
-        config.mix,
-        config.n_tokens,
-        config.ctx,
-        config.batch_size,
-        config.shard_tokens,
-        config.seed,
-        config.keep_special,
-    )
+    plan = token_plan(pair, config, source)
     fresh = _initial_manifest(
         config, pair, [model_fingerprint(loaded.model) for loaded in pair], plan, source
     )
