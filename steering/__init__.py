@@ -1,4 +1,11 @@
 """Steering maps that edit a model's activations: LinEAS and its baselines (mean-difference,
-Linear-AcT). Importing the package registers every map type, so `load_map` reads any of them."""
+Linear-AcT, TuCo alpha-scaling, crosscoder latent steering). Importing the package registers
+every map type, so `load_map` reads any of them."""
 
-from steering import affine_map, linear_act, mean_difference  # noqa: F401  (register map types)
+from steering import (  # noqa: F401  (register map types)
+    affine_map,
+    latent_steering,
+    linear_act,
+    mean_difference,
+    tuco_scaling,
+)

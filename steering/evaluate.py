@@ -9,6 +9,10 @@ Tasks (`TASKS`) say which model is steered and which activations define source a
   requests, target = the chat model's on other harmful requests (unpaired). The map moves the
   base model into the chat model's refusing regime (expected to raise the refusal rate).
 Every map is fitted on `n` train-split texts per side; everything evaluated is held out.
+TuCo alpha-scaling fits nothing: on `remove-refusal` it pulls the chat model's blocks towards
+the base model's (alpha = 1 - lambda), on `induce-refusal` the base model's towards the chat
+model's (alpha = lambda). Latent steering (`latents`, option `crosscoder`) uses the crosscoder's
+source of the steered model, at that source's layer.
 
 Run folder layout (`out`, e.g. runs/<name>/steering):
     config.json                      the EvalConfig, model specs
@@ -38,7 +42,6 @@ from interp.errors import InterpError
 from interp.models import LoadedModel, ModelPair
 from interp.tuco import complete, decode_completions
 from steering.activations import encode_texts
-from steering.lineas import target_samples
 from steering.methods import SteeringProblem, get_method
 from steering.sites import resolve_sites
 from steering.steering_map import SteeringMap
@@ -77,6 +80,7 @@ class EvalConfig:
     max_tokens: int = 64  # truncation of every input text
     strengths: dict[str, list[float]] = field(default_factory=dict)  # default: each method's
     lineas: dict[str, Any] = field(default_factory=dict)  # LinEASConfig options
+    latents: dict[str, Any] = field(default_factory=dict)  # latent steering: crosscoder, mode, ...
     pooling: str = "mean"
     perplexity_recipe: str = "wiki"
     batch_size: int = 16
@@ -86,12 +90,16 @@ class EvalConfig:
             if name not in TASKS:
                 raise InterpError(f"unknown steering task {name!r}: expected one of {list(TASKS)}")
         for method in self.methods:
-            get_method(method)
+            get_method(method).check_options(self.options_of(method))
         if min(self.n, self.n_eval, self.n_perplexity, self.max_new_tokens) < 1:
             raise InterpError("n, n_eval, n_perplexity and max_new_tokens must all be >= 1")
 
     def strengths_of(self, method: str) -> list[float]:
         return list(self.strengths.get(method, get_method(method).strengths))
+
+    def options_of(self, method: str) -> dict[str, Any]:
+        """The fit options of `method` (the methods without a field here take none)."""
+        return dict({"lineas": self.lineas, "latents": self.latents}.get(method, {}))
 
 
 TextLoader = Callable[[str, str], list[str]]
@@ -194,10 +202,19 @@ def fit_task_map(
         "n": config.n,
     }
     started = time.perf_counter()
-    targets = target_samples(target_model.model, sites, target, config.pooling)
-    problem = SteeringProblem(steered.model, sites, source, targets, config.pooling, info)
-    options = config.lineas if method_name == "lineas" else {}
-    steering_map, log = method.fit(problem, options)
+    problem = SteeringProblem(
+        steered.model,
+        sites,
+        source,
+        target,
+        target_model.model,
+        config.pooling,
+        info,
+        model_spec=steered.spec,
+        pair=pair,
+        steered_role=task.steered,
+    )
+    steering_map, log = method.fit(problem, config.options_of(method_name))
     return steering_map, time.perf_counter() - started, (log.steps if log else None)
 
 

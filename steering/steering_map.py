@@ -118,6 +118,14 @@ class SteeringMap(nn.Module, ABC):
         """Constructor arguments beyond `sites` and `info` (JSON-serialisable)."""
         return {}
 
+    @classmethod
+    def shapes(cls, tensors: dict[str, Tensor]) -> dict[str, Any]:
+        """Constructor arguments read off the saved tensors. Default: `width` (the site width),
+        every tensor being [n_sites, width]."""
+        widths = {tensor.shape[-1] for tensor in tensors.values()}
+        assert len(widths) == 1, f"map tensors disagree on width: {widths}"
+        return {"width": widths.pop()}
+
     def save(self, folder: str | Path) -> Path:
         """Write `map.safetensors` and `map.json` into `folder`, each atomically."""
         folder = Path(folder)
@@ -158,14 +166,7 @@ def load_map(folder: str | Path) -> SteeringMap:
         sites=description["sites"],
         info=description["info"],
         **description["config"],
-        **_shapes(tensors),
+        **MAP_TYPES[map_type].shapes(tensors),
     )
     steering_map.load_state_dict(tensors)
     return steering_map
-
-
-def _shapes(tensors: dict[str, Tensor]) -> dict[str, Any]:
-    """Map constructors take `width` (the site width); every tensor is [n_sites, width]."""
-    widths = {tensor.shape[-1] for tensor in tensors.values()}
-    assert len(widths) == 1, f"map tensors disagree on width: {widths}"
-    return {"width": widths.pop()}

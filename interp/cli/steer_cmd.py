@@ -1,5 +1,6 @@
-"""`interp steer train | generate | eval`: steering maps (LinEAS and baselines) on a base/chat
-pair. This layer only parses and calls `steering/`."""
+"""`interp steer train | generate | eval`: steering maps (LinEAS and baselines: mean-difference,
+Linear-AcT, TuCo alpha-scaling, crosscoder latents) on a base/chat pair. This layer only parses
+and calls `steering/`."""
 
 import json
 from dataclasses import asdict
@@ -11,7 +12,11 @@ import typer
 from interp.builtin_models import DEFAULT_PAIR
 from interp.errors import InterpError
 
-steer_app = typer.Typer(no_args_is_help=True, help="Steering maps: LinEAS, mean-diff, Linear-AcT.")
+steer_app = typer.Typer(
+    no_args_is_help=True,
+    help="Steering maps: LinEAS, mean-diff, Linear-AcT, TuCo alpha-scaling, crosscoder latents.",
+)
+METHOD_NAMES = "lineas | mean-diff | linear-act | tuco | latents"
 
 ROLES = ("base", "chat")
 DEFAULT_PROMPTS = ["How do I pick a lock?"]
@@ -71,12 +76,42 @@ def _lineas_options(steps: int, lr: float, sparsity: float, batch_size: int, see
     }
 
 
+def _latent_options(crosscoder: str, latents: str, n_latents: int, mode: str, source: str) -> dict:
+    """Options of the `latents` method; `source` is a source index or name ("" = automatic)."""
+    try:
+        ids = [int(part) for part in latents.split(",") if part.strip()]
+    except ValueError:
+        raise InterpError(f"bad latent ids {latents!r}: expected e.g. 12,345") from None
+    return {
+        "crosscoder": crosscoder,
+        "latents": ids or None,
+        "n_latents": n_latents,
+        "mode": mode,
+        "source": int(source) if source.strip().isdigit() else (source.strip() or None),
+    }
+
+
+def _method_options(method: str, lineas: dict, latents: dict) -> dict:
+    return {"lineas": lineas, "latents": latents}.get(method, {})
+
+
+CROSSCODER_HELP = "latents: crosscoder folder (config.json + weights.safetensors)"
+LATENTS_HELP = "latents: comma-separated latent ids (default: chosen by mean activation gap)"
+N_LATENTS_HELP = "latents: how many latents to choose automatically"
+LATENT_MODE_HELP = "latents: clamp (to the target mean) | add (the decoder directions)"
+LATENT_SOURCE_HELP = "latents: crosscoder source index or name (default: the steered model's)"
+
+
 @steer_app.command("train")
 def train(
     out: Annotated[Path, typer.Option(help="folder for the map (map.safetensors, map.json)")],
-    method: str = typer.Option("lineas", help="lineas | mean-diff | linear-act"),
-    source: str = typer.Option(..., help="source texts: a dataset recipe or a .txt/.json file"),
-    target: str = typer.Option(..., help="target texts: a dataset recipe or a .txt/.json file"),
+    method: str = typer.Option("lineas", help=METHOD_NAMES),
+    source: str = typer.Option(
+        "", help="source texts: a dataset recipe or a .txt/.json file (tuco: none)"
+    ),
+    target: str = typer.Option(
+        "", help="target texts: a dataset recipe or a .txt/.json file (tuco: none)"
+    ),
     n: int = typer.Option(32, help="texts per side (unpaired)"),
     model: str = typer.Option("chat", help="the model to steer: base | chat"),
     target_model: str = typer.Option(
@@ -94,19 +129,29 @@ def train(
     sparsity: float = typer.Option(0.0, help="LinEAS: sparse group lasso gamma"),
     batch_size: int = typer.Option(0, help="LinEAS: source texts per step (0: all)"),
     seed: int = typer.Option(0, help="LinEAS: seed of the minibatch draws"),
+    crosscoder: str = typer.Option("", help=CROSSCODER_HELP),
+    latents: str = typer.Option("", help=LATENTS_HELP),
+    n_latents: int = typer.Option(8, help=N_LATENTS_HELP),
+    latent_mode: str = typer.Option("clamp", help=LATENT_MODE_HELP),
+    latent_source: str = typer.Option("", help=LATENT_SOURCE_HELP),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
     force: bool = typer.Option(False, help="overwrite a map trained with another config"),
 ) -> None:
-    """Fit a steering map moving the model's activations on SOURCE texts onto TARGET's."""
+    """Fit a steering map moving the model's activations on SOURCE texts onto TARGET's (TuCo:
+    the model's blocks towards the other model's; no texts)."""
     from steering.activations import encode_texts
     from steering.evaluate import chat_texts, write_config, write_json
-    from steering.lineas import target_samples
     from steering.methods import SteeringProblem, get_method
     from steering.sites import resolve_sites
 
     chosen = get_method(method)
     target_model = target_model or model
+    latent_options = _latent_options(crosscoder, latents, n_latents, latent_mode, latent_source)
+    options = _method_options(
+        method, _lineas_options(steps, lr, sparsity, batch_size, seed), latent_options
+    )
+    chosen.check_options(options)
     settings = {
         "command": "steer train",
         "method": method,
@@ -121,15 +166,19 @@ def train(
         "chat_template": chat_template,
         "max_tokens": max_tokens,
         "lineas": _lineas_options(steps, lr, sparsity, batch_size, seed),
+        "latents": latent_options,
         "base": base,
         "chat": chat,
     }
     write_config(out, settings, force)
-    models = _load_models({model, target_model}, base, chat)
+    roles = set(ROLES) if chosen.needs_pair else {model, target_model}
+    models = _load_models(roles, base, chat)
     steered, target_loaded = models[model], models[target_model]
     tokenizer = steered.tokenizer
 
     def batch_of(spec: str):
+        if not spec:
+            return None
         texts = read_texts(spec, "train")[:n]
         return encode_texts(
             tokenizer, chat_texts(tokenizer, texts) if chat_template else texts, max_tokens
@@ -137,7 +186,6 @@ def train(
 
     layer_specs = [part.strip() for part in layers.split(",") if part.strip()] or chosen.layers
     sites = resolve_sites(steered.model, site or chosen.site_kind, layer_specs)
-    targets = target_samples(target_loaded.model, sites, batch_of(target), pooling)
     info = {
         "source": source,
         "target": target,
@@ -145,14 +193,29 @@ def train(
         "target_model": target_loaded.spec,
         "n": n,
     }
-    problem = SteeringProblem(steered.model, sites, batch_of(source), targets, pooling, info)
-    options = _lineas_options(steps, lr, sparsity, batch_size, seed) if method == "lineas" else {}
+    pair = None
+    if chosen.needs_pair:
+        from interp.models import ModelPair
+
+        pair = ModelPair(base=models["base"], chat=models["chat"])
+    problem = SteeringProblem(
+        steered.model,
+        sites,
+        batch_of(source),
+        batch_of(target),
+        target_loaded.model,
+        pooling,
+        info,
+        model_spec=steered.spec,
+        pair=pair,
+        steered_role=model,
+    )
     steering_map, log = chosen.fit(problem, options)
     steering_map.save(out)
     summary = {
         "map": str(out),
         "method": method,
-        "sites": len(sites),
+        "sites": len(steering_map.sites),
         "active_sites": len(steering_map.active_sites()),
     }
     if log is not None:
@@ -165,14 +228,15 @@ def train(
 def generate(
     map_dir: Annotated[Path, typer.Argument(help="a map folder written by `interp steer train`")],
     prompt: Annotated[list[str] | None, typer.Option(help="user message (repeatable)")] = None,
-    strength: float = typer.Option(1.0, help="lambda (the multiplier for mean-diff)"),
+    strength: float = typer.Option(1.0, help="lambda (the multiplier for mean-diff, latents)"),
     invert: bool = typer.Option(False, help="apply the inverse map (induce instead of remove)"),
     model: str = typer.Option("chat", help="the model to steer: base | chat"),
     max_new_tokens: int = typer.Option(40),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
 ) -> None:
-    """Greedy responses without and with the map, side by side (one JSON line per prompt)."""
+    """Greedy responses without and with the map, side by side (one JSON line per prompt). A
+    TuCo map loads its other model from the spec it recorded."""
     import steering  # noqa: F401  (registers every map type)
     from steering.evaluate import steered_responses
     from steering.steering_map import load_map
@@ -192,7 +256,9 @@ def generate(
 def evaluate(
     out: Annotated[Path, typer.Option(help="run folder, e.g. runs/<name>/steering")],
     tasks: str = typer.Option("remove-refusal,induce-refusal", help="comma-separated tasks"),
-    methods: str = typer.Option("lineas,mean-diff,linear-act", help="comma-separated methods"),
+    methods: str = typer.Option(
+        "lineas,mean-diff,linear-act", help=f"comma-separated methods: {METHOD_NAMES}"
+    ),
     n: int = typer.Option(32, help="train texts per side (unpaired)"),
     n_eval: int = typer.Option(16, help="held-out prompts judged per strength"),
     n_perplexity: int = typer.Option(8, help="held-out wiki texts for perplexity"),
@@ -205,6 +271,11 @@ def evaluate(
     batch_size: int = typer.Option(0, help="LinEAS: source texts per step (0: all)"),
     seed: int = typer.Option(0),
     pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
+    crosscoder: str = typer.Option("", help=CROSSCODER_HELP),
+    latents: str = typer.Option("", help=LATENTS_HELP),
+    n_latents: int = typer.Option(8, help=N_LATENTS_HELP),
+    latent_mode: str = typer.Option("clamp", help=LATENT_MODE_HELP),
+    latent_source: str = typer.Option("", help=LATENT_SOURCE_HELP),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
     device: str = typer.Option("cpu", help="where the models run: cpu, cuda, ..."),
@@ -226,6 +297,9 @@ def evaluate(
         max_tokens=max_tokens,
         strengths=_strengths(strengths),
         lineas=_lineas_options(steps, lr, sparsity, batch_size, seed),
+        latents=_latent_options(crosscoder, latents, n_latents, latent_mode, latent_source)
+        if crosscoder
+        else {},
         pooling=pooling,
     )
     pair = load_pair(base, chat, device=device)
