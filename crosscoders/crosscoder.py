@@ -6,9 +6,14 @@ Notation (Minder et al. 2025, eq. 1-2): sources m = 1..S (models x layers), late
     f~    = f * keep(f, s)    (activations.py: relu_l1 | topk | batchtopk | jumprelu)
     x^_m  = f~ W_dec^m + b_dec^m                                reconstruction         [batch S d]
     L     = sum_m ||x_m - x^_m||^2 + mu sum_j f~_j s_j (relu_l1) + alpha L_aux (top-k kinds)
-An SAE is the case S = 1. Inputs are first scaled per source by `input_scale` (so that the mean
-norm is sqrt(d), Minder et al.); encode/decode/forward take and return raw activations, the losses
-are computed in scaled units.
+An SAE is the case S = 1, with the SAE conventions of Gao et al. / Bussmann et al. (config
+`apply_b_dec_to_input`, `unit_norm_decoder`, on by default for S = 1):
+    f     = ReLU((x - b_dec) W_enc + b_enc)                   encoder centred on b_dec
+    ||d_j|| = 1                                               after every optimizer step, with the
+                                                              gradient along d_j removed before it
+so that s_j = 1 and top-k ranks by f_j. Inputs are first scaled per source by `input_scale` (so
+that the mean norm is sqrt(d), Minder et al.); encode/decode/forward take and return raw
+activations, the losses are computed in scaled units.
 """
 
 from dataclasses import dataclass
@@ -70,9 +75,17 @@ class CrossCoder(nn.Module):
 
     # --- the model, as in the module docstring -------------------------------------------------
 
+    def encoder_bias(self) -> Float[Tensor, " F"]:
+        """The bias of sum_m x_m W_enc^m: b_enc, or with `apply_b_dec_to_input` the centred encoder
+        sum_m (x_m - b_dec^m) W_enc^m + b_enc folded into b_enc - sum_m b_dec^m W_enc^m (so b_dec
+        and W_enc get the gradients of the centred form)."""
+        if not self.config.apply_b_dec_to_input:
+            return self.b_enc
+        return self.b_enc - torch.einsum("sd,sdf->f", self.b_dec, self.W_enc)
+
     def pre_activations(self, x: Float[Tensor, "batch n_sources d"]) -> Float[Tensor, "batch F"]:
-        # sum_m x_m W_enc^m + b_enc
-        return torch.einsum("bsd,sdf->bf", x, self.W_enc) + self.b_enc
+        # sum_m x_m W_enc^m + b_enc   (sum_m (x_m - b_dec^m) W_enc^m + b_enc if centred)
+        return torch.einsum("bsd,sdf->bf", x, self.W_enc) + self.encoder_bias()
 
     def select(self, f: Float[Tensor, "batch F"]) -> Selection:
         s = self.decoder_norms().sum(dim=0)  # [F]: s_j = sum_m ||d_j^m||
@@ -147,21 +160,36 @@ class CrossCoder(nn.Module):
         x_flat = rearrange(x, "b s d -> b (s d)")
         W_enc = rearrange(self.W_enc, "s d f -> (s d) f")
         W_dec = rearrange(self.W_dec, "s f d -> f (s d)")
+        b_enc = self.encoder_bias()
         with torch.no_grad():  # dense pass without a graph; kept entries are re-read below
-            f = torch.addmm(self.b_enc, x_flat, W_enc).relu_()  # [batch F]
+            f = torch.addmm(b_enc, x_flat, W_enc).relu_()  # [batch F]
             selection = self.select(f)
 
         def decode_kept(keep: Bool[Tensor, "batch F"]) -> tuple[Tensor, Tensor]:
             rows, cols = keep.nonzero(as_tuple=True)  # sorted by row
             # f at the kept entries, with gradients to W_enc and b_enc (ReLU'(pre) = 1 there
             # unless f = 0, which only a top-k with too few positive entries keeps)
-            values = torch.relu(kept_pre_activations(x_flat, W_enc, self.b_enc, f, rows, cols))
+            values = torch.relu(kept_pre_activations(x_flat, W_enc, b_enc, f, rows, cols))
             decoded = sparse_decode(rows, cols, values, W_dec, batch)
             return rearrange(decoded, "b (s d) -> b s d", s=self.config.n_sources), cols
 
         x_hat, cols = decode_kept(selection.keep)
         error_hat = None if dead is None else decode_kept(self.dead_latent_selection(f, dead))[0]
         return x_hat + self.b_dec, error_hat, selection, cols
+
+    @torch.no_grad()
+    def remove_decoder_gradient_along_decoder(self) -> None:
+        """`unit_norm_decoder` (Bussmann et al., dictionary_learning):
+        dL/dd_j -= (dL/dd_j . u_j) u_j with u_j = d_j / ||d_j||: that component would only change
+        ||d_j||, which is fixed at 1."""
+        unit = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [S F d]
+        grad = self.W_dec.grad
+        grad -= (grad * unit).sum(dim=-1, keepdim=True) * unit
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """`unit_norm_decoder`: d_j <- d_j / ||d_j|| (after each optimizer step)."""
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
     def update_inference_threshold(self, min_kept_g: Tensor, step: int) -> None:

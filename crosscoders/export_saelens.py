@@ -54,7 +54,7 @@ def saelens_tensors(coder: CrossCoder, source: int) -> dict[str, torch.Tensor]:
         raise InterpError(f"source {source} does not exist: expected 0..{config.n_sources - 1}")
     c = coder.input_scale[source]
     W_enc = coder.W_enc[source] * c  # [d F]
-    b_enc = coder.b_enc.clone()  # [F]
+    b_enc = coder.encoder_bias().clone()  # [F]: b_dec folded in if the encoder is centred
     W_dec = coder.W_dec[source] / c  # [F d]
     b_dec = coder.b_dec[source] / c  # [d]
     tensors = {}
@@ -158,6 +158,8 @@ def import_saelens(folder: Path) -> CrossCoder:
         d_model=int(cfg["d_in"]),
         dict_size=int(cfg["d_sae"]),
         activation=by_architecture[cfg["architecture"]],
+        apply_b_dec_to_input=False,  # the folded form above; decoder norms as stored
+        unit_norm_decoder=False,
         k=int(cfg.get("k", cfg.get("activation_fn_kwargs", {}).get("k", 1))),
         sources=[source],
     )

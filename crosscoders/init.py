@@ -62,9 +62,12 @@ def initialize(
             coder.b_dec[m] = scaled[:, m].mean(dim=0)
         else:
             coder.b_dec[m] = 0.0
-    # b_enc = -sum_m b_dec^m W_enc^m: at init f = ReLU(sum_m (x_m - b_dec^m) W_enc^m), the
-    # centred encoder of Gao et al. / dictionary_learning, while the model keeps the paper's form
-    # (no b_dec inside the encoder). Residual streams have a large common offset; without this
-    # every latent starts out reading it (held-out FVE 0.16 instead of 0.58 after 60 steps of
-    # the SAE benchmark).
-    coder.b_enc.copy_(-torch.einsum("sd,sdf->f", coder.b_dec, coder.W_enc))
+    # At init f = ReLU(sum_m (x_m - b_dec^m) W_enc^m), the centred encoder of Gao et al. /
+    # dictionary_learning: b_enc = 0 if the model is centred (`apply_b_dec_to_input`, SAEs), else
+    # (Minder et al.'s form, no b_dec inside the encoder) b_enc = -sum_m b_dec^m W_enc^m. Residual
+    # streams have a large common offset; without this every latent starts out reading it (held-out
+    # FVE 0.16 instead of 0.58 after 60 steps of the SAE benchmark).
+    if config.apply_b_dec_to_input:
+        coder.b_enc.zero_()
+    else:
+        coder.b_enc.copy_(-torch.einsum("sd,sdf->f", coder.b_dec, coder.W_enc))

@@ -98,10 +98,13 @@ def test_perfect_reconstruction_recovers_all_ce_and_has_zero_kl(setup):
     CE_spliced = CE_clean, KL = 0 and ce_loss_recovered = 1."""
     model = load_model(str(setup / "base"))
     d = model.d_model
-    config = CrossCoderConfig(1, d, d, activation="relu_l1", sources=[Source("m", 2, "base")])
+    config = CrossCoderConfig(
+        1, d, d, activation="relu_l1", apply_b_dec_to_input=False, sources=[Source("m", 2, "base")]
+    )
     coder = CrossCoder(config)
     with torch.no_grad():
         # f = ReLU([x, -x]) would need 2d latents; use b_enc to keep pre-activations positive
+        # (uncentred encoder: f = ReLU(x W_enc + b_enc))
         coder.W_enc.copy_(torch.eye(d)[None])
         coder.W_dec.copy_(torch.eye(d)[None])
         coder.b_enc.fill_(1000.0)
