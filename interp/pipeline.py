@@ -14,7 +14,8 @@ existing folder unless its table sets `overwrite = true` / `force = true`).
     [eval]       `interp dict eval`         -> RUN/dictionaries/NAME/eval.json (each dictionary)
     [analyze]    `interp analyze`           -> RUN/analysis/NAME (each dictionary)
     [tuco]       `interp tuco experiments`  -> RUN/tuco
-    [steer]      `interp steer eval`        -> RUN/steering
+    [steer]      `interp steer eval`        -> RUN/steering (`crosscoder = "NAME"` names a
+                 [train.NAME] dictionary, for the `latents` method)
 """
 
 import json
@@ -100,8 +101,11 @@ def plan(config: dict) -> list[Step]:
         argv = ["tuco", "experiments", *models, "--out", str(out / "tuco")]
         steps.append(Step("tuco", (*argv, *options_to_argv(config["tuco"]))))
     if "steer" in config:
+        options = dict(config["steer"])
+        if options.get("crosscoder") in dictionaries:  # a [train.NAME] step: its dictionary
+            options["crosscoder"] = str(dictionaries_dir / options["crosscoder"])
         argv = ["steer", "eval", *models, "--out", str(out / "steering")]
-        steps.append(Step("steer", (*argv, *options_to_argv(config["steer"]))))
+        steps.append(Step("steer", (*argv, *options_to_argv(options))))
     return steps
 
 

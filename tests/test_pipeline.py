@@ -99,6 +99,17 @@ def test_shipped_profiles_parse_and_plan_every_step(profile):
     assert steps == {"cache", "train", "eval", "analyze", "tuco", "steer"}
 
 
+def test_steer_step_names_a_trained_crosscoder_by_its_train_step():
+    config = load_config(PROFILES_DIR / "quick.toml")
+    config["run"]["out"] = "somewhere/run"
+    (steer,) = [s for s in plan(config) if s.name == "steer"]
+    flag = steer.argv.index("--crosscoder")
+    assert Path(steer.argv[flag + 1]) == Path("somewhere/run/dictionaries/batchtopk")
+    config["steer"]["crosscoder"] = "/elsewhere/coder"  # not a step name: passed as given
+    (steer,) = [s for s in plan(config) if s.name == "steer"]
+    assert steer.argv[steer.argv.index("--crosscoder") + 1] == "/elsewhere/coder"
+
+
 def _tiny_gemma_with_real_tokenizer(folder: Path, seed: int, tokenizer) -> str:
     """A 4-block random Gemma 3 with the real Gemma tokenizer (so real text and the chat template
     tokenize as on the default pair), saved as an HF folder."""
