@@ -13,6 +13,18 @@ from interp.layers import resolve_layer
 from interp.models import LoadedModel, load_model
 
 
+def drop_massive_activations(acts: torch.Tensor, factor: float = 5.0) -> tuple[torch.Tensor, int]:
+    """`acts` [n, n_sources, d] without the tokens whose norm exceeds `factor` times the median norm
+    in any source, and how many were dropped. Gemma 3's residual stream has rare tokens of ~9x the
+    median norm (3 of the 30k tokens of a default-pair cache, all an apostrophe late in a context;
+    the next largest is 1.6x). Two of them in a 2k held-out set carry ~8% of its variance and, as
+    good as unseen in training, are reconstructed far off: held-out FVE -2 to -44 for crosscoders
+    whose FVE on every other token is 0.6-0.8."""
+    norms = acts.norm(dim=-1)  # [n, n_sources]
+    keep = (norms <= factor * norms.median(dim=0).values).all(dim=-1)
+    return acts[keep], int((~keep).sum())
+
+
 def from_cache(
     path: str, n_tokens: int, sources: list[int] | None = None
 ) -> tuple[torch.Tensor, str]:
