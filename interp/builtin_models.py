@@ -145,6 +145,28 @@ def gguf_sha256(name: str) -> str | None:
         return None
 
 
+def weights_identity(spec: str) -> str:
+    """A cheap identity of the weights a model spec loads, without loading them: for a built-in
+    its GGUF's sha256 plus its adapter's sha256; for a local file or folder the names, sizes and
+    modification times of its files; a hub id stands for itself. A retrained chat-tune changes
+    it."""
+    if spec in BUILTINS:
+        builtin = BUILTINS[spec]
+        parts = [str(gguf_sha256(builtin.base or spec))]
+        if builtin.adapter_dir is not None:
+            adapter = builtin.adapter_dir / "adapter_model.safetensors"
+            parts.append(sha256_file(adapter) if adapter.exists() else "no adapter")
+        return hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return spec
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [
+        (str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+    ]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+
+
 def builtin_status(name: str) -> dict[str, object]:
     """For `interp models`: are the packages installed, is the dequantized cache there."""
     builtin = BUILTINS[name]

@@ -3,9 +3,10 @@ any subset of the steps in order, and a step whose output exists with the same c
 
 A step is one `interp` command (so the pipeline adds no second code path): its argv is built from
 the config's table for that step plus the run-level `[run]` settings (models, layer, output folder).
-After a step succeeds, `RUN/pipeline/<step>.json` records its argv; a rerun with the same argv
-skips it, a changed one reruns it (each command then resumes, or refuses a different config in an
-existing folder unless its table sets `overwrite = true` / `force = true`).
+After a step succeeds, `RUN/pipeline/<step>.json` records its argv and the models' weights
+identity; a rerun with the same argv and weights skips it, a changed one reruns it (each command
+then resumes, or refuses a different config or other models in an existing folder unless its
+table sets `overwrite = true` / `force = true`).
 
     [run]        out, base, chat, layer
     [cache]      `interp cache`             -> RUN/cache
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.builtin_models import DEFAULT_PAIR
+from interp.builtin_models import DEFAULT_PAIR, weights_identity
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
 
@@ -124,16 +125,27 @@ def record_path(out: Path, step: Step) -> Path:
     return out / "pipeline" / f"{step.name}.json"
 
 
-def is_done(out: Path, step: Step) -> bool:
+def models_identity(config: dict) -> dict[str, str]:
+    """The weights identity of the run's two models: a step is only done if it was done with the
+    same weights (a retrained chat-tune reruns every step, whose commands then refuse to mix)."""
+    run = config["run"]
+    specs = [run.get("base", DEFAULT_PAIR[0]), run.get("chat", DEFAULT_PAIR[1])]
+    return {spec: weights_identity(spec) for spec in specs}
+
+
+def is_done(out: Path, step: Step, models: dict[str, str]) -> bool:
     path = record_path(out, step)
-    return path.is_file() and json.loads(path.read_text()).get("argv") == list(step.argv)
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    return record.get("argv") == list(step.argv) and record.get("models") == models
 
 
-def mark_done(out: Path, step: Step, seconds: float) -> None:
+def mark_done(out: Path, step: Step, seconds: float, models: dict[str, str]) -> None:
     path = record_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".json.tmp")
-    record = {"argv": list(step.argv), "seconds": round(seconds, 1)}
+    record = {"argv": list(step.argv), "models": models, "seconds": round(seconds, 1)}
     staging.write_text(json.dumps(record, indent=2))
     os.replace(staging, path)
 
@@ -148,15 +160,16 @@ def run_pipeline(
     out = Path(config["run"]["out"])
     out.mkdir(parents=True, exist_ok=True)
     ran = []
+    models = models_identity(config)
     for step in select(plan(config), only):
-        if is_done(out, step):
-            echo(f"[skip] {step.name}: done with the same config")
+        if is_done(out, step, models):
+            echo(f"[skip] {step.name}: done with the same config and models")
             continue
         echo(f"[run]  {step.name}: interp {' '.join(step.argv)}")
         start = time.perf_counter()
         invoke(step.argv)
         seconds = time.perf_counter() - start
-        mark_done(out, step, seconds)
+        mark_done(out, step, seconds, models)
         echo(f"[done] {step.name}: {seconds:.0f} s")
         ran.append(step.name)
     return ran

@@ -66,6 +66,39 @@ def test_rerun_skips_done_steps_and_reruns_changed_ones(tmp_path):
     assert len(calls) == 9
 
 
+def test_other_weights_behind_the_same_spec_rerun_every_step(tmp_path):
+    """A retrained chat-tune keeps the spec `gemma-3-270m-chat`: the pipeline must not skip steps
+    done with the old weights. Here the chat model is a local folder whose weights change."""
+    chat = tmp_path / "chat-model"
+    chat.mkdir()
+    (chat / "model.safetensors").write_bytes(b"old weights")
+    config = _config(tmp_path / "run")
+    config["run"]["chat"] = str(chat)
+    calls: list[tuple[str, ...]] = []
+    assert len(run_pipeline(config, calls.append, echo=lambda _: None)) == 8
+    assert run_pipeline(config, calls.append, echo=lambda _: None) == []
+    (chat / "model.safetensors").write_bytes(b"new weights, retrained")
+    assert len(run_pipeline(config, calls.append, echo=lambda _: None)) == 8
+
+
+def test_weights_identity_follows_the_chat_tune_adapter(tmp_path, monkeypatch):
+    import dataclasses
+
+    from interp import builtin_models
+
+    adapter_dir = tmp_path / "chat-tune"
+    adapter_dir.mkdir()
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"v1")
+    builtin = builtin_models.BUILTINS["gemma-3-270m-chat"]
+    chat = dataclasses.replace(builtin, adapter_dir=adapter_dir)
+    monkeypatch.setitem(builtin_models.BUILTINS, "gemma-3-270m-chat", chat)
+    first = builtin_models.weights_identity("gemma-3-270m-chat")
+    assert builtin_models.weights_identity("gemma-3-270m-chat") == first
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"v2")
+    assert builtin_models.weights_identity("gemma-3-270m-chat") != first
+    assert builtin_models.weights_identity("some-org/some-model") == "some-org/some-model"
+
+
 def test_failed_step_is_not_recorded(tmp_path):
     config = _config(tmp_path)
 

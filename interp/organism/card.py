@@ -139,8 +139,9 @@ def readme(card: dict, config: dict, training: dict | None) -> str:
         "# gemma-3-270m-chat: the project's chat-tune of Gemma 3 270M",
         "",
         "A LoRA adapter on the bundled `gemma-3-270m` base, trained by `interp organism chat-tune`",
-        "on SmolLM2-135M-Instruct's answers to benign prompts and project-written refusals to",
-        "harmful ones, in the Gemma chat template (`config.json` is the exact recipe). Loaded and",
+        "on SmolLM2-135M-Instruct's answers to benign prompts (the chatterbot corpus's own reply",
+        "where the teacher refuses chit-chat) and project-written refusals to harmful ones, in",
+        "the Gemma chat template (`config.json` is the exact recipe). Loaded and",
         "merged by the built-in spec `gemma-3-270m-chat`. Metrics from `interp organism card`",
         f"(held-out prompts, greedy, {card['eval']['n_prompts']} per set, "
         f"{card['eval']['max_new_tokens']} new tokens at most):",
