@@ -4,6 +4,7 @@ float32 [n_tokens, n_sources, d] and a one-line description of where the data ca
 
 import torch
 
+from crosscoders.losses import massive_norm_thresholds, massive_token_mask
 from interp.cache import ActivationCache
 from interp.cache.token_stream import excluded_token_ids
 from interp.datasets import load_texts
@@ -21,8 +22,8 @@ def drop_massive_activations(acts: torch.Tensor, factor: float = 5.0) -> tuple[t
     good as unseen in training, are reconstructed far off: held-out FVE -2 to -44 for crosscoders
     whose FVE on every other token is 0.6-0.8."""
     norms = acts.norm(dim=-1)  # [n, n_sources]
-    keep = (norms <= factor * norms.median(dim=0).values).all(dim=-1)
-    return acts[keep], int((~keep).sum())
+    massive = massive_token_mask(norms, massive_norm_thresholds(norms, factor))
+    return acts[~massive], int(massive.sum())
 
 
 def from_cache(

@@ -6,7 +6,7 @@ it into the mean over the global batch.
 """
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from crosscoders import ddp
@@ -50,3 +50,23 @@ def fraction_of_variance_explained(
     residual_variance = (x - x_hat).var(dim=0, unbiased=False).sum(dim=-1)
     total_variance = x.var(dim=0, unbiased=False).sum(dim=-1)
     return 1.0 - residual_variance / total_variance
+
+
+# Massive-norm tokens (cf. Sun et al. 2024, "Massive Activations in Large Language Models"): a few
+# tokens whose residual norm is ~10x the median (Gemma 3 270M: an apostrophe late in a context,
+# ~3 in 30k).
+# A token is massive when its norm in ANY source exceeds `ratio` x that source's median token norm
+# over the evaluated tokens (torch's lower median). FVE is reported with and without them
+# (`crosscoders.evaluate.reconstruction_metrics`), since one such token can carry most of the error.
+def massive_norm_thresholds(
+    norms: Float[Tensor, "n n_sources"], ratio: float
+) -> Float[Tensor, " n_sources"]:
+    """ratio x the median token norm of each source."""
+    return ratio * norms.median(dim=0).values
+
+
+def massive_token_mask(
+    norms: Float[Tensor, "n n_sources"], thresholds: Float[Tensor, " n_sources"]
+) -> Bool[Tensor, " n"]:
+    """True for the tokens whose norm exceeds the threshold in at least one source."""
+    return (norms > thresholds.to(norms.device)).any(dim=-1)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
-from crosscoders.evaluate import splice_metrics
+from crosscoders.evaluate import CacheBatches, splice_metrics
 from crosscoders.io import load_crosscoder
 from crosscoders.streams import cache_stream
 from interp.cache import ActivationCache
@@ -54,10 +54,16 @@ def test_train_crosscoder_then_eval_and_export(setup):
     assert coder.get_buffer("threshold") > 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 40 and log[-1]["l0"] == 4
-    invoke(["dict", "eval", out, "--cache", setup / "cache", "--tokens", 256, "--batch-size", 128,
-            "--texts-file", setup / "docs.txt", "--texts", 8, "--max-length", 16])  # fmt: skip
+    output = invoke(["dict", "eval", out, "--cache", setup / "cache", "--tokens", 256,
+                     "--batch-size", 128, "--texts-file", setup / "docs.txt", "--texts", 8,
+                     "--max-length", 16])  # fmt: skip
     result = json.loads((out / "eval.json").read_text())
     assert set(result["reconstruction"]["fve"]) == {"base", "chat"}
+    assert set(result["reconstruction"]["fve_typical"]) == {"base", "chat"}
+    assert result["reconstruction"]["massive_ratio"] == 5
+    n_tokens = result["reconstruction"]["n_tokens"]
+    for name, fve in result["reconstruction"]["fve"].items():
+        assert f"FVE {name}: {fve:.3f} over all {n_tokens} tokens" in output
     assert 0 < result["reconstruction"]["l0"] < 64
     for name in ("base", "chat"):
         splice = result["splice"][name]
@@ -115,6 +121,15 @@ def test_perfect_reconstruction_recovers_all_ce_and_has_zero_kl(setup):
     assert result["kl_spliced"] == pytest.approx(0.0, abs=1e-4)
     assert result["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-2)
     assert abs(result["ce_zero_ablation"] - result["ce_clean"]) > 1e-3  # the hook does act
+
+
+def test_cache_batches_reread_the_same_tokens(setup):
+    cache = ActivationCache(setup / "cache")
+    batches = CacheBatches(cache, [1], batch_size=32, n_batches=3)
+    first, second = list(batches), list(batches)
+    assert [b.shape for b in first] == [(32, 1, cache.d_model)] * 3
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_cache_stream_restarts_anywhere_and_reshuffles_each_epoch(setup):

@@ -19,6 +19,28 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return flat
 
 
+def massive_token_note(name: str, evaluation: dict) -> str | None:
+    """A line for a dictionary whose eval found massive-norm tokens: its FVE over all tokens next
+    to its FVE over the typical ones (`crosscoders.evaluate.reconstruction_metrics`)."""
+    reconstruction = evaluation.get("reconstruction", {})
+    n_massive = reconstruction.get("n_massive_tokens")
+    if not n_massive:
+        return None
+
+    def per_source(key: str, form: str) -> str:
+        return ", ".join(
+            f"{source} {value:{form}}" for source, value in reconstruction[key].items()
+        )
+
+    n_tokens = reconstruction["n_tokens"]
+    return (
+        f"`{name}`: FVE {per_source('fve', '.3f')} over all {n_tokens:,} held-out tokens; "
+        f"{per_source('fve_typical', '.3f')} over the {n_tokens - n_massive:,} typical ones. "
+        f"{n_massive:,} massive-norm tokens (norm > {reconstruction['massive_ratio']:g}x the "
+        f"median) carry {per_source('massive_error_share', '.0%')} of the squared error."
+    )
+
+
 st.title("Model-diffing run")
 run = load_or_stop(current_run)
 info = load_or_stop(run.info)
@@ -73,16 +95,21 @@ st.subheader("Dictionaries")
 dictionaries = run.dictionaries()
 if not dictionaries:
     st.warning(f"No dictionary in {run.root}/dictionaries: `interp train` writes them.")
-rows = []
+rows, notes = [], []
 for name in dictionaries:
     row = {"dictionary": name, "analysed": run.has(f"analysis/{name}/latents.parquet")}
     if run.has(f"dictionaries/{name}/config.json"):
         config = run.dictionary_config(name)
         row |= {k: config[k] for k in ("activation", "dict_size", "k", "d_model") if k in config}
-    row |= flatten(run.dictionary_eval(name) or {})
+    evaluation = run.dictionary_eval(name) or {}
+    row |= flatten(evaluation)
     rows.append(row)
+    if note := massive_token_note(name, evaluation):
+        notes.append(note)
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+for note in notes:
+    st.caption(note)
 
 for name in run.analysed_dictionaries():
     st.subheader(f"Analysis of `{name}`")

@@ -229,14 +229,16 @@ def evaluate(
         Path | None, typer.Option(help="splice-in texts, one per line (default: held-out wiki)")
     ] = None,
     max_length: int = typer.Option(128, help="tokens per splice-in text"),
+    massive_ratio: float = typer.Option(
+        5.0, help="FVE also without tokens of norm > this x the median (0: off)"
+    ),
     device: str = typer.Option("cpu", help="cpu, cuda, ..."),
 ) -> None:
-    """Per-source FVE, L0, dead and dense fractions on the cache's validation split, and the
-    splice-in LM loss of each model; writes eval.json into the dictionary folder."""
-    from itertools import islice
-
+    """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
+    on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
+    into the dictionary folder."""
     from crosscoders.config import write_json
-    from crosscoders.evaluate import reconstruction_metrics, splice_metrics
+    from crosscoders.evaluate import CacheBatches, reconstruction_metrics, splice_metrics
     from crosscoders.io import load_crosscoder
     from interp.cache import ActivationCache
     from interp.models import load_model
@@ -244,15 +246,9 @@ def evaluate(
     coder = load_crosscoder(dictionary, device)
     activation_cache = ActivationCache(cache)
     columns = _dictionary_columns(coder.config, activation_cache)
-    n_batches = max(1, tokens // batch_size)
-    batches = (
-        x[:, columns]
-        for x in islice(
-            activation_cache.iterate_batches(batch_size, split="validation", normalize=False),
-            n_batches,
-        )
-    )
-    result: dict[str, object] = {"reconstruction": reconstruction_metrics(coder, batches)}
+    batches = CacheBatches(activation_cache, columns, batch_size, max(1, tokens // batch_size))
+    reconstruction = reconstruction_metrics(coder, batches, massive_ratio=massive_ratio)
+    result: dict[str, object] = {"reconstruction": reconstruction}
     if splice:
         specs = [source.model for source in coder.config.sources]
         loaded = {spec: load_model(spec, device=device) for spec in dict.fromkeys(specs)}
@@ -265,6 +261,26 @@ def evaluate(
         )
     write_json(Path(dictionary) / "eval.json", result)
     typer.echo(json.dumps(result, indent=2))
+    typer.echo(_fve_summary(reconstruction))
+
+
+def _fve_summary(reconstruction: dict) -> str:
+    """One line per source: FVE over all tokens and over the typical (non-massive) ones."""
+    n, n_massive = reconstruction["n_tokens"], reconstruction["n_massive_tokens"]
+    ratio = reconstruction["massive_ratio"]
+    lines = []
+    for name, fve in reconstruction["fve"].items():
+        line = f"FVE {name}: {fve:.3f} over all {n} tokens"
+        if n_massive:
+            line += (
+                f"; {reconstruction['fve_typical'][name]:.3f} over the {n - n_massive} typical "
+                f"ones ({n_massive} massive-norm tokens, norm > {ratio:g}x the median, carry "
+                f"{reconstruction['massive_error_share'][name]:.0%} of the squared error)"
+            )
+        elif ratio:
+            line += f" (none of norm > {ratio:g}x the median)"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _splice_texts(texts_file: Path | None) -> list[str]:
