@@ -96,8 +96,10 @@ class Trainer:
         self._claim_out_dir(overwrite)
         if not self._resume():
             torch.manual_seed(training.seed)
-            sample = take_sample(stream, training.init_sample_tokens)
+            sample = take_sample(stream, training.init_sample_tokens).cpu()
             generator = torch.Generator().manual_seed(training.seed)
+            # on the CPU with a CPU generator, so an accelerator run starts from the same weights
+            self.coder.cpu()  # Module.to keeps the Parameter objects the optimizer holds
             initialize(
                 self.coder, sample, generator, training.b_dec_init, training.normalize_inputs
             )

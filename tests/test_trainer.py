@@ -152,3 +152,29 @@ def test_jumprelu_is_not_trainable(tmp_path):
     coder_config.activation = "jumprelu"
     with pytest.raises(InterpError, match="cannot be trained"):
         Trainer(coder_config, training, planted().stream(BATCH), tmp_path, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_starts_from_the_cpu_init_and_matches_cpu_training(tmp_path):
+    """The initial weights are drawn on the CPU whatever the device; a few steps on CUDA then
+    track the CPU run (float tolerance: the kernels differ), and a CUDA run resumes."""
+    truth = planted()
+    coder_config, training = configs(10, checkpoint_every=5, log_every=5)
+    on_cpu = Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "cpu", progress=False)
+    on_cuda = Trainer(
+        coder_config, training, truth.stream(BATCH), tmp_path / "cuda", device="cuda",
+        progress=False,
+    )  # fmt: skip
+    for name, tensor in on_cpu.coder.state_dict().items():
+        assert torch.equal(on_cuda.coder.state_dict()[name].cpu(), tensor), name
+    cpu_coder, cuda_coder = on_cpu.train(), on_cuda.train()
+    assert cuda_coder.W_dec.device.type == "cuda"
+    for name, tensor in cpu_coder.state_dict().items():
+        torch.testing.assert_close(
+            cuda_coder.state_dict()[name].cpu(), tensor, rtol=1e-3, atol=1e-3
+        )
+    resumed = Trainer(
+        coder_config, training, truth.stream(BATCH), tmp_path / "cuda", device="cuda",
+        progress=False,
+    )  # fmt: skip
+    assert resumed.step == 10
