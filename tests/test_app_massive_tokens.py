@@ -49,8 +49,8 @@ def test_home_shows_typical_token_fve_beside_all_token_fve(run):
     captions = [c.value for c in at.caption]
     assert (
         "`crosscoder`: FVE base -7.970, chat -8.940 over all 566 held-out tokens; base 0.891, "
-        "chat 0.874 over the 564 typical ones. 2 massive-norm tokens (norm > 5x the median) "
-        "carry base 97%, chat 98% of the squared error."
+        "chat 0.874 over the 564 typical ones. 2 massive-norm tokens (norm > 5x the median): "
+        "base 97%, chat 98% of the squared error."
     ) in captions
     table = next(d.value for d in at.dataframe if "dictionary" in d.value.columns)
     columns = list(table.columns)

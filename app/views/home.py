@@ -36,8 +36,9 @@ def massive_token_note(name: str, evaluation: dict) -> str | None:
     return (
         f"`{name}`: FVE {per_source('fve', '.3f')} over all {n_tokens:,} held-out tokens; "
         f"{per_source('fve_typical', '.3f')} over the {n_tokens - n_massive:,} typical ones. "
-        f"{n_massive:,} massive-norm tokens (norm > {reconstruction['massive_ratio']:g}x the "
-        f"median) carry {per_source('massive_error_share', '.0%')} of the squared error."
+        f"{n_massive:,} massive-norm token{'s' if n_massive != 1 else ''} (norm > "
+        f"{reconstruction['massive_ratio']:g}x the median): "
+        f"{per_source('massive_error_share', '.0%')} of the squared error."
     )
 
 

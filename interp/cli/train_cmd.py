@@ -274,8 +274,9 @@ def _fve_summary(reconstruction: dict) -> str:
         if n_massive:
             line += (
                 f"; {reconstruction['fve_typical'][name]:.3f} over the {n - n_massive} typical "
-                f"ones ({n_massive} massive-norm tokens, norm > {ratio:g}x the median, carry "
-                f"{reconstruction['massive_error_share'][name]:.0%} of the squared error)"
+                f"ones ({n_massive} massive-norm token{'s' * (n_massive != 1)}, norm > "
+                f"{ratio:g}x the median: {reconstruction['massive_error_share'][name]:.0%} of "
+                "the squared error)"
             )
         elif ratio:
             line += f" (none of norm > {ratio:g}x the median)"
