@@ -249,6 +249,7 @@ def test_comparison_table_lists_each_dictionary(run_dir):
     summary = json.loads((run_dir / "analysis" / "tiny" / "summary.json").read_text())
     assert "| metric | tiny |" in text
     assert f"| chat-only | {summary['classes']['chat-only']} |" in text
+    assert "| fve_typical_base |" in text and "| n_massive_tokens |" in text
     with pytest.raises(InterpError, match="no analysis"):
         write_comparison(run_dir, ["missing"])
 

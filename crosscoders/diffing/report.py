@@ -236,6 +236,7 @@ def comparison_rows(summaries: list[dict]) -> list[dict[str, object]]:
     for summary in summaries:
         reconstruction = (summary.get("eval") or {}).get("reconstruction", {})
         fve = reconstruction.get("fve", {})
+        typical = reconstruction.get("fve_typical", {})  # massive-norm tokens excluded
         rows.append(
             {
                 "dictionary": summary["dictionary"],
@@ -243,6 +244,9 @@ def comparison_rows(summaries: list[dict]) -> list[dict[str, object]]:
                 "F": summary.get("dict_size"),
                 "fve_base": fve.get("base"),
                 "fve_chat": fve.get("chat"),
+                "fve_typical_base": typical.get("base"),
+                "fve_typical_chat": typical.get("chat"),
+                "n_massive_tokens": reconstruction.get("n_massive_tokens"),
                 "l0": reconstruction.get("l0"),
                 "dead_fraction": reconstruction.get("dead_fraction"),
                 **summary["classes"],
@@ -283,7 +287,9 @@ def write_comparison(run_dir: Path, dict_names: list[str]) -> Path:
     ]
     text = (
         "# Dictionaries side by side\n\n"
-        "FVE / L0 / dead fraction from each dictionary's eval.json (validation split); classes by\n"
+        "FVE / L0 / dead fraction from each dictionary's eval.json (validation split;\n"
+        "fve_typical: massive-norm tokens excluded, see `interp dict eval --massive-ratio`);\n"
+        "classes by\n"
         "relative decoder norm; Latent Scaling counts over chat-only latents; kl_red_*: reduction\n"
         "of KL(P_chat || P_patched) vs S = none when the latent set is patched into base.\n\n"
         + _markdown_table(transposed, columns)
