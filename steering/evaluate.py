@@ -18,6 +18,7 @@ Run folder layout (`out`, e.g. runs/<name>/steering):
     config.json                      the EvalConfig, model specs
     results.parquet, results.json    one row per task x method x strength: concept_rate,
                                      perplexity, n_eval, fit_seconds
+    results.md                       the same rows as a markdown table
     examples.json                    the first responses of every row
     training.json                    LinEAS loss curves (per task)
     plot.png                         concept rate vs wiki perplexity, one panel per task
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from interp.chat_template import render_chat
 from interp.errors import InterpError
+from interp.markdown import markdown_table
 from interp.models import LoadedModel, ModelPair
 from interp.tuco import complete, decode_completions
 from steering.activations import encode_texts
@@ -349,4 +351,8 @@ def _write_table(table: pd.DataFrame, out: Path) -> None:
     tmp = out / "results.parquet.tmp"
     table.to_parquet(tmp, index=False)
     os.replace(tmp, out / "results.parquet")
-    write_json(out / "results.json", table.to_dict(orient="records"))
+    records = table.to_dict(orient="records")
+    write_json(out / "results.json", records)
+    markdown = markdown_table(records, list(table.columns)) + "\n"
+    (out / "results.md.tmp").write_text(markdown)
+    os.replace(out / "results.md.tmp", out / "results.md")

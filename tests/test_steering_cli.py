@@ -86,6 +86,9 @@ def test_evaluation_writes_the_run_folder(tmp_path):
     assert table.equals(pd.read_parquet(tmp_path / "results.parquet"))
     for name in ("config.json", "results.json", "examples.json", "training.json", "plot.png"):
         assert (tmp_path / name).is_file()
+    markdown = (tmp_path / "results.md").read_text().splitlines()
+    assert markdown[0] == "| " + " | ".join(table.columns) + " |"
+    assert len(markdown) == 2 + len(table)
     assert (tmp_path / "maps" / "induce-refusal" / "linear-act" / "map.json").is_file()
     # strength 0 is evaluated once per task: it must be the unsteered model's numbers
     unsteered = table[(table.strength == 0) & (table.task == "remove-refusal")]

@@ -4,7 +4,6 @@ per class, what Latent Scaling says about the chat-only ones, causal KL of laten
 the figures (relative-norm and cosine histograms, nu scatter)."""
 
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +20,7 @@ from crosscoders.diffing.latent_scaling import (  # noqa: E402
     NU_R_THRESHOLD,
 )
 from crosscoders.diffing.latent_table import LATENTS_FILE, class_counts  # noqa: E402
+from interp.markdown import markdown_table  # noqa: E402
 
 CLASS_COLOURS = {
     "base-only": "tab:blue",
@@ -115,17 +115,6 @@ def plot_nu_scatter(table: pd.DataFrame, folder: Path) -> str:
     return "nu_scatter.png"
 
 
-def _markdown_table(rows: list[dict], columns: list[str]) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.4g}"
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
     table = pd.read_parquet(out / LATENTS_FILE)
     figures = out / "figures"
@@ -158,7 +147,7 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         "",
         "## Latent classes (relative decoder norm, 1 = chat-only)",
         "",
-        _markdown_table([summary["classes"]], ["base-only", "shared", "chat-only", "other"]),
+        markdown_table([summary["classes"]], ["base-only", "shared", "chat-only", "other"]),
         "",
         "## Latent Scaling of the chat-only latents (Minder et al. 2025)",
         "",
@@ -183,7 +172,7 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         lines += [
             "## Causal test: KL(P_chat || P_patched) on held-out chat responses",
             "",
-            _markdown_table(
+            markdown_table(
                 causal_rows,
                 [
                     "latent_set",
@@ -202,7 +191,7 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         lines += [
             "## Token distribution shift (URIAL)",
             "",
-            _markdown_table([shift], list(shift)),
+            markdown_table([shift], list(shift)),
             "",
         ]
     top = table[table["chat_specific"]].sort_values("freq", ascending=False).head(10)
@@ -210,7 +199,7 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         lines += [
             "## Most frequent chat-specific latents",
             "",
-            _markdown_table(
+            markdown_table(
                 top.to_dict("records"),
                 ["latent", "rel_norm", "nu_r", "nu_eps", "freq", "freq_template", "max_act"],
             ),
@@ -292,7 +281,7 @@ def write_comparison(run_dir: Path, dict_names: list[str]) -> Path:
         "classes by\n"
         "relative decoder norm; Latent Scaling counts over chat-only latents; kl_red_*: reduction\n"
         "of KL(P_chat || P_patched) vs S = none when the latent set is patched into base.\n\n"
-        + _markdown_table(transposed, columns)
+        + markdown_table(transposed, columns)
         + "\n"
     )
     path = run_dir / "analysis" / "comparison.md"
