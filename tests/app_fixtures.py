@@ -440,3 +440,21 @@ def build_run_folder(
     if with_steering:
         write_steering(run, rng, d_model)
     return run
+
+
+APP_MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
+
+
+def open_page(run_folder: Path | str, page: str | None = None, timeout: float = 60, **query: str):
+    """Run the app in Streamlit's AppTest on `run_folder` (URL `query` parameters), switch to
+    `views/<page>.py` if given, and check that no page raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP_MAIN), default_timeout=timeout)
+    at.session_state["run_folder"] = str(run_folder)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

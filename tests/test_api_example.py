@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_pipeline import _tiny_gemma_with_real_tokenizer
+from tiny_models import save_tiny_gemma_pair_with_real_tokenizer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "api_example.py"
 
 
 @pytest.mark.slow
 def test_api_example_runs_on_tiny_models(tmp_path):
-    from transformers import AutoTokenizer
-
-    from interp.builtin_models import dequantized_folder, gemma_3_270m_gguf
-    from interp.chat_template import GEMMA_CHAT_TEMPLATE
-
-    tokenizer = AutoTokenizer.from_pretrained(dequantized_folder(*gemma_3_270m_gguf()))
-    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    base = _tiny_gemma_with_real_tokenizer(tmp_path / "base", 0, tokenizer)
-    chat = _tiny_gemma_with_real_tokenizer(tmp_path / "chat", 1, tokenizer)
+    base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), str(tmp_path / "run"), base, chat],
         capture_output=True,

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_fixtures import build_run_folder
+from app_fixtures import build_run_folder, open_page
 from streamlit.testing.v1 import AppTest
 
-APP_MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
 N_LATENTS = 16384
 N_EXAMPLE_LATENTS = 64
 
@@ -29,17 +28,6 @@ def run(tmp_path_factory) -> Path:
 def run_copy(run, tmp_path) -> Path:
     """A private copy that a test may break."""
     return Path(shutil.copytree(run, tmp_path / "run"))
-
-
-def open_page(run_folder: Path | str, page: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(str(APP_MAIN), default_timeout=60)
-    at.session_state["run_folder"] = str(run_folder)
-    at.query_params.update(query)
-    at.run()
-    if page is not None:
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def all_text(at: AppTest) -> str:

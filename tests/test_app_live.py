@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_fixtures import build_run_folder
-from streamlit.testing.v1 import AppTest
+from app_fixtures import build_run_folder, open_page
 from tiny_models import save_tiny, tiny_pair
 
 from crosscoders import CrossCoder, CrossCoderConfig, Source, save_crosscoder
@@ -19,7 +18,6 @@ from interp.models import load_model
 from steering.evaluate import steered_responses
 from steering.mean_difference import AdditiveMap
 
-APP_MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
 LAYER = 1
 DICT_SIZE = 64
 TEXT = "w1 w5 w9 user w12 w3"
@@ -62,16 +60,6 @@ def live_run(tmp_path_factory) -> Path:
     return run
 
 
-def open_page(run: Path, page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(APP_MAIN), default_timeout=120)
-    at.session_state["run_folder"] = str(run)
-    at.query_params.update(query)
-    at.run()
-    at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def direct_activations(run: Path, text: str) -> torch.Tensor:
     """[tokens, F] latent activations of `text` (special tokens dropped), computed here."""
     from crosscoders.io import load_crosscoder
@@ -88,7 +76,7 @@ def test_live_latent_activations_match_a_direct_encode(live_run):
     expected = direct_activations(live_run, TEXT)
     latent = int(expected.max(0).values.argmax())
     assert expected[:, latent].max() > 0
-    at = open_page(live_run, "latent", latent=str(latent))
+    at = open_page(live_run, "latent", timeout=120, latent=str(latent))
     at.text_area(key="latent_live_text").input(TEXT)
     at.button(key="latent_live_button").click().run()
     assert not at.error, [e.value for e in at.error]
@@ -99,7 +87,7 @@ def test_live_latent_activations_match_a_direct_encode(live_run):
 
 
 def test_live_compare_shows_the_token_shift_of_the_chat_response(live_run):
-    at = open_page(live_run, "compare")
+    at = open_page(live_run, "compare", timeout=120)
     at.text_input(key="compare_live_prompt").input("w4 w7 w2")
     at.number_input(key="compare_live_tokens").set_value(5)
     at.button(key="compare_live_button").click().run()
@@ -115,7 +103,7 @@ def test_live_compare_shows_the_token_shift_of_the_chat_response(live_run):
 
 
 def test_live_steering_generates_with_and_without_the_map(live_run):
-    at = open_page(live_run, "steering")
+    at = open_page(live_run, "steering", timeout=120)
     at.selectbox(key="steering_live_map").set_value("remove-refusal/mean-diff")
     at.text_area(key="steering_live_prompt").input("w3 w4 w5")
     at.number_input(key="steering_live_tokens").set_value(6)
@@ -134,7 +122,7 @@ def test_live_features_report_a_dictionary_that_cannot_load(live_run, tmp_path):
 
     broken = Path(shutil.copytree(live_run, tmp_path / "run"))
     (broken / "dictionaries" / "crosscoder" / "weights.safetensors").unlink()
-    at = open_page(broken, "latent", latent="0")
+    at = open_page(broken, "latent", latent="0", timeout=120)
     at.button(key="latent_live_button").click().run()
     assert "cannot load the dictionary" in at.error[0].value
     assert "weights.safetensors" in at.error[0].value

@@ -6,10 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_fixtures import build_run_folder
-from streamlit.testing.v1 import AppTest
-
-APP_MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
+from app_fixtures import build_run_folder, open_page
 
 RECONSTRUCTION = {
     "n_tokens": 566,
@@ -36,16 +33,8 @@ def run(tmp_path_factory) -> Path:
     return run
 
 
-def open_home(run_folder: Path) -> AppTest:
-    at = AppTest.from_file(str(APP_MAIN), default_timeout=60)
-    at.session_state["run_folder"] = str(run_folder)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def test_home_shows_typical_token_fve_beside_all_token_fve(run):
-    at = open_home(run)
+    at = open_page(run)
     captions = [c.value for c in at.caption]
     assert (
         "`crosscoder`: FVE base -7.970, chat -8.940 over all 566 held-out tokens; base 0.891, "
@@ -68,5 +57,5 @@ def test_home_has_no_massive_token_note_without_massive_tokens(run, tmp_path):
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     evaluation = {"reconstruction": RECONSTRUCTION | {"n_massive_tokens": 0}}
     (copy / "dictionaries" / "crosscoder" / "eval.json").write_text(json.dumps(evaluation))
-    captions = [c.value for c in open_home(copy).caption]
+    captions = [c.value for c in open_page(copy).caption]
     assert not any("massive-norm" in caption for caption in captions)

@@ -3,35 +3,21 @@ crosscoder with planted chat-only and base-only latents, `analyze`): the fixture
 test_diffing_run.py. Guards against drift between the analysis writer and the app's reader."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
-from streamlit.testing.v1 import AppTest
+from app_fixtures import open_page
 from test_diffing_run import DICT_SIZE, N_CHAT_ONLY, run_dir  # noqa: F401  (module fixture)
-
-APP_MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
-
-
-def open_page(run: Path, page: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(str(APP_MAIN), default_timeout=120)
-    at.session_state["run_folder"] = str(run)
-    at.query_params.update(query)
-    at.run()
-    if page is not None:
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_home_latents_and_compare_render_the_real_analysis(run_dir):  # noqa: F811
-    home = open_page(run_dir)
+    home = open_page(run_dir, timeout=120)
     assert not home.error
     metrics = {m.label: m.value for m in home.metric}
     assert metrics["latents"] == str(DICT_SIZE)
     assert int(metrics["chat-only"]) >= N_CHAT_ONLY
-    latents = open_page(run_dir, "latents")
+    latents = open_page(run_dir, "latents", timeout=120)
     assert not latents.error and len(latents.dataframe[0].value) == DICT_SIZE
-    compare = open_page(run_dir, "compare")
+    compare = open_page(run_dir, "compare", timeout=120)
     shift = pd.read_parquet(run_dir / "analysis" / "tiny" / "token_shift.parquet")
     table = next(d.value for d in compare.dataframe if "rank_under_base" in d.value.columns)
     first = shift[shift.prompt_id == shift.prompt_id.min()]
@@ -41,7 +27,7 @@ def test_home_latents_and_compare_render_the_real_analysis(run_dir):  # noqa: F8
 def test_latent_page_boxes_the_example_token_of_a_real_example(run_dir):  # noqa: F811
     examples = pd.read_parquet(run_dir / "analysis" / "tiny" / "examples.parquet")
     latent = int(examples.latent.iloc[0])
-    at = open_page(run_dir, "latent", latent=str(latent))
+    at = open_page(run_dir, "latent", timeout=120, latent=str(latent))
     assert not at.error, [e.value for e in at.error]
     html = next(m.value for m in at.markdown if 'class="tok' in m.value)
     top = examples[(examples.latent == latent) & (examples.kind == "top")]
@@ -54,5 +40,8 @@ def test_latent_page_boxes_the_example_token_of_a_real_example(run_dir):  # noqa
 
 
 def test_pages_of_steps_the_run_lacks_name_the_missing_file(run_dir):  # noqa: F811
-    assert "tuco/scores.json is missing" in open_page(run_dir, "tuco").error[0].value
-    assert "steering/results.parquet is missing" in open_page(run_dir, "steering").error[0].value
+    assert "tuco/scores.json is missing" in open_page(run_dir, "tuco", timeout=120).error[0].value
+    assert (
+        "steering/results.parquet is missing"
+        in open_page(run_dir, "steering", timeout=120).error[0].value
+    )

@@ -4,8 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, Gemma3TextConfig
+from tiny_models import save_tiny_gemma_pair_with_real_tokenizer
 
 from interp.errors import InterpError
 from interp.pipeline import PROFILES_DIR, load_config, options_to_argv, plan, run_pipeline
@@ -143,44 +142,12 @@ def test_steer_step_names_a_trained_crosscoder_by_its_train_step():
     assert steer.argv[steer.argv.index("--crosscoder") + 1] == "/elsewhere/coder"
 
 
-def _tiny_gemma_with_real_tokenizer(folder: Path, seed: int, tokenizer) -> str:
-    """A 4-block random Gemma 3 with the real Gemma tokenizer (so real text and the chat template
-    tokenize as on the default pair), saved as an HF folder."""
-    torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=32,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    model = AutoModelForCausalLM.from_config(config)
-    model.config.architectures = [type(model).__name__]
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.mark.slow
 def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path):
-    from transformers import AutoTokenizer
-
     from app.run_folder import RunFolder
-    from interp.builtin_models import dequantized_folder, gemma_3_270m_gguf
-    from interp.chat_template import GEMMA_CHAT_TEMPLATE
     from interp.cli.pipeline_cmd import invoke_interp
 
-    tokenizer = AutoTokenizer.from_pretrained(dequantized_folder(*gemma_3_270m_gguf()))
-    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    base = _tiny_gemma_with_real_tokenizer(tmp_path / "base", 0, tokenizer)
-    chat = _tiny_gemma_with_real_tokenizer(tmp_path / "chat", 1, tokenizer)
+    base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     config = load_config(PROFILES_DIR / "tiny.toml")
     config["run"].update(out=str(tmp_path / "run"), base=base, chat=chat)
     ran = run_pipeline(config, invoke_interp, echo=lambda _: None)

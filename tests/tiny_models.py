@@ -11,6 +11,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     Gemma2Config,
     Gemma3TextConfig,
     LlamaConfig,
@@ -94,3 +95,36 @@ def save_tiny(loaded: LoadedModel, folder: Path) -> Path:
     loaded.model.save_pretrained(folder)
     loaded.tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_gemma_pair_with_real_tokenizer(folder: Path) -> tuple[str, str]:
+    """Two 4-block random Gemma 3 models (seeds 0 and 1) with the real Gemma tokenizer and chat
+    template (so real text and chat tokenize as on the default pair), saved as HF folders
+    `folder/base` and `folder/chat`; returns their paths. Needs the bundled Gemma package."""
+    from interp.builtin_models import dequantized_folder, gemma_3_270m_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(dequantized_folder(*gemma_3_270m_gguf()))
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    paths = []
+    for seed, name in enumerate(("base", "chat")):
+        torch.manual_seed(seed)
+        config = Gemma3TextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            sliding_window=32,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        )
+        model = AutoModelForCausalLM.from_config(config)
+        model.config.architectures = [type(model).__name__]
+        model.save_pretrained(folder / name)
+        tokenizer.save_pretrained(folder / name)
+        paths.append(str(folder / name))
+    return paths[0], paths[1]
