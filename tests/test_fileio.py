@@ -1,0 +1,46 @@
+"""interp.fileio: whole-or-nothing writes and one writer per folder."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from interp.errors import InterpError
+from interp.fileio import atomic_write_json, replace_dir, writer_lock
+
+
+def test_atomic_write_leaves_no_temp_and_replaces_whole(tmp_path):
+    target = tmp_path / "a.json"
+    atomic_write_json(target, {"x": 1})
+    atomic_write_json(target, {"x": 2})
+    assert json.loads(target.read_text()) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_replace_dir_moves_a_built_folder(tmp_path):
+    staging = tmp_path / "staging"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "sub" / "f").write_text("payload")
+    replace_dir(staging, tmp_path / "final")
+    assert (tmp_path / "final" / "sub" / "f").read_text() == "payload"
+    assert not staging.exists()
+
+
+def test_a_second_writer_of_a_folder_is_refused_in_one_line(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time; from interp.fileio import writer_lock\n"
+         f"with writer_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InterpError, match="another process is writing"):
+            with writer_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with writer_lock(tmp_path):  # a killed holder leaves no stale lock
+        pass
