@@ -28,7 +28,8 @@ class CrossCoderConfig:
     dict_size: int
     activation: str = "batchtopk"  # a key of crosscoders.activations.ACTIVATIONS
     k: int = 100  # topk / batchtopk: latents kept per token (batchtopk: k * B per batch)
-    l1_coefficient: float = 0.041  # relu_l1: mu of eq. `mu * sum_j f_j * s_j` (Minder et al.)
+    # relu_l1: mu of `mu * sum_j f_j * s_j` beside the UN-squared error (losses.py), Minder et al.
+    l1_coefficient: float = 0.041
     threshold_beta: float = 0.999  # batchtopk: theta <- beta * theta + (1 - beta) * min kept g
     threshold_start_step: int = 1000  # batchtopk: theta is only updated after this many steps
     auxk_k: int | None = None  # AuxK latents per token; None = d_model // 2 (Gao et al. B.1)

@@ -254,8 +254,10 @@ class Trainer:
         for batch in islice(self.stream(self.training.n_steps - n_batches), n_batches):
             x = self.coder.scale(ddp.local_rows(batch).to(self.device, torch.float32))
             selection = self.coder.select(torch.relu(self.coder.pre_activations(x)))
-            cutoffs.append(selection.min_kept_g)
-        self.coder.get_buffer("threshold").copy_(torch.stack(cutoffs).mean())
+            if selection.min_kept_g is not None:  # None: no positive g in the batch
+                cutoffs.append(selection.min_kept_g)
+        if cutoffs:
+            self.coder.get_buffer("threshold").copy_(torch.stack(cutoffs).mean())
 
     def metrics(self, out: LossOutput) -> dict[str, float]:
         """Scalars of one step, averaged over ranks."""
