@@ -7,6 +7,7 @@ a folder whose manifest holds another hash is refused instead of silently mixed.
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -34,16 +35,19 @@ def canonical_dtype(name: str) -> str:
     return canonical
 
 
-def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
-    """`wiki:0.5,chat:0.5` -> (("wiki", 0.5), ("chat", 0.5)); a bare `wiki` has weight 1.
-    Weights are token shares, normalised to sum to 1."""
+def parse_mix(text: "str | Mapping[str, float]") -> tuple[tuple[str, float], ...]:
+    """`wiki:0.5,chat:0.5` (or the dict {"wiki": 0.5, "chat": 0.5}) -> (("wiki", 0.5),
+    ("chat", 0.5)); a bare `wiki` has weight 1. Weights are token shares, normalised to sum
+    to 1."""
+    if isinstance(text, Mapping):
+        text = ",".join(f"{name}:{weight}" for name, weight in text.items())
     entries: list[tuple[str, float]] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         name, colon, weight_text = part.rpartition(":")
-        if not colon:
+        if not colon or (name == "hf" and "/" in weight_text):  # a bare `hf:owner/name`
             name, weight_text = part, ""
         try:
             weight = float(weight_text) if weight_text else 1.0

@@ -27,6 +27,7 @@ A `TextSource` supplies the documents of a recipe; `DatasetSource` reads `interp
 """
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ LENGTH_SORT_BATCHES = 16  # batches per window of length-sorted sequences
 
 
 Chat = tuple[str, str | None]  # (user prompt, model response or None for the generation prompt)
+# a whole conversation, [{"role": ..., "content": ...}, ...], rendered with the chat template
+Messages = list[dict[str, str]]
+HF_PREFIX = "hf:"  # a mix entry `hf:owner/name` is a Hugging Face dataset id
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Corpus:
     adds the BOS itself) when they are tokenized."""
 
     recipe: str
-    documents: list[str] | list[Chat]
+    documents: list[str] | list[Chat] | list[Messages]
     is_chat: bool
     origin: str  # where the documents came from, for the manifest
 
@@ -68,7 +72,8 @@ class DatasetSource:
     """Recipes of `interp.datasets`. `chat` is the chat-tune's conversations (prompt + response)
     when they have been generated, else the `chat-benign` prompts with the generation prompt;
     `wiki` is plain text; any other recipe is a list of user prompts, rendered as chat. A recipe
-    that is the path of a `.txt` file reads one plain document per non-empty line."""
+    that is the path of a `.txt` file reads one plain document per non-empty line; a `.jsonl`
+    file, a local dataset folder or `hf:owner/name` reads records (`user_records`)."""
 
     PLAIN_RECIPES = ("wiki",)
 
@@ -82,6 +87,10 @@ class DatasetSource:
                 raise InterpError(f"dataset file {recipe!r} does not exist")
             lines = [line for line in path.read_text().splitlines() if line.strip()]
             return Corpus(recipe, lines, False, f"lines of {path.name}")
+        if recipe.endswith(".jsonl"):
+            return records_corpus(recipe, jsonl_records(Path(recipe)), f"records of {recipe}")
+        if recipe.startswith(HF_PREFIX) or Path(recipe).is_dir():
+            return records_corpus(recipe, *hf_dataset_records(recipe, self.split))
         from interp import datasets
 
         if recipe == "chat":
@@ -131,6 +140,86 @@ class InMemorySource:
         return "in-memory"
 
 
+def jsonl_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InterpError(f"dataset file {str(path)!r} does not exist")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise InterpError(f"{str(path)!r} line {number} is not JSON ({error})") from None
+    return records
+
+
+def hf_dataset_records(recipe: str, split: str) -> tuple[list[dict], str]:
+    """The records of a Hugging Face dataset: `hf:owner/name` (hub or local hub cache) or a
+    local folder (written by `save_to_disk`, or of data files `load_dataset` reads), split
+    `split` when the dataset has splits."""
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        raise InterpError(
+            f"dataset {recipe!r} needs the `datasets` package: pip install datasets (or give a "
+            ".jsonl file)"
+        ) from None
+    name = recipe.removeprefix(HF_PREFIX)
+    folder = Path(name)
+    if folder.is_dir() and any(
+        (folder / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")
+    ):
+        loaded = hf_datasets.load_from_disk(str(folder))
+    else:
+        loaded = hf_datasets.load_dataset(name)
+    if isinstance(loaded, hf_datasets.DatasetDict):
+        if split not in loaded:
+            raise InterpError(
+                f"dataset {recipe!r} has no split {split!r}: expected one of {list(loaded)}"
+            )
+        loaded = loaded[split]
+    return list(loaded), f"dataset {name} ({split})"
+
+
+def records_corpus(recipe: str, records: list, origin: str) -> Corpus:
+    """Records `{"text": ...}` (plain documents) or `{"messages": [{"role", "content"}, ...]}`
+    (conversations, rendered with the model's chat template); one kind per source."""
+    kinds = {("messages" in r) if isinstance(r, dict) else None for r in records}
+    if not records or None in kinds or len(kinds) != 1:
+        raise InterpError(
+            f'dataset {recipe!r}: expected records that all have "text" or all have '
+            '"messages" (a list of {"role", "content"})'
+        )
+    if kinds == {False}:
+        missing = [i for i, r in enumerate(records) if not isinstance(r.get("text"), str)]
+        if missing:
+            raise InterpError(f'dataset {recipe!r}: record {missing[0]} has no string "text"')
+        return Corpus(recipe, [r["text"] for r in records if r["text"].strip()], False, origin)
+    conversations = []
+    for i, record in enumerate(records):
+        messages = record["messages"]
+        if not messages or not all(
+            isinstance(m, dict) and {"role", "content"} <= set(m) for m in messages
+        ):
+            raise InterpError(
+                f"dataset {recipe!r}: record {i}'s messages must be a non-empty list of "
+                '{"role", "content"}'
+            )
+        conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
+    return Corpus(recipe, conversations, True, origin)
+
+
+def render_document(tokenizer, document: Chat | Messages) -> str:
+    """A chat document in the chat template: a (prompt, response) pair, or a conversation,
+    which ends with the generation prompt unless its last turn is the assistant's."""
+    if isinstance(document, list):
+        return tokenizer.apply_chat_template(
+            document, tokenize=False, add_generation_prompt=document[-1]["role"] != "assistant"
+        )
+    return render_chat(tokenizer, *document)
+
+
 def excluded_token_ids(tokenizer, keep_special: bool) -> list[int]:
     """Token ids never cached: BOS and PAD, unless `keep_special`."""
     if keep_special:
@@ -152,7 +241,7 @@ def _documents(
         for start in range(0, len(order), TOKENIZE_CHUNK):
             chunk = [corpus.documents[int(i)] for i in order[start : start + TOKENIZE_CHUNK]]
             if corpus.is_chat:
-                chunk = [render_chat(tokenizer, prompt, response) for prompt, response in chunk]
+                chunk = [render_document(tokenizer, document) for document in chunk]
             encoded = tokenizer(
                 chunk,
                 add_special_tokens=not corpus.is_chat,
