@@ -18,6 +18,7 @@ For a crosscoder (n_sources > 1) the export is source m's slice: its encoder onl
 the crosscoder's latents read all sources, so it is an approximation of the crosscoder.
 """
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from interp.layers import hook_name
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
+SAELENS_FORMAT_VERSION = "6.0.0"  # the cfg.json layout written here: SAELens 6.x
 # our activation -> SAELens architecture
 ARCHITECTURES = {
     "relu_l1": "standard",
@@ -76,12 +78,43 @@ def saelens_tensors(coder: CrossCoder, source: int) -> dict[str, torch.Tensor]:
     return {name: tensor.float().contiguous() for name, tensor in tensors.items()}
 
 
+# the upstream Hugging Face model of each built-in (interp/builtin_models.py): SAELens and
+# Neuronpedia resolve these ids; the built-ins themselves are dequantized GGUF files of them
+UPSTREAM_HF_IDS = {
+    "gemma-3-270m": "google/gemma-3-270m",
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
+
+def model_provenance(spec: str) -> dict[str, Any]:
+    """`model_name` for cfg.json and where the weights came from. A built-in without an adapter
+    names its upstream Hugging Face id (its weights: that model's GGUF quantization, dequantized);
+    one with an adapter (the chat built-in) keeps its spec, since no hub model holds the merged
+    weights, and names its upstream base. Any other spec (a hub id or a folder) is kept as is."""
+    from interp.builtin_models import BUILTINS
+
+    builtin = BUILTINS.get(spec)
+    if builtin is None:
+        return {"model_name": spec}
+    upstream = UPSTREAM_HF_IDS.get(builtin.base or spec)
+    provenance = {"interp_builtin": spec, "weights": builtin.description, "upstream": upstream}
+    if builtin.adapter_dir is not None:
+        provenance["adapter"] = builtin.adapter_dir.name
+        return {"model_name": spec, "interp_provenance": provenance}
+    return {"model_name": upstream or spec, "interp_provenance": provenance}
+
+
 def saelens_cfg(coder: CrossCoder, source: int, context_size: int) -> dict[str, Any]:
+    """SAELens 6.x cfg.json: the SAE's own fields at the top level, everything about the model
+    and the data under `metadata`; `metadata.sae_lens_version` >= 6 tells SAELens's loader
+    (handle_config_defaulting) that this is the 6.x layout, not a pre-6 config to convert."""
     config = coder.config
     origin = config.sources[source] if config.sources else Source(model="unknown", layer=-1)
     architecture = ARCHITECTURES[config.activation]
     metadata = {
-        "model_name": origin.model,
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "sae_lens_training_version": None,
+        **model_provenance(origin.model),
         "hook_name": transformer_lens_hook_name(origin.layer),
         "hook_head_index": None,
         "context_size": context_size,
@@ -99,27 +132,43 @@ def saelens_cfg(coder: CrossCoder, source: int, context_size: int) -> dict[str, 
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": metadata,
-        # pre-v6 SAELens readers take these at the top level
-        "model_name": origin.model,
-        "hook_name": metadata["hook_name"],
-        "hook_layer": origin.layer,
-        "context_size": context_size,
-        "prepend_bos": True,
-        "activation_fn_str": "topk" if architecture == "topk" else "relu",
-        "activation_fn_kwargs": {"k": config.k} if architecture == "topk" else {},
     }
     if architecture == "topk":
         cfg["k"] = config.k
+        cfg["rescale_acts_by_decoder_norm"] = False  # rows are unit norm already
     return cfg
 
 
-def export_saelens(coder: CrossCoder, source: int, folder: Path, context_size: int = 1024) -> Path:
+def export_saelens(coder: CrossCoder, source: int, folder: Path, context_size: int) -> Path:
+    """Write source `source` of `coder` as a SAELens folder; `context_size` is the token context
+    the activations were cached with (the cache's `ctx`)."""
     folder = Path(folder)
     tensors = saelens_tensors(coder, source)
     folder.mkdir(parents=True, exist_ok=True)
     save_tensors(folder / WEIGHTS_FILE, tensors)
-    write_json(folder / CFG_FILE, saelens_cfg(coder, source, context_size))
+    write_json(folder / CFG_FILE, saelens_cfg(coder, source, int(context_size)))
     return folder
+
+
+def resid_post_layer(metadata: dict[str, Any], folder: Path) -> int:
+    """The block l of `blocks.{l}.hook_resid_post` (SAELens 6.x has only `hook_name`; a pre-6
+    config may carry `hook_layer` too, which must then agree)."""
+    name = metadata.get("hook_name") or metadata.get("hook_point")
+    if name is None:
+        raise InterpError(f"{str(folder)!r}: cfg.json names no hook_name: expected one")
+    match = re.fullmatch(r"blocks\.(-?\d+)\.hook_resid_post", str(name))
+    if match is None:
+        raise InterpError(
+            f"{str(folder)!r}: hook_name {name!r} is not a residual-stream output: expected "
+            "blocks.<layer>.hook_resid_post"
+        )
+    layer = int(match.group(1))
+    if metadata.get("hook_layer") is not None and int(metadata["hook_layer"]) != layer:
+        raise InterpError(
+            f"{str(folder)!r}: hook_layer {metadata['hook_layer']} disagrees with hook_name "
+            f"{name!r}"
+        )
+    return layer
 
 
 def import_saelens(folder: Path) -> CrossCoder:
@@ -134,10 +183,10 @@ def import_saelens(folder: Path) -> CrossCoder:
             f"SAELens architecture {cfg.get('architecture')!r} in {str(folder)!r}: expected one of "
             f"{', '.join(by_architecture)}"
         )
-    if cfg.get("apply_b_dec_to_input") or cfg.get("normalize_activations", "none") != "none":
+    if cfg.get("normalize_activations", "none") != "none":
         raise InterpError(
-            f"{str(folder)!r}: only apply_b_dec_to_input = false and normalize_activations = "
-            "'none' are supported"
+            f"{str(folder)!r}: normalize_activations = {cfg['normalize_activations']!r} is not "
+            "supported: expected 'none'"
         )
     if cfg["architecture"] == "topk":
         norms = tensors["W_dec"].norm(dim=-1)
@@ -146,12 +195,12 @@ def import_saelens(folder: Path) -> CrossCoder:
                 f"{str(folder)!r}: a topk SAE with unequal decoder norms cannot be imported "
                 "(our top-k ranks by f_j * ||d_j||, SAELens by f_j)"
             )
-    metadata = cfg.get("metadata", {})
-    interp_source = metadata.get("interp_source", {})
+    metadata = {**cfg, **cfg.get("metadata", {})}  # 6.x nests these, pre-6 keeps them on top
+    provenance = metadata.get("interp_provenance") or {}
     source = Source(
-        model=str(metadata.get("model_name", cfg.get("model_name", "unknown"))),
-        layer=int(cfg.get("hook_layer", -1)),
-        name=str(interp_source.get("name", "")),
+        model=str(provenance.get("interp_builtin", metadata.get("model_name", "unknown"))),
+        layer=resid_post_layer(metadata, folder),
+        name=str((metadata.get("interp_source") or {}).get("name", "")),
     )
     config = CrossCoderConfig(
         n_sources=1,
@@ -164,9 +213,13 @@ def import_saelens(folder: Path) -> CrossCoder:
         sources=[source],
     )
     coder = CrossCoder(config)
+    b_enc = tensors["b_enc"]
+    if cfg.get("apply_b_dec_to_input", True):  # SAELens's default when the key is absent
+        # SAELens encodes (x - b_dec) W_enc + b_enc = x W_enc + (b_enc - b_dec W_enc)
+        b_enc = b_enc - tensors["b_dec"] @ tensors["W_enc"]
     state = {
         "W_enc": tensors["W_enc"][None],
-        "b_enc": tensors["b_enc"],
+        "b_enc": b_enc,
         "W_dec": tensors["W_dec"][None],
         "b_dec": tensors["b_dec"][None],
         "input_scale": torch.ones(1),

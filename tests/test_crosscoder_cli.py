@@ -72,11 +72,14 @@ def test_train_crosscoder_then_eval_and_export(setup):
             splice["ce_zero_ablation"] - splice["ce_clean"]
         )
         assert splice["ce_loss_recovered"] == pytest.approx(recovered)
-    invoke(["dict", "export", out, "--source", 1, "--out", setup / "sae-chat"])
+    invoke(["dict", "export", out, "--source", "chat", "--cache", setup / "cache",
+            "--out", setup / "sae-chat"])  # fmt: skip
     cfg = json.loads((setup / "sae-chat" / "cfg.json").read_text())
     assert cfg["architecture"] == "jumprelu" and cfg["metadata"]["model_name"] == str(
         setup / "chat"
     )
+    ctx = json.loads((setup / "cache" / "manifest.json").read_text())["config"]["ctx"]
+    assert cfg["metadata"]["context_size"] == ctx
 
 
 def test_train_sae_on_one_model(setup):

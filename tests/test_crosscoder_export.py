@@ -1,11 +1,12 @@
 """SAELens export checked against the format's spec (written out here, SAELens not imported):
-file names, tensor names and shapes, cfg fields, and the spec's forward pass reproducing ours."""
+file names, tensor names and shapes, cfg fields, and the spec's forward pass reproducing ours.
+SAELens's own loader reads the export in tests/test_saelens_real.py."""
 
 import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
@@ -66,6 +67,9 @@ def test_exported_sae_follows_the_spec_and_computes_our_forward(tmp_path, activa
     assert cfg["metadata"]["model_name"] == "tiny-base"
     assert cfg["metadata"]["hook_name"] == "blocks.2.hook_resid_post"
     assert cfg["metadata"]["context_size"] == 128
+    assert cfg["metadata"]["sae_lens_version"] == "6.0.0"
+    # the 6.x layout: model and data fields only under metadata
+    assert not {"model_name", "hook_name", "hook_layer", "context_size"} & set(cfg)
     weights = load_file(str(folder / "sae_weights.safetensors"))
     expected = dict(SPEC_KEYS, **({"threshold": (F,)} if architecture == "jumprelu" else {}))
     assert {name: tuple(t.shape) for name, t in weights.items()} == expected
@@ -81,18 +85,18 @@ def test_exported_sae_follows_the_spec_and_computes_our_forward(tmp_path, activa
 @pytest.mark.parametrize("activation", ["relu_l1", "topk", "batchtopk"])
 def test_export_import_round_trip_reproduces_the_dictionary(tmp_path, activation):
     coder = trained_like(activation)
-    imported = import_saelens(export_saelens(coder, 0, tmp_path / "sae"))
+    imported = import_saelens(export_saelens(coder, 0, tmp_path / "sae", context_size=128))
     assert imported.config.sources[0] == coder.config.sources[0]
     x = 5.0 * torch.randn(64, 1, D)
     torch.testing.assert_close(imported(x), coder(x), rtol=1e-4, atol=1e-4)
-    again = import_saelens(export_saelens(imported, 0, tmp_path / "again"))
+    again = import_saelens(export_saelens(imported, 0, tmp_path / "again", context_size=128))
     for name, tensor in imported.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], tensor)
 
 
 def test_crosscoder_source_export_is_that_sources_slice(tmp_path):
     coder = trained_like("relu_l1", n_sources=2)
-    folder = export_saelens(coder, 1, tmp_path / "chat")
+    folder = export_saelens(coder, 1, tmp_path / "chat", context_size=128)
     cfg = json.loads((folder / "cfg.json").read_text())
     weights = load_file(str(folder / "sae_weights.safetensors"))
     c = coder.input_scale[1]
@@ -104,7 +108,72 @@ def test_crosscoder_source_export_is_that_sources_slice(tmp_path):
 
 def test_export_errors_are_clear(tmp_path):
     with pytest.raises(InterpError, match="source 1 does not exist"):
-        export_saelens(trained_like("relu_l1"), 1, tmp_path / "x")
+        export_saelens(trained_like("relu_l1"), 1, tmp_path / "x", context_size=128)
     untrained = CrossCoder(CrossCoderConfig(1, D, F, k=K))
     with pytest.raises(InterpError, match="no inference threshold"):
-        export_saelens(untrained, 0, tmp_path / "y")
+        export_saelens(untrained, 0, tmp_path / "y", context_size=128)
+
+
+def test_builtin_models_get_a_resolvable_model_name_and_their_provenance(tmp_path):
+    coder = trained_like("relu_l1", n_sources=2)
+    coder.config.sources = [
+        Source("gemma-3-270m", 9, "base"),
+        Source("gemma-3-270m-chat", 9, "chat"),
+    ]
+    base = json.loads((export_saelens(coder, 0, tmp_path / "b", 128) / "cfg.json").read_text())
+    chat = json.loads((export_saelens(coder, 1, tmp_path / "c", 128) / "cfg.json").read_text())
+    assert base["metadata"]["model_name"] == "google/gemma-3-270m"
+    assert "Q4_K_M, dequantized" in base["metadata"]["interp_provenance"]["weights"]
+    # no hub model holds the merged chat weights: the spec stays, upstream base and adapter named
+    assert chat["metadata"]["model_name"] == "gemma-3-270m-chat"
+    assert chat["metadata"]["interp_provenance"]["upstream"] == "google/gemma-3-270m"
+    assert chat["metadata"]["interp_provenance"]["adapter"] == "chat-tune"
+    # importing gives back the project's spec, not the hub id
+    assert import_saelens(tmp_path / "b").config.sources[0] == Source("gemma-3-270m", 9, "base")
+
+
+def saelens6_folder(tmp_path, cfg_extra: dict, metadata: dict) -> tuple:
+    """A SAELens 6.x-style folder written by hand: a standard SAE, weights from a seed."""
+    generator = torch.Generator().manual_seed(3)
+    tensors = {
+        "W_enc": torch.randn(D, F, generator=generator),
+        "b_enc": torch.randn(F, generator=generator),
+        "W_dec": torch.randn(F, D, generator=generator),
+        "b_dec": torch.randn(D, generator=generator),
+    }
+    folder = tmp_path / "saelens6"
+    folder.mkdir()
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    cfg = {"architecture": "standard", "d_in": D, "d_sae": F, "metadata": metadata, **cfg_extra}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder, tensors
+
+
+def test_import_reads_the_6x_hook_name_and_folds_apply_b_dec_to_input(tmp_path):
+    metadata = {
+        "sae_lens_version": "6.5.0",
+        "model_name": "m",
+        "hook_name": "blocks.3.hook_resid_post",
+    }
+    # no apply_b_dec_to_input key: SAELens's default, true
+    folder, w = saelens6_folder(tmp_path, {}, metadata)
+    imported = import_saelens(folder)
+    assert imported.config.sources[0].layer == 3  # not the last block (-1)
+    x = 5.0 * torch.randn(32, D)
+    # SAELens standard SAE with apply_b_dec_to_input: ReLU((x - b_dec) W_enc + b_enc) W_dec + b_dec
+    expected = torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]) @ w["W_dec"] + w["b_dec"]
+    torch.testing.assert_close(imported(x[:, None])[:, 0], expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ({"hook_name": "blocks.3.hook_mlp_out"}, "not a residual-stream output"),
+        ({}, "names no hook_name"),
+        ({"hook_name": "blocks.3.hook_resid_post", "hook_layer": 5}, "disagrees"),
+    ],
+)
+def test_import_refuses_hooks_it_cannot_place(tmp_path, metadata, message):
+    folder, _ = saelens6_folder(tmp_path, {"apply_b_dec_to_input": False}, metadata)
+    with pytest.raises(InterpError, match=message):
+        import_saelens(folder)

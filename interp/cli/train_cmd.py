@@ -314,15 +314,74 @@ def _dictionary_columns(config, cache) -> list[int]:
 def export(
     dictionary: Annotated[Path, typer.Argument(help="dictionary folder")],
     out: OutOption,
-    source: int = typer.Option(0, help="which source (0 = first, e.g. base)"),
-    context_size: int = typer.Option(1024, help="context size written to cfg.json"),
+    source: str = typer.Option("0", help="which source: its index (0 = first) or name (base/chat)"),
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="the dictionary's activation cache: its ctx is cfg.json's context_size"),
+    ] = None,
+    context_size: int | None = typer.Option(None, help="context size for cfg.json (or --cache)"),
 ) -> None:
-    """Export one source as a SAELens folder (cfg.json + sae_weights.safetensors)."""
+    """Export one source as a SAELens 6 folder (cfg.json + sae_weights.safetensors)."""
     from crosscoders.export_saelens import export_saelens
     from crosscoders.io import load_crosscoder
 
-    folder = export_saelens(load_crosscoder(dictionary), source, out, context_size)
+    if (cache is None) == (context_size is None):
+        raise InterpError(
+            "give exactly one of --cache (the dictionary's activation cache, whose ctx is used) "
+            "and --context-size"
+        )
+    if cache is not None:
+        from interp.cache.manifest import read_manifest
+
+        context_size = int(read_manifest(cache)["config"]["ctx"])
+    coder = load_crosscoder(dictionary)
+    names = [s.name for s in coder.config.sources]
+    if source in names:
+        index = names.index(source)
+    elif source.lstrip("-").isdigit():
+        index = int(source)
+    else:
+        raise InterpError(f"--source {source!r}: expected an index or one of {names}")
+    folder = export_saelens(coder, index, out, context_size)
     typer.echo(f"SAELens folder written to {folder}")
+
+
+@dict_app.command("import")
+def import_dictionary(
+    path: Annotated[Path, typer.Argument(help="a SAELens folder, or a dictionary_learning save")],
+    out: OutOption,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="dictionary_learning: the model of each layer, in order (base, chat)"),
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option(help="dictionary_learning: the resid_post layer they read")
+    ] = None,
+) -> None:
+    """Import a dictionary: a SAELens folder (cfg.json + sae_weights.safetensors) or a crosscoder
+    saved by dictionary_learning / crosscoder_learning (model.safetensors + config.json, or .pt)."""
+    from crosscoders.config import Source
+    from crosscoders.export_saelens import CFG_FILE, import_saelens
+    from crosscoders.import_dictionary_learning import import_dictionary_learning
+    from crosscoders.io import save_crosscoder
+
+    if (path / CFG_FILE).is_file():
+        coder = import_saelens(path)
+    else:
+        if not model or layer is None:
+            raise InterpError(
+                "a dictionary_learning save records no models or layer: give --model once per "
+                "crosscoder layer (base first) and --layer"
+            )
+        names = ["base", "chat"] if len(model) == 2 else [""] * len(model)
+        sources = [Source(spec, layer, name) for spec, name in zip(model, names, strict=True)]
+        coder = import_dictionary_learning(path, sources)
+    save_crosscoder(coder, out)
+    config = coder.config
+    typer.echo(
+        f"dictionary written to {out} ({config.activation}, {config.n_sources} source(s), "
+        f"{config.dict_size} latents)"
+    )
 
 
 def register(app: typer.Typer) -> None:
