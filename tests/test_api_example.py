@@ -22,5 +22,8 @@ def test_api_example_runs_on_tiny_models(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "TuCo of the prompt: 0." in result.stdout
+    assert "CE recovered by splicing, chat: " in result.stdout
+    assert "steered: " in result.stdout
+    assert "latent_class" in result.stdout  # top_latents joined with the analysis
     latents = pd.read_parquet(tmp_path / "run" / "analysis" / "btk" / "latents.parquet")
     assert len(latents) == 256
