@@ -53,6 +53,16 @@ def test_jsonl_and_dataset_folders_give_the_records(setup):
     assert hf_chat.is_chat and hf_chat.documents == CHATS * 20
 
 
+def test_a_folder_named_like_a_bundled_recipe_does_not_shadow_it(setup, tmp_path, monkeypatch):
+    _, tokenizer, _ = setup
+    (tmp_path / "chat").mkdir()  # e.g. a saved chat model beside the script
+    (tmp_path / "wiki").mkdir()
+    monkeypatch.chdir(tmp_path)
+    source = DatasetSource()
+    assert source.corpus("wiki", tokenizer).origin == "wiki (train)"
+    assert source.corpus("chat", tokenizer).is_chat
+
+
 def test_a_conversation_renders_with_the_models_chat_template(setup):
     _, tokenizer, _ = setup
     # ends with the assistant: no generation prompt; ends with the user: the generation prompt

@@ -89,9 +89,14 @@ class DatasetSource:
             return Corpus(recipe, lines, False, f"lines of {path.name}")
         if recipe.endswith(".jsonl"):
             return records_corpus(recipe, jsonl_records(Path(recipe)), f"records of {recipe}")
-        if recipe.startswith(HF_PREFIX) or Path(recipe).is_dir():
-            return records_corpus(recipe, *hf_dataset_records(recipe, self.split))
         from interp import datasets
+
+        known = list(datasets.list_recipes())
+        # a bundled recipe name wins over a folder of that name in the working directory
+        if recipe.startswith(HF_PREFIX) or (
+            recipe not in ["chat", *known] and Path(recipe).is_dir()
+        ):
+            return records_corpus(recipe, *hf_dataset_records(recipe, self.split))
 
         if recipe == "chat":
             try:
@@ -103,7 +108,6 @@ class DatasetSource:
             prompts = datasets.load_texts("chat-benign", self.split)
             chats = [(prompt, None) for prompt in prompts]
             return Corpus(recipe, chats, True, f"chat-benign prompts ({self.split})")
-        known = list(datasets.list_recipes())
         if recipe not in known:
             raise InterpError(
                 f"unknown dataset recipe {recipe!r}: expected one of {['chat', *known]}"
