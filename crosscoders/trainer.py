@@ -9,7 +9,8 @@ so resuming at step i only needs `stream(i)`; the trainer never holds more than 
 Output folder layout:
     config.json, weights.safetensors   the final dictionary (crosscoders.io)
     training.json                      both configs; a different one refuses to reuse the folder
-    log.jsonl                          one line per logged step
+    log.jsonl                          one line per logged step (also sent to wandb / tensorboard
+                                       with `log_to`: wandb/ or tensorboard/ beside it)
     checkpoints/latest.json            name of the newest complete checkpoint
     checkpoints/step-00001000/         state.safetensors (weights, Adam moments, counters, RNG)
                                        + state.json (step, optimizer hyper-parameters)
@@ -36,6 +37,7 @@ from crosscoders.init import initialize
 from crosscoders.io import save_crosscoder, save_tensors
 from crosscoders.losses import fraction_of_variance_explained
 from crosscoders.streams import BatchStream
+from crosscoders.tracking import make_tracker
 from interp.errors import InterpError
 
 
@@ -72,6 +74,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         progress: bool = True,
         overwrite: bool = False,
+        log_to: str | None = None,  # also send the log records to "wandb" | "tensorboard"
     ) -> None:
         if not ACTIVATIONS[coder_config.activation].trainable:
             raise InterpError(
@@ -85,6 +88,7 @@ class Trainer:
         self.coder_config, self.training = coder_config, training
         self.stream, self.out_dir, self.device = stream, Path(out_dir), torch.device(device)
         self.progress = progress and ddp.rank() == 0
+        self.log_to = log_to
         self.coder = CrossCoder(coder_config).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.coder.parameters(), lr=training.lr, betas=training.adam_betas
@@ -302,6 +306,11 @@ class Trainer:
             desc="train",
         )
         started, started_step = time.perf_counter(), self.step
+        tracker = make_tracker(
+            self.log_to if ddp.rank() == 0 else None,
+            self.out_dir,
+            {"crosscoder": self.coder_config.to_dict(), "training": self.training.to_dict()},
+        )
         self.coder.train()
         for batch in islice(self.stream(self.step), config.n_steps - self.step):
             if batch.shape[0] != config.batch_size:
@@ -326,9 +335,11 @@ class Trainer:
                 if ddp.rank() == 0:
                     with log_path.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
+                    tracker.log(record)
             if self.step % config.checkpoint_every == 0 and self.step < config.n_steps:
                 self.save_checkpoint()
         bar.close()
+        tracker.close()
         if self.step < config.n_steps:
             raise InterpError(
                 f"the activation stream ended after {self.step} batches of {config.batch_size}: "

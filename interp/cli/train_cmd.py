@@ -41,6 +41,7 @@ def _train(
     checkpoint_every: int,
     device: str,
     overwrite: bool,
+    log_to: str | None = None,
 ) -> None:
     from crosscoders import ddp
     from crosscoders.config import CrossCoderConfig, Source, TrainingConfig
@@ -92,6 +93,7 @@ def _train(
             out,
             rank_device if device == "auto" else device,
             overwrite=overwrite,
+            log_to=log_to,
         ).train()
     finally:
         ddp.shutdown()
@@ -139,6 +141,9 @@ def train_crosscoder(
     device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
     workers: int = typer.Option(1, help="data-parallel processes (relaunches under torchrun)"),
     overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
+    log_to: str | None = typer.Option(
+        None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
+    ),
 ) -> None:
     """A crosscoder over every source of the cache (all models x layers)."""
     if workers > 1:
@@ -163,6 +168,7 @@ def train_crosscoder(
         checkpoint_every,
         device,
         overwrite,
+        log_to,
     )
 
 
@@ -189,6 +195,9 @@ def train_sae(
     device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
     workers: int = typer.Option(1, help="data-parallel processes (relaunches under torchrun)"),
     overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
+    log_to: str | None = typer.Option(
+        None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
+    ),
 ) -> None:
     """An SAE (a one-source crosscoder) on one model and layer of the cache."""
     if workers > 1:
@@ -214,6 +223,7 @@ def train_sae(
         checkpoint_every,
         device,
         overwrite,
+        log_to,
     )
 
 
