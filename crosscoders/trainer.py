@@ -327,15 +327,16 @@ class Trainer:
             if not bool(x.isfinite().all())
             else "the batch is finite, so the training diverged: lower --lr"
         )
-        checkpoint = (
-            f"the checkpoint of step {self.last_checkpoint_step}"
+        kept = (
+            f"keeps the checkpoint of step {self.last_checkpoint_step}: fix the cause, then rerun "
+            "to resume from it"
             if self.last_checkpoint_step is not None
-            else "no checkpoint yet"
+            else "holds no checkpoint yet: fix the cause, then rerun"
         )
         raise InterpError(
             f"the loss is {float(out.total)} at step {self.step + 1} of {self.training.n_steps} "
             f"(batch number {self.step} of the stream{origin}): training stopped before the "
-            f"update; {cause}; {str(self.out_dir)!r} keeps {checkpoint}, rerun to resume from it"
+            f"update; {cause}; {str(self.out_dir)!r} {kept}"
         )
 
     @torch.no_grad()
