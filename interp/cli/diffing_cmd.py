@@ -92,5 +92,134 @@ def adl(
     typer.echo(json.dumps({"out": str(out), "timings_s": summary.get("timings_s", {})}))
 
 
+def diff_sae(
+    run: Annotated[Path, typer.Argument(help="run folder holding cache/ (writes RUN/diff-sae)")],
+    layer: int = typer.Option(None, help="cached layer (default: the only one)"),
+    dict_size: int = typer.Option(2048, help="latents"),
+    k: int = typer.Option(32, help="BatchTopK: latents kept per token on average"),
+    steps: int = typer.Option(300, help="training steps"),
+    batch_size: int = typer.Option(512, help="tokens per step"),
+    lr: float = typer.Option(5e-4, help="Adam learning rate"),
+    warmup_steps: int = typer.Option(30, help="linear warm-up steps"),
+    n_latents: int = typer.Option(50, help="top latents read (logit lens, examples)"),
+    n_examples: int = typer.Option(20, help="max-activating examples per top latent"),
+    seed: int = typer.Option(0, help="data order and initialisation"),
+    overwrite: bool = typer.Option(False, help="replace a dictionary of another config"),
+) -> None:
+    """Difference SAE: BatchTopK SAE on h_chat - h_base of RUN/cache, its top latents read
+    through the fine-tuned model's logit lens and their max-activating examples."""
+    from crosscoders.config import Source, TrainingConfig
+    from crosscoders.diffing.difference_sae import (
+        analyze_difference_sae,
+        cache_difference_stream,
+        pair_columns,
+        train_difference_sae,
+    )
+    from interp.cache import ActivationCache
+    from interp.models import load_model
+
+    cache = ActivationCache(run / "cache")
+    pair_columns(cache, layer)  # a cache without both roles or that layer fails here
+    chosen = layer if layer is not None else cache.layers[0]
+    base, chat = cache.models
+    out = run / "diff-sae"
+    training = TrainingConfig(
+        n_steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        log_every=25,
+        checkpoint_every=max(50, steps // 4),
+    )
+    coder = train_difference_sae(
+        cache_difference_stream(cache, batch_size, seed, chosen),
+        out / "dictionary",
+        cache.d_model,
+        dict_size,
+        k,
+        training,
+        Source(model=f"{chat} - {base}", layer=chosen, name="chat-base"),
+        overwrite=overwrite,
+    )
+    loaded = load_model(chat)
+    analyze_difference_sae(
+        coder, cache, loaded.model, loaded.tokenizer, out, n_latents, n_examples, layer=chosen
+    )
+    typer.echo(str(out))
+
+
+def change_profile(
+    run: Annotated[Path, typer.Argument(help="run folder (writes RUN/change_profile)")],
+    base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
+    chat: str = typer.Option(DEFAULT_PAIR[1], help="fine-tuned model spec"),
+    n_texts: int = typer.Option(64, help="held-out wiki texts of the pass over every layer"),
+    n_chats: int = typer.Option(64, help="held-out chat-tune conversations of that pass"),
+    max_tokens: int = typer.Option(64, help="tokens per document"),
+    batch_size: int = typer.Option(8, help="documents per forward pass"),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
+) -> None:
+    """||h_chat - h_base|| / ||h_base|| per layer and token class: every layer from a pass over
+    held-out wiki texts and chats, the cached layer from RUN/cache when there is one."""
+    from crosscoders.diffing.change_profile import (
+        markdown,
+        profile_from_cache,
+        profile_from_pass,
+    )
+    from crosscoders.diffing.token_subsets import TemplateTokens
+    from interp.cache import ActivationCache
+    from interp.datasets import load_conversations, load_texts
+    from interp.fileio import atomic_write_json, atomic_write_text
+
+    pair = load_pair_of(base, chat, dtype)
+    texts = load_texts("wiki", "heldout")[:n_texts]
+    chats = load_conversations("heldout")[:n_chats] if n_chats else []
+    passed = profile_from_pass(pair, texts, chats, max_tokens, batch_size)
+    payload = {
+        "base": base,
+        "chat": chat,
+        "pass": {
+            "n_texts": len(texts),
+            "n_chats": len(chats),
+            "max_tokens": max_tokens,
+            "rows": passed.rows(),
+        },
+    }
+    text = f"Pass over {len(texts)} held-out wiki texts and {len(chats)} chats, every layer:\n\n"
+    text += markdown(passed.rows())
+    if (run / "cache" / "manifest.json").is_file():
+        cache = ActivationCache(run / "cache")
+        cached = profile_from_cache(cache, TemplateTokens.from_tokenizer(pair.tokenizer))
+        payload["cache"] = {"n_tokens": cache.n_tokens, "rows": cached.rows()}
+        text += f"\nThe cache ({cache.n_tokens} tokens), layer {cache.layers}:\n\n"
+        text += markdown(cached.rows())
+    out = run / "change_profile"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "profile.json", payload)
+    atomic_write_text(out / "profile.md", text)
+    typer.echo(str(out))
+
+
+def evaluate_diffing(
+    config: Annotated[Path, typer.Argument(help="science profile (data/pipelines/science.toml)")],
+    out: Annotated[
+        Path | None, typer.Option(help="run folder (default: the profile's [run] out)")
+    ] = None,
+    organisms: str = typer.Option(None, help="comma-separated organisms (default: all)"),
+    score_only: bool = typer.Option(False, help="only score the results already there"),
+    max_nll: float = typer.Option(5.0, help="steered generations above this NLL are incoherent"),
+) -> None:
+    """Run every diffing method on every organism of the profile and write one table
+    (RUN/diffing.json + RUN/diffing.md)."""
+    from crosscoders.diffing.science import evaluate
+
+    chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
+    json_path, md_path = evaluate(config, out, chosen, score_only, max_nll)
+    typer.echo(json.dumps({"json": str(json_path), "markdown": str(md_path)}))
+
+
 def register(app: typer.Typer) -> None:
     app.command("adl")(adl)
+    app.command("diff-sae")(diff_sae)
+    app.command("change-profile")(change_profile)
+    app.command("evaluate-diffing")(evaluate_diffing)
