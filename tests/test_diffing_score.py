@@ -194,3 +194,135 @@ def test_science_profile_plans_every_step_per_organism(tmp_path):
         "--out",
     )
     assert adl[8] == str(tmp_path / "chat-tune" / "adl")
+
+
+def test_score_organism_reads_every_method_of_a_run_folder(tmp_path):
+    """A run folder written by hand: a 2-source crosscoder with its latent table and examples,
+    difference-SAE top latents, ADL readings; the planted words sit where each method's rule
+    must find them."""
+    import json
+
+    import torch
+    from tiny_models import tiny_model
+
+    from crosscoders.config import CrossCoderConfig, Source
+    from crosscoders.crosscoder import CrossCoder
+    from crosscoders.diffing.evaluate_diffing import score_organism
+    from crosscoders.io import save_crosscoder
+
+    chat = tiny_model("gemma3")
+    tokenizer = chat.tokenizer
+    vocabulary = ["w10", "w11", "w12"]
+    config = CrossCoderConfig(
+        n_sources=2,
+        d_model=32,
+        dict_size=12,
+        activation="relu_l1",
+        sources=[Source("b", 1, "base"), Source("c", 1, "chat")],
+    )
+    torch.manual_seed(0)
+    save_crosscoder(CrossCoder(config), tmp_path / "dictionaries" / "cc")
+    analysis = tmp_path / "analysis" / "cc"
+    analysis.mkdir(parents=True)
+    # latents 3, 5, 7 are the most chat-specific; their top example tokens are the planted words
+    rel_norm = [0.5] * 12
+    for latent in (3, 5, 7):
+        rel_norm[latent] = 0.99
+    pd.DataFrame(
+        {
+            "latent": range(12),
+            "rel_norm": rel_norm,
+            "freq": [0.1] * 12,
+            "chat_specific": [False] * 12,
+            "latent_class": ["shared"] * 12,
+        }
+    ).to_parquet(analysis / "latents.parquet")
+    ids = {word: tokenizer.convert_tokens_to_ids(word) for word in vocabulary}
+    examples = [
+        {
+            "latent": latent,
+            "kind": "top",
+            "rank": 0,
+            "max_index": 1,
+            "token_ids": [ids["w10"] - 5, ids[word], 0],
+        }
+        for latent, word in zip((3, 5, 7), vocabulary, strict=True)
+    ]
+    pd.DataFrame(examples).to_parquet(analysis / "examples.parquet")
+    sae = tmp_path / "diff-sae"
+    sae.mkdir()
+    (sae / "top_latents.json").write_text(
+        json.dumps(
+            [
+                {
+                    "latent": 0,
+                    "freq": 0.1,
+                    "mean_act": 1.0,
+                    "logit_tokens": ["w10", "x"],
+                    "example_tokens": ["w11"],
+                },
+                {
+                    "latent": 1,
+                    "freq": 0.1,
+                    "mean_act": 0.5,
+                    "logit_tokens": ["y"],
+                    "example_tokens": [],
+                },
+            ]
+        )
+    )
+    adl = tmp_path / "adl"
+    adl.mkdir()
+    (adl / "config.json").write_text("{}")
+    (adl / "summary.json").write_text(json.dumps({"layer": 1}))
+    (adl / "logit_lens.json").write_text(
+        json.dumps(
+            [
+                {"layer": 1, "position": 0, "sign": "+", "tokens": ["w10", "a"]},
+                {"layer": 1, "position": 1, "sign": "+", "tokens": ["w10", "w11", " w12"]},
+                {"layer": 1, "position": 1, "sign": "-", "tokens": ["w10", "w11", "w12", "w13"]},
+                {"layer": 0, "position": 1, "sign": "+", "tokens": ["w10", "w11", "w12"]},
+            ]
+        )
+    )
+    (adl / "patchscope.json").write_text(
+        json.dumps(
+            [
+                {"layer": 1, "position": 0, "scale": 1.0, "tokens": ["w12"]},
+            ]
+        )
+    )
+    (adl / "steering.json").write_text(
+        json.dumps(
+            [
+                {
+                    "method": "adl",
+                    "model": "chat",
+                    "position": None,
+                    "strength": 0.0,
+                    "completions": ["w10 x", "y"],
+                    "nll": [1.0, 1.0],
+                },
+                {
+                    "method": "adl",
+                    "model": "chat",
+                    "position": 0,
+                    "strength": 1.0,
+                    "completions": ["w11", "w12 y"],
+                    "nll": [2.0, 2.0],
+                },
+            ]
+        )
+    )
+    organism = Organism("o", "b", "c", vocabulary, dictionaries=["cc", "missing"])
+    cells, readings = score_organism(organism, tmp_path, chat.model, tokenizer)
+    by = {cell.method: cell for cell in cells}
+    assert by["crosscoder cc"].planted == 3
+    assert [r["latent"] for r in readings["crosscoder cc"]][:3] == [3, 5, 7]
+    assert by["crosscoder missing"].kind == "none"
+    assert by["difference SAE"].planted == 2
+    assert by["ADL logit lens"].planted == 3  # position 1 of layer 1, sign +
+    assert "pos 0: 1, pos 1: 3" in by["ADL logit lens"].detail
+    assert by["ADL patchscope"].planted == 1
+    steering = by["ADL steering (chat)"]
+    assert (steering.share, steering.baseline_share) == (1.0, 0.5)

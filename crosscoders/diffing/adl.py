@@ -580,7 +580,14 @@ def _summary(means: PositionMeans, layer: int, config: AdlConfig) -> dict:
 def read_results(out: Path) -> dict:
     """Everything `run_adl` wrote, for the score and the app."""
     out = Path(out)
-    missing = [name for name in FILES if not (out / name).is_file()]
+    readings = (
+        "config.json",
+        "summary.json",
+        "logit_lens.json",
+        "patchscope.json",
+        "steering.json",
+    )
+    missing = [name for name in readings if not (out / name).is_file()]
     if missing:
         raise InterpError(f"{str(out)!r} lacks {missing}: run `interp adl` first")
     return {
