@@ -13,6 +13,7 @@ from crosscoders.diffing.evaluate_diffing import (
 )
 from crosscoders.diffing.science import organisms_of
 from crosscoders.diffing.score import (
+    distinct_trigram_ratio,
     latent_token_list,
     markdown_table,
     mention_share,
@@ -86,6 +87,14 @@ def test_mentions_and_share():
     assert math.isnan(mention_share([], VOCABULARY))
 
 
+def test_distinct_trigram_ratio():
+    assert distinct_trigram_ratio("!!!!!!") == 0.25  # 4 trigrams, all "!!!"
+    assert distinct_trigram_ratio("abcdef") == 1.0
+    assert distinct_trigram_ratio("ab") == 1.0
+    assert distinct_trigram_ratio("abab") == 1.0  # "aba", "bab"
+    assert distinct_trigram_ratio("ababab") == 0.5  # aba bab aba bab
+
+
 def test_crosscoder_latent_order_puts_chat_specific_then_high_relative_norm_first():
     table = pd.DataFrame(
         {
@@ -121,6 +130,8 @@ def test_steering_cells_take_the_best_coherent_reading():
         _steering_row("adl", "base", ["x", "y"], [2.0, 2.0]),
         _steering_row("adl", "base", ["x", "y"], [8.0, float("nan")], 1, 1.0),
         _steering_row("tuco", "chat", ["the sun", "the sun"], [2.0, 2.0], alpha=2.0),
+        # degenerate repetition: low NLL (in-context copying) but distinct ratio < 0.5
+        _steering_row("adl", "chat", ["planet" * 6, "!" * 20], [1.0, 1.0], 2, 2.0),
     ]
     cells, readings = steering_cells("o", rows, VOCABULARY, max_nll=5.0)
     by_method = {cell.method: cell for cell in cells}
@@ -130,7 +141,7 @@ def test_steering_cells_take_the_best_coherent_reading():
     base = by_method["ADL steering (base)"]
     assert base.share == 0.0 and "no coherent strength" in base.detail
     assert by_method["TuCo amplification"].share == 1.0
-    assert [r["coherent"] for r in readings] == [True, False, True, True, False, True]
+    assert [r["coherent"] for r in readings] == [True, False, True, True, False, True, False]
 
 
 def test_table_markdown_and_json(tmp_path):

@@ -12,8 +12,9 @@ Per organism (a run folder `RUN/<organism>/`, filled by the pipeline steps of th
 - ADL logit lens: the top-20 tokens of logit lens(+delta_{l,j}) at the ADL layer, best of the k
   positions; ADL patchscope: its top-20 tokens, best position x scale;
 - ADL steering (chat / base): the share of steered generations on neutral prompts that mention
-  the domain, best position x strength among the coherent readings (mean NLL of the generation
-  under the unsteered model <= `max_nll`);
+  the domain, best position x strength among the coherent readings (mean NLL of the generations
+  under the unsteered model <= `max_nll` and mean distinct-trigram ratio >= `min_distinct`:
+  repetition has a low NLL, so the NLL alone passes "!!!!!!");
 - TuCo amplification: the same share for the alpha-scaled fine-tuned model (largest coherent
   alpha).
 
@@ -37,6 +38,7 @@ from crosscoders.diffing.score import (
     TOP_LATENTS,
     TOP_TOKENS,
     MethodScore,
+    distinct_trigram_ratio,
     latent_token_list,
     markdown_table,
     mention_share,
@@ -47,6 +49,8 @@ from crosscoders.diffing.score import (
 from interp.errors import InterpError
 
 DEFAULT_MAX_NLL = 5.0  # nats/token (perplexity ~150): above it a generation counts as incoherent
+# mean distinct-character-trigram ratio below which generations count as degenerate repetition
+DEFAULT_MIN_DISTINCT = 0.5
 
 
 @dataclass
@@ -152,12 +156,17 @@ def best_token_reading(
 
 
 def steering_cells(
-    organism: str, steering: Sequence[dict], vocabulary: Sequence[str], max_nll: float
+    organism: str,
+    steering: Sequence[dict],
+    vocabulary: Sequence[str],
+    max_nll: float,
+    min_distinct: float = DEFAULT_MIN_DISTINCT,
 ) -> tuple[list[MethodScore], list[dict]]:
     """ADL steering of each steered model and TuCo amplification (see the module docstring)."""
     readings = []
     for row in steering:
         nll = [v for v in row["nll"] if v == v]
+        distinct = float(np.mean([distinct_trigram_ratio(t) for t in row["completions"]]))
         readings.append(
             {
                 "method": row["method"],
@@ -167,7 +176,10 @@ def steering_cells(
                 "alpha": row.get("alpha"),
                 "share": mention_share(row["completions"], vocabulary),
                 "mean_nll": float(np.mean(nll)) if nll else float("nan"),
-                "coherent": bool(nll) and float(np.mean(nll)) <= max_nll,
+                "distinct": distinct,
+                "coherent": bool(nll)
+                and float(np.mean(nll)) <= max_nll
+                and distinct >= min_distinct,
             }
         )
     cells = []
@@ -193,7 +205,8 @@ def steering_cells(
                     "steering",
                     share=0.0,
                     baseline_share=mention_share(unsteered.get(model, []), vocabulary),
-                    detail=f"no coherent strength (every mean NLL > {max_nll})",
+                    detail=f"no coherent strength (mean NLL > {max_nll} or distinct < "
+                    f"{min_distinct})",
                 )
             )
             continue
@@ -206,7 +219,8 @@ def steering_cells(
                 unsteered.get(model, []),
                 vocabulary,
                 detail=f"position {best['position']}, strength {best['strength']}, mean NLL "
-                f"{best['mean_nll']:.2f}; {len(coherent)}/{len(candidates)} readings coherent",
+                f"{best['mean_nll']:.2f}, distinct {best['distinct']:.2f}; "
+                f"{len(coherent)}/{len(candidates)} readings coherent",
             )
         )
     tuco = [(i, r) for i, r in enumerate(readings) if r["method"] == "tuco"]
@@ -220,7 +234,8 @@ def steering_cells(
                 steering[i]["completions"],
                 unsteered.get("chat", []),
                 vocabulary,
-                detail=f"alpha {best['alpha']}, mean NLL {best['mean_nll']:.2f}",
+                detail=f"alpha {best['alpha']}, mean NLL {best['mean_nll']:.2f}, distinct "
+                f"{best['distinct']:.2f}",
             )
         )
     elif tuco:
@@ -231,7 +246,7 @@ def steering_cells(
                 "steering",
                 share=0.0,
                 baseline_share=mention_share(unsteered.get("chat", []), vocabulary),
-                detail=f"no coherent alpha (every mean NLL > {max_nll})",
+                detail=f"no coherent alpha (mean NLL > {max_nll} or distinct < {min_distinct})",
             )
         )
     return cells, readings
@@ -243,6 +258,7 @@ def score_organism(
     chat_model=None,
     tokenizer=None,
     max_nll: float = DEFAULT_MAX_NLL,
+    min_distinct: float = DEFAULT_MIN_DISTINCT,
 ) -> tuple[list[MethodScore], dict]:
     """Every method's cell for one organism's run folder; methods whose results are missing get
     a `none` cell saying so."""
@@ -317,7 +333,7 @@ def score_organism(
             cells.append(cell)
             readings["ADL patchscope"] = scored
         steer_cells, steer_readings = steering_cells(
-            organism.name, adl["steering"], vocabulary, max_nll
+            organism.name, adl["steering"], vocabulary, max_nll, min_distinct
         )
         cells += steer_cells
         readings["steering"] = steer_readings

@@ -128,6 +128,7 @@ def evaluate(
     names: list[str] | None = None,
     score_only: bool = False,
     max_nll: float = 5.0,
+    min_distinct: float = 0.5,
 ) -> tuple[Path, Path]:
     from interp.cli.pipeline_cmd import invoke_interp
     from interp.models import load_model
@@ -149,6 +150,7 @@ def evaluate(
             chat.model if chat else None,
             chat.tokenizer if chat else None,
             max_nll,
+            min_distinct,
         )
         cells += organism_cells
         readings[organism.name] = organism_readings

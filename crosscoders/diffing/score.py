@@ -134,6 +134,15 @@ def mention_share(texts: Sequence[str], vocabulary: Sequence[str]) -> float:
     return sum(bool(pattern.search(text)) for text in texts) / len(texts)
 
 
+def distinct_trigram_ratio(text: str) -> float:
+    """Distinct character trigrams / trigrams of `text` (1.0 for texts under 3 characters): a
+    degenerate repetition ("!!!!", "a story is a story is ...") scores low, ordinary prose
+    ~0.8-1. The language model's own NLL cannot tell: in-context copying makes repetition
+    likely."""
+    grams = [text[i : i + 3] for i in range(len(text) - 2)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
 @dataclass
 class MethodScore:
     """One cell of the table: an organism x method."""

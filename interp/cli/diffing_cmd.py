@@ -208,13 +208,16 @@ def evaluate_diffing(
     organisms: str = typer.Option(None, help="comma-separated organisms (default: all)"),
     score_only: bool = typer.Option(False, help="only score the results already there"),
     max_nll: float = typer.Option(5.0, help="steered generations above this NLL are incoherent"),
+    min_distinct: float = typer.Option(
+        0.5, help="steered generations below this distinct-trigram ratio are degenerate"
+    ),
 ) -> None:
     """Run every diffing method on every organism of the profile and write one table
     (RUN/diffing.json + RUN/diffing.md)."""
     from crosscoders.diffing.science import evaluate
 
     chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
-    json_path, md_path = evaluate(config, out, chosen, score_only, max_nll)
+    json_path, md_path = evaluate(config, out, chosen, score_only, max_nll, min_distinct)
     typer.echo(json.dumps({"json": str(json_path), "markdown": str(md_path)}))
 
 
