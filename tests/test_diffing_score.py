@@ -337,3 +337,17 @@ def test_score_organism_reads_every_method_of_a_run_folder(tmp_path):
     assert by["ADL patchscope"].planted == 1
     steering = by["ADL steering (chat)"]
     assert (steering.share, steering.baseline_share) == (1.0, 0.5)
+
+
+def test_diffing_commands_refuse_bad_input_with_one_line(tmp_path):
+    from test_cli_models import interp_cli
+
+    for args, named in [
+        (("adl", "--out", str(tmp_path / "adl"), "--steer-positions", "9"), ("[9]", "0..4")),
+        (("evaluate-diffing", str(tmp_path / "missing.toml")), ("missing.toml",)),
+    ]:
+        result = interp_cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and all(text in line for text in named)
+    assert not (tmp_path / "adl").exists()

@@ -48,7 +48,13 @@ from interp.fileio import atomic_write_bytes, atomic_write_json, writer_lock
 from interp.hooks import block_output, decoder_layers, residual_stream
 from interp.layers import resolve_layer
 from interp.models import ModelPair
-from interp.tuco import decode_completions, generate, tokenize_prompts
+from interp.tuco import (
+    complete,
+    decode_completions,
+    generate,
+    stop_token_ids,
+    tokenize_prompts,
+)
 
 IDENTITY_PROMPTS = (
     "man -> man\n1135 -> 1135\nhello -> hello\n?",
@@ -332,8 +338,6 @@ def mean_nll(
 
 
 def _stop_ids(tokenizer) -> set[int]:
-    from interp.tuco import stop_token_ids
-
     return set(stop_token_ids(tokenizer)) | {tokenizer.pad_token_id}
 
 
@@ -348,8 +352,6 @@ def steered_generations(
 ) -> tuple[list[str], list[float]]:
     """Greedy completions of the chat-formatted prompts by model `role` with `vector` added to
     `resid_post[layer]` at every position (None: unsteered); and their unsteered NLL."""
-    from interp.tuco import complete
-
     loaded = pair.chat if role == "chat" else pair.base
     batch = tokenize_prompts(pair, list(prompts), chat_template=True, padding_side="left")
     batch = {k: v.to(loaded.device) for k, v in batch.items()}

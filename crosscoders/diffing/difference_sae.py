@@ -95,6 +95,8 @@ def train_difference_sae(
         dict_size=dict_size,
         activation="batchtopk",
         k=k,
+        # theta's EMA starts after a third of a short run (the quick profile's crosscoder: 100 of
+        # 300), after the config default of 1000 steps for long ones
         threshold_start_step=min(1000, max(1, training.n_steps // 3)),
         sources=[source],
     )
