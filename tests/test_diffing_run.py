@@ -185,8 +185,12 @@ def test_latent_scaling_on_real_cache_matches_bruteforce_lstsq(run_dir):
     coder = dictionary.coder.double()
     dictionary.coder = coder
     f = dictionary.encode(x)
-    x_hat = dictionary.decode(f)
-    W = dictionary.W_dec_raw
+    # Latent Scaling is read in the coder's units (issue 15): scaled activations, the coder's own
+    # reconstruction and decoder vectors
+    x = dictionary.scale(x)
+    x_hat = dictionary.decode_scaled(f)
+    W = dictionary.W_dec
+    assert (dictionary.coder.input_scale != 1).all()  # the two unit systems differ here
     latents = pd.read_parquet(run_dir / "analysis" / "tiny" / "latents.parquet")
     checked = 0
     for j in np.flatnonzero(latents["max_act"].to_numpy() > 0)[:16]:

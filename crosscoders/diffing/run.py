@@ -183,7 +183,7 @@ def _files_exist(*names: str) -> Callable[[Path], bool]:
 
 def run_latents(context: AnalysisContext) -> None:
     passes = context.passes
-    betas = passes.scaling.betas(context.dictionary.W_dec_raw)
+    betas = passes.scaling.betas(context.dictionary.W_dec)  # coder units, as the sums
     table = latent_table(context.dictionary, passes.firing, betas)
     write_parquet(table, context.out / LATENTS_FILE)
 
