@@ -154,8 +154,22 @@ def test_analysis_writes_the_run_folder_contract(run_dir):
     for row in hist.itertuples():
         assert int(row.counts.sum()) == round(freq_tokens[row.latent] * n_tokens)
     causal = {row["latent_set"]: row for row in json.loads((out / "causal.json").read_text())}
-    assert {"none", "all", "rel_norm_top_half", "rel_norm_bottom_half"} <= set(causal)
-    shift = pd.read_parquet(out / "token_shift.parquet")
+    assert causal["none"]["paper_rule"]  # the planted chat-only latents give halves
+    assert causal["none"]["n_candidates"] >= 2
+    assert set(causal) == {
+        "none",
+        "all",
+        "chat_error",
+        "latent_scaling_best_half",
+        "latent_scaling_worst_half",
+        "rel_norm_best_half",
+        "rel_norm_worst_half",
+        "random_candidates",
+        "random_latents",
+    }
+    shift = pd.read_parquet(out / "token_shift.parquet")  # one row per response token
+    first_k, rest = causal["none"]["n_tokens_first_k"], causal["none"]["n_tokens_rest"]
+    assert first_k > 0 and rest > 0 and first_k + rest == len(shift)
     assert set(shift["shift"]) <= {"unshifted", "marginal", "shifted"}
     neighbors = pd.read_parquet(out / "neighbors.parquet")
     assert (neighbors["latent"] != neighbors["neighbor"]).all()
