@@ -92,6 +92,25 @@ def test_causal_patch_with_all_latents_of_exact_crosscoder_reproduces_chat(pair)
         per_prompt.append(
             causal_kl(pair.base.model, pair.chat.model, dictionary, response, sets, mask, excluded)
         )
+    # one condition per forward pass gives what one batch of all three gives (float32 sums)
+    response, mask = responses[0], control.mask(responses[0].input_ids.tolist())
+    excluded = torch.zeros(response.input_ids.shape[0], dtype=torch.bool)
+    one_by_one = causal_kl(
+        pair.base.model,
+        pair.chat.model,
+        dictionary,
+        response,
+        sets,
+        mask,
+        excluded,
+        sets_per_forward=1,
+    )
+    for name, sums in one_by_one.items():
+        for key, value in sums.items():
+            assert abs(value - per_prompt[0][name][key]) <= 1e-4 * max(abs(value), 1e-3), (
+                name,
+                key,
+            )
     rows = {row["latent_set"]: row for row in aggregate_causal(per_prompt, sets)}
     # exact reconstructions: all = h_base + (h_chat - h_base) = h_chat, KL 0
     assert rows["all"]["kl_rest"] < 1e-6 and rows["all"]["kl_first_k"] < 1e-6

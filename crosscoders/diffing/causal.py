@@ -141,9 +141,12 @@ def causal_kl(
     control: np.ndarray,
     excluded_positions: Bool[Tensor, " seq"],
     first_k: int = FIRST_K,
+    sets_per_forward: int = 8,
 ) -> dict[str, dict[str, float]]:
     """For one prompt+response: per latent set, the summed KL(P_chat || P_patched) over the first-k
-    and the rest positions (`prediction_masks`) and their token counts."""
+    and the rest positions (`prediction_masks`) and their token counts. The conditions run
+    `sets_per_forward` at a time as one batch of identical sequences (no padding), and only the
+    logits of the predicting positions are computed (`logits_to_keep`)."""
     ids = response.input_ids[None].to(next(chat.parameters()).device)
     layer = dictionary.layer
     streams = torch.cat([residual_stream(model, ids, [layer]) for model in (base, chat)], dim=2)[
@@ -151,29 +154,38 @@ def causal_kl(
     ]  # [seq 2 d]: the pair at the dictionary's layer, sources [base, chat]
     starts = {"base": streams[:, 0], "chat": streams[:, 1]}
     f = dictionary.encode(streams)
-    chat_logits = chat(input_ids=ids, use_cache=False).logits[0]
-    predicting = slice(response.response_start - 1, ids.shape[1] - 1)
+    # positions response_start - 1 .. seq - 1 (the last one predicts past the response: dropped)
+    n_kept = ids.shape[1] - response.response_start + 1
+    chat_logits = chat(input_ids=ids, use_cache=False, logits_to_keep=n_kept).logits[0, :-1]
     first, rest = (
         torch.from_numpy(m).to(f.device)
         for m in prediction_masks(response.response_start, control, first_k)
     )
     keep = excluded_positions[:, None].to(f.device)
-    results = {}
-    for name, latent_set in latent_sets.items():
+
+    def patched(latent_set: LatentSet) -> Float[Tensor, "seq d"]:
         h = starts[latent_set.start]
-        patched = latent_patch(
+        edited = latent_patch(
             h, f, dictionary.W_dec_raw, latent_set.mask.to(f.device), latent_set.start
         )
-        patched = torch.where(keep, h, patched)
-        with replaced_block_output(chat, layer, patched[None]):
-            patched_logits = chat(input_ids=ids, use_cache=False).logits[0]
-        kl = kl_divergence(chat_logits[predicting], patched_logits[predicting]).double()
-        results[name] = {
-            "kl_first_k_sum": float(kl[first].sum()),
-            "n_first_k": int(first.sum()),
-            "kl_rest_sum": float(kl[rest].sum()),
-            "n_rest": int(rest.sum()),
-        }
+        return torch.where(keep, h, edited)
+
+    results = {}
+    names = list(latent_sets)
+    for begin in range(0, len(names), sets_per_forward):
+        chunk = names[begin : begin + sets_per_forward]
+        residual = torch.stack([patched(latent_sets[name]) for name in chunk])
+        with replaced_block_output(chat, layer, residual):
+            batch_ids = ids.expand(len(chunk), -1)
+            logits = chat(input_ids=batch_ids, use_cache=False, logits_to_keep=n_kept).logits
+        for name, patched_logits in zip(chunk, logits[:, :-1], strict=True):
+            kl = kl_divergence(chat_logits, patched_logits).double()
+            results[name] = {
+                "kl_first_k_sum": float(kl[first].sum()),
+                "n_first_k": int(first.sum()),
+                "kl_rest_sum": float(kl[rest].sum()),
+                "n_rest": int(rest.sum()),
+            }
     return results
 
 
