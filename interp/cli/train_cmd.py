@@ -276,7 +276,11 @@ def evaluate(
         64, callback=check.positive, help="how many texts for the splice-in loss"
     ),
     texts_file: Annotated[
-        Path | None, typer.Option(help="splice-in texts, one per line (default: held-out wiki)")
+        Path | None,
+        typer.Option(
+            callback=check.existing_file,
+            help="splice-in texts, one per line (default: held-out wiki)",
+        ),
     ] = None,
     max_length: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
     massive_ratio: float = typer.Option(
@@ -341,8 +345,6 @@ def _splice_texts(texts_file: Path | None) -> list[str]:
         from interp.datasets import load_texts
 
         return load_texts("wiki", "heldout")
-    if not texts_file.is_file():
-        raise InterpError(f"texts file {str(texts_file)!r} does not exist")
     return [line for line in texts_file.read_text().splitlines() if line.strip()]
 
 

@@ -117,6 +117,13 @@ def cache_split(param: typer.CallbackParam, value: str) -> str:
     return value
 
 
+def existing_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """A file a command reads (`None`: an optional left unset)."""
+    if value is not None and not value.is_file():
+        raise BadOption(param, value, "no such file")
+    return value
+
+
 def output_folder(param: typer.CallbackParam, value: Path | None) -> Path | None:
     """A folder a command writes into: a folder (or one that can be created) in which this
     process can create files, or in whose nearest existing parent it can. Probed by creating and
