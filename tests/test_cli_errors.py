@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -192,6 +193,20 @@ def test_cuda_on_a_machine_without_it_is_one_line(tmp_path, monkeypatch, capsys,
             [*args, "--device", "cuda"], capsys, "bad --device 'cuda'"
         )
     assert "CUDA is not available" in line and "use --device cpu" in line
+
+
+def test_device_check_on_a_machine_with_one_gpu(monkeypatch):
+    """The branch a CUDA machine takes (none here): cuda and cuda:0 pass, cuda:1 names the count."""
+    from interp.cli import validators
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    param = SimpleNamespace(opts=["--device"], name="device")
+    assert validators.device(param, "cuda") == "cuda"
+    assert validators.device_or_auto(param, "cuda:0") == "cuda:0"
+    assert validators.device_or_auto(param, "auto") == "auto"
+    with pytest.raises(validators.BadOption, match=r"has 1 CUDA device\(s\): expected cuda:0"):
+        validators.device(param, "cuda:1")
 
 
 @pytest.mark.parametrize(
