@@ -13,9 +13,11 @@ pair of Gemma 3 270M's width (d_model 640) with the tests' word-level tokenizer:
 cost depends on the cache size, d_model and the dictionary, not on the weights, and a real
 model on this shared CPU caches only a few tokens per second. The dictionary is a freshly
 initialised BatchTopK crosscoder of `--dict-size` latents whose threshold is set so that about
-`--k` latents fire per token.
+`--k` latents fire per token, or a trained one (`--dictionary`, any kind: the L1 crosscoder's
+analysis cost grows with its L0); `tokens_per_s` = cache tokens / analysis_s.
 
     python benchmarks/analysis_cost.py [--cache runs/x/cache --layer 9] [--tokens 50000]
+        [--dictionary runs/x/dictionaries/l1]
 """
 
 import argparse
@@ -38,6 +40,7 @@ from crosscoders.diffing.latent_table import latent_table
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.token_subsets import TemplateTokens
 from crosscoders.init import initialize
+from crosscoders.io import load_crosscoder
 from interp.cache import ActivationCache, InMemorySource, build_cache, cache_config
 from interp.models import LoadedModel, ModelPair, load_model
 
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--dict-size", type=int, default=16_384)
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--dictionary", type=Path, help="a trained dictionary folder to time")
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -137,7 +141,11 @@ def main() -> None:
             args.cache = folder
         cache = ActivationCache(args.cache)
         layer = args.layer if args.layer is not None else cache.layers[0]
-        dictionary = make_dictionary(cache, layer, args.dict_size, args.k)
+        if args.dictionary is not None:
+            dictionary = PairDictionary.from_coder(load_crosscoder(args.dictionary).eval(), layer)
+            args.dict_size = dictionary.dict_size
+        else:
+            dictionary = make_dictionary(cache, layer, args.dict_size, args.k)
         sources = pair_sources(cache, layer)
         template = TemplateTokens.from_tokenizer(tokenizer)
         tokens = stream_tokens(cache, "all", None, template)
@@ -169,6 +177,7 @@ def main() -> None:
             {
                 "cache_tokens": cache.n_tokens,
                 "d_model": cache.d_model,
+                "dictionary": None if args.dictionary is None else str(args.dictionary),
                 "dict_size": args.dict_size,
                 "l0": l0,
                 "batch_size": args.batch_size,
@@ -178,6 +187,7 @@ def main() -> None:
                 "one_pass_s": one_pass_s,
                 "analysis_s": analysis_s,
                 "multiple": analysis_s / one_pass_s,
+                "tokens_per_s": cache.n_tokens / analysis_s,
                 "neighbors_s": neighbors_s,
                 "pair": cache.models,
             }

@@ -15,6 +15,10 @@ architecture is one more `register(Activation(...))`, with no change to the cros
 
 `sparse_training`: the code has at most k nonzeros per token (on average), so training uses the
 sparse kernels of sparse_ops.py (same math, far less work in the backward pass).
+`top_k`: sparsity is a budget of k latents (topk, batchtopk): trained with the squared
+reconstruction loss plus AuxK for dead latents (Gao et al.; Bussmann et al.). The other trainable
+kind, relu_l1, gets sparsity from its L1 penalty and has neither (Minder et al.'s L1 crosscoder:
+un-squared loss, no AuxK; crosscoder.py).
 """
 
 from collections.abc import Callable
@@ -46,6 +50,7 @@ class Activation:
     select: Select
     trainable: bool = True
     sparse_training: bool = False
+    top_k: bool = False
     # buffers saved with the weights, created from the config: name -> factory(dict_size)
     buffers: dict[str, Callable[[int], Tensor]] = field(default_factory=dict)
 
@@ -87,9 +92,22 @@ def batch_topk(
     if coder.training or theta < 0:
         # Training (or a coder whose theta was never learned): top k*B over the flattened batch.
         cutoff = batch_topk_cutoff(g.detach(), coder.config.k)
-        # never keep g = 0 (fewer than k*B positive entries); otherwise g >= cutoff > 0 suffices
-        return Selection(g >= cutoff if cutoff > 0 else g > 0, min_kept_g=cutoff)
+        if cutoff > 0:
+            return Selection(g >= cutoff, min_kept_g=cutoff)
+        # Fewer than k*B positive g in the global batch: keep every positive one (never g = 0),
+        # and give theta's EMA the smallest kept g, which is positive: the reference takes the
+        # min over the positive kept values (crosscoder_learning @b2363ed, trainers/crosscoder.py,
+        # BatchTopKCrossCoderTrainer.update_threshold l.502-507), never a cutoff <= 0.
+        return Selection(g > 0, min_kept_g=smallest_positive(g.detach()))
     return Selection(g > theta)  # inference: per token, independent of the batch
+
+
+def smallest_positive(g: Float[Tensor, "batch F"]) -> Tensor | None:
+    """min of the positive entries of g over the global batch (all ranks); None if there is none."""
+    positive = g[g > 0]
+    local = positive.min() if positive.numel() else torch.tensor(torch.inf, device=g.device)
+    smallest = -ddp.all_reduce_max(-local)
+    return smallest if torch.isfinite(smallest) else None
 
 
 def jump_relu(
@@ -99,12 +117,13 @@ def jump_relu(
 
 
 register(Activation("relu_l1", relu_l1))
-register(Activation("topk", topk, sparse_training=True))
+register(Activation("topk", topk, sparse_training=True, top_k=True))
 register(
     Activation(
         "batchtopk",
         batch_topk,
         sparse_training=True,
+        top_k=True,
         buffers={"threshold": lambda dict_size: torch.tensor(-1.0)},  # theta < 0: not learned yet
     )
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json
 
 
 @dataclass
@@ -28,7 +29,8 @@ class CrossCoderConfig:
     dict_size: int
     activation: str = "batchtopk"  # a key of crosscoders.activations.ACTIVATIONS
     k: int = 100  # topk / batchtopk: latents kept per token (batchtopk: k * B per batch)
-    l1_coefficient: float = 0.041  # relu_l1: mu of eq. `mu * sum_j f_j * s_j` (Minder et al.)
+    # relu_l1: mu of `mu * sum_j f_j * s_j` beside the UN-squared error (losses.py), Minder et al.
+    l1_coefficient: float = 0.041
     threshold_beta: float = 0.999  # batchtopk: theta <- beta * theta + (1 - beta) * min kept g
     threshold_start_step: int = 1000  # batchtopk: theta is only updated after this many steps
     auxk_k: int | None = None  # AuxK latents per token; None = d_model // 2 (Gao et al. B.1)
@@ -152,10 +154,8 @@ def _from_dict(cls, data: dict[str, Any]):
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (tmp file + rename), so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    """Write JSON durably (interp.fileio), so a crash never leaves half a file."""
+    atomic_write_json(path, data, indent=2)
 
 
 def read_json(path: Path) -> dict[str, Any]:

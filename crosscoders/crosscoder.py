@@ -5,7 +5,9 @@ Notation (Minder et al. 2025, eq. 1-2): sources m = 1..S (models x layers), late
     s_j   = sum_m ||d_j^m||,  d_j^m = W_dec[m, j]               summed decoder norms   [F]
     f~    = f * keep(f, s)    (activations.py: relu_l1 | topk | batchtopk | jumprelu)
     x^_m  = f~ W_dec^m + b_dec^m                                reconstruction         [batch S d]
-    L     = sum_m ||x_m - x^_m||^2 + mu sum_j f~_j s_j (relu_l1) + alpha L_aux (top-k kinds)
+    L     = sum_m ||x_m - x^_m||^2 + alpha L_aux                (top-k kinds: topk, batchtopk)
+    L     = (1/S) sum_m ||x_m - x^_m||_2 + mu sum_j f_j s_j     (relu_l1; un-squared, no AuxK)
+(each a mean over the batch; losses.py has the reference line of each term).
 An SAE is the case S = 1, with the SAE conventions of Gao et al. / Bussmann et al. (config
 `apply_b_dec_to_input`, `unit_norm_decoder`, on by default for S = 1):
     f     = ReLU((x - b_dec) W_enc + b_enc)                   encoder centred on b_dec
@@ -124,7 +126,10 @@ class CrossCoder(nn.Module):
         `sparse` (default: the activation's `sparse_training`) computes the same values and
         gradients with the kernels of sparse_ops.py."""
         x = self.scale(x_raw)
-        use_aux = self.config.auxk_alpha > 0 and dead is not None and bool(dead.any())
+        top_k = self.activation.top_k
+        # AuxK revives dead latents of the top-k kinds only (Gao et al.; the L1 crosscoder of
+        # Minder et al. has no auxiliary loss: crosscoder_learning's CrossCoderTrainer.loss l.202)
+        use_aux = top_k and self.config.auxk_alpha > 0 and dead is not None and bool(dead.any())
         if self.activation.sparse_training if sparse is None else sparse:
             x_hat, error_hat, selection, cols = self._sparse_reconstructions(
                 x, dead if use_aux else None
@@ -141,7 +146,10 @@ class CrossCoder(nn.Module):
             if use_aux:  # the dead latents' code, decoded without b_dec: it models the error
                 aux_code = f * self.dead_latent_selection(f.detach(), dead)
                 error_hat = torch.einsum("bf,sfd->bsd", aux_code, self.W_dec)
-        terms = {"reconstruction": losses.reconstruction_loss(x, x_hat)}
+        if top_k:
+            terms = {"reconstruction": losses.reconstruction_loss(x, x_hat)}
+        else:  # relu_l1: the loss mu = 0.041 was tuned for (Minder et al.; losses.py)
+            terms = {"reconstruction": losses.l2_reconstruction_loss(x, x_hat)}
         if self.config.activation == "relu_l1":
             s = self.decoder_norms().sum(dim=0)
             terms["l1"] = self.config.l1_coefficient * losses.decoder_weighted_l1(code, s)
@@ -192,10 +200,14 @@ class CrossCoder(nn.Module):
         self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
-    def update_inference_threshold(self, min_kept_g: Tensor, step: int) -> None:
+    def update_inference_threshold(self, min_kept_g: Tensor | None, step: int) -> None:
         """BatchTopK theta (Bussmann et al.): after `threshold_start_step` steps,
-        theta <- beta * theta + (1 - beta) * min kept g; the first update sets theta directly."""
+        theta <- beta * theta + (1 - beta) * min kept g; the first update sets theta directly.
+        A batch without a positive kept g (None, or a value <= 0) leaves theta unchanged: the
+        reference's min runs over the positive kept values only."""
         if "threshold" not in self.activation.buffers or step < self.config.threshold_start_step:
+            return
+        if min_kept_g is None or min_kept_g <= 0:
             return
         theta = self.get_buffer("threshold")
         beta = self.config.threshold_beta

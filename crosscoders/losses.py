@@ -15,15 +15,30 @@ from crosscoders import ddp
 def reconstruction_loss(
     x: Float[Tensor, "batch n_sources d"], x_hat: Float[Tensor, "batch n_sources d"]
 ) -> Tensor:
-    """L_rec = mean_n sum_m ||x_m - x_hat_m||^2: squared L2 error summed over sources (the paper's
-    1/2||e_base||^2 + 1/2||e_chat||^2 up to the factor 2; the reference code's un-squared norm
-    is not used)."""
+    """L_rec = mean_n sum_m ||x_m - x_hat_m||^2: squared L2 error summed over sources (the top-k
+    kinds; Bussmann et al., as dictionary_learning's BatchTopK SAE trainer: crosscoder_learning
+    @b2363ed, dictionary_learning/trainers/batch_top_k.py l.199, per source)."""
     return (x - x_hat).pow(2).sum(dim=(1, 2)).mean()
+
+
+def l2_reconstruction_loss(
+    x: Float[Tensor, "batch n_sources d"], x_hat: Float[Tensor, "batch n_sources d"]
+) -> Tensor:
+    """L_rec = mean_n (1/S) sum_m ||x_m - x_hat_m||_2: the UN-squared L2 error, meaned over the
+    batch and over the sources (relu_l1). This is the loss the L1 crosscoder's mu = 0.041 was tuned
+    for: science-of-finetuning/crosscoder_learning @b2363ed, dictionary_learning/trainers/
+    crosscoder.py, CrossCoderTrainer.loss l.189 (the L2 norm over d of x - x_hat, x of shape
+    [batch, num_layers, d], meaned over batch and layers) and l.202 (loss = that + mu * L1).
+    Homogeneous of degree 1 in the activations, like the L1 term, so mu does not depend on the
+    input scale."""
+    return (x - x_hat).norm(dim=-1).mean()
 
 
 def decoder_weighted_l1(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"]) -> Tensor:
     """L_sparsity = mean_n sum_j f_j * s_j with s_j = sum_m ||d_j^m|| (Anthropic / Minder et al.
-    L1 crosscoder; the coefficient mu is applied by the caller)."""
+    L1 crosscoder; the coefficient mu is applied by the caller). Reference: CrossCoderTrainer.loss
+    l.195 (L1 norm of the code that CrossCoder.forward returns times its code normalisation, for
+    CROSSCODER the decoder norms summed over layers: dictionary.py get_code_normalization)."""
     return (f * s).sum(dim=-1).mean()
 
 

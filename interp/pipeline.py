@@ -14,6 +14,9 @@ table sets `overwrite = true` / `force = true`).
                  `kind = "sae"` trains an SAE instead)
     [eval]       `interp dict eval`         -> RUN/dictionaries/NAME/eval.json (each dictionary)
     [analyze]    `interp analyze`           -> RUN/analysis/NAME (each dictionary)
+    [diff_sae]   `interp diff-sae`          -> RUN/diff-sae (difference SAE on the cache)
+    [adl]        `interp adl`               -> RUN/adl (Activation Difference Lens)
+    [profile]    `interp change-profile`    -> RUN/change_profile
     [tuco]       `interp tuco experiments`  -> RUN/tuco
     [steer]      `interp steer eval`        -> RUN/steering (`crosscoder = "NAME"` names a
                  [train.NAME] dictionary, for the `latents` method)
@@ -31,7 +34,7 @@ from interp.builtin_models import DEFAULT_PAIR, weights_identity
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
 
-STEP_KINDS = ("cache", "train", "eval", "analyze", "tuco", "steer")
+STEP_KINDS = ("cache", "train", "eval", "analyze", "diff_sae", "adl", "profile", "tuco", "steer")
 RUN_KEYS = ("out", "base", "chat", "layer")
 PROFILES_DIR = PROJECT_DATA_DIR / "pipelines"
 
@@ -145,6 +148,14 @@ def plan(config: dict) -> list[Step]:
         for name in dictionaries or [None]:
             argv = ["analyze", str(out), *(["--dict", name] if name else [])]
             steps.append(_step(f"analyze.{name}", "analyze", argv, config["analyze"]))
+    if "diff_sae" in config:
+        steps.append(_step("diff_sae", "diff_sae", ["diff-sae", str(out)], config["diff_sae"]))
+    if "adl" in config:
+        argv = ["adl", *models, "--layer", str(run.get("layer", "0.5")), "--out", str(out / "adl")]
+        steps.append(_step("adl", "adl", argv, config["adl"]))
+    if "profile" in config:
+        argv = ["change-profile", str(out), *models]
+        steps.append(_step("profile", "profile", argv, config["profile"]))
     if "tuco" in config:
         argv = ["tuco", "experiments", *models, "--out", str(out / "tuco")]
         steps.append(_step("tuco", "tuco", argv, config["tuco"]))

@@ -100,6 +100,68 @@ def test_relu_l1_loss_has_decoder_weighted_penalty():
     torch.testing.assert_close(out.total, out.terms["reconstruction"] + expected)
 
 
+def hand_coder(activation: str, k: int = 2) -> CrossCoder:
+    """S = 2 sources, d = 2, F = 2; W_enc^m = I, b_enc = b_dec = 0, input scale 1; latent 0
+    decodes to (1, 0) in source 0 only, latent 1 to (0, 2) in source 1 only: s = (1, 2)."""
+    coder = CrossCoder(CrossCoderConfig(2, 2, 2, activation=activation, k=k, l1_coefficient=0.041))
+    with torch.no_grad():
+        coder.W_enc.copy_(torch.eye(2).expand(2, 2, 2))
+        coder.W_dec.copy_(torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 2.0]]]))
+    return coder
+
+
+# token 0: x = ((1, 0), (0, 0)) -> f = (1, 0), x^ = x (error 0 in both sources)
+# token 1: x = ((0, 1), (3, 1)) -> f = (3, 2), x^ = ((3, 0), (0, 4)): e = ((-3, 1), (3, -3))
+HAND_X = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [3.0, 1.0]]])
+
+
+def test_relu_l1_loss_is_the_reference_formula_on_a_hand_batch():
+    """crosscoder_learning's CrossCoderTrainer.loss: mean over batch and sources of the UN-squared
+    ||e||_2, plus mu * mean_n sum_j f_j s_j, and no AuxK (even with every latent dead)."""
+    coder = hand_coder("relu_l1")
+    out = coder.loss(HAND_X, dead=torch.ones(2, dtype=torch.bool))
+    reconstruction = (0 + 0 + math.sqrt(10) + math.sqrt(18)) / 4  # 4 = 2 tokens x 2 sources
+    l1 = 0.041 * ((1 * 1 + 0 * 2) + (3 * 1 + 2 * 2)) / 2
+    assert set(out.terms) == {"reconstruction", "l1"}
+    assert out.terms["reconstruction"].item() == pytest.approx(reconstruction, rel=1e-6)
+    assert out.terms["l1"].item() == pytest.approx(l1, rel=1e-6)
+    assert out.total.item() == pytest.approx(reconstruction + l1, rel=1e-6)
+
+
+def test_relu_l1_loss_is_homogeneous_in_the_input_scale():
+    """Both terms scale like ||x|| (no biases), so mu means the same at any activation scale."""
+    coder = make_coder("relu_l1")
+    with torch.no_grad():
+        coder.b_enc.zero_()
+        coder.b_dec.zero_()
+    x = torch.randn(16, 2, 8, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(coder.loss(7.0 * x).total, 7.0 * coder.loss(x).total)
+
+
+def test_top_k_kinds_keep_the_squared_loss_and_auxk():
+    coder = hand_coder("topk", k=2)  # k = F: the code is f, as above
+    out = coder.loss(HAND_X, dead=torch.ones(2, dtype=torch.bool))
+    assert set(out.terms) == {"reconstruction", "auxk"}
+    assert out.terms["reconstruction"].item() == pytest.approx((0 + 10 + 18) / 2, rel=1e-6)
+
+
+def test_batch_topk_cutoff_of_zero_is_never_theta():
+    """k * B = 4 kept entries wanted, but g = f * s = (1, 0), (3, 4) has 3 positive ones: the
+    4th largest g is 0. Every positive g is kept and theta gets the smallest of them (1), as the
+    reference's min over the positive kept values; a batch with no positive g leaves theta."""
+    coder = hand_coder("batchtopk", k=2).train()
+    coder.config.threshold_start_step = 0
+    out = coder.loss(HAND_X)
+    assert out.l0.item() == pytest.approx(3 / 2)
+    assert out.min_kept_g.item() == pytest.approx(1.0)
+    coder.update_inference_threshold(out.min_kept_g, step=0)
+    assert coder.get_buffer("threshold").item() == pytest.approx(1.0)
+    assert coder.select(torch.zeros(2, 2)).min_kept_g is None  # nothing positive
+    coder.update_inference_threshold(None, step=1)
+    coder.update_inference_threshold(torch.tensor(0.0), step=2)
+    assert coder.get_buffer("threshold").item() == pytest.approx(1.0)
+
+
 def test_threshold_ema_starts_after_warmup_and_follows_beta():
     coder = CrossCoder(CrossCoderConfig(2, 4, 8, k=2, threshold_start_step=3, threshold_beta=0.9))
     coder.update_inference_threshold(torch.tensor(5.0), step=2)

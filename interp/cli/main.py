@@ -22,6 +22,7 @@ from interp.cli import (
     app_cmd,
     cache_cmd,
     data_cmd,
+    diffing_cmd,
     models_cmd,
     organism_cmd,
     pipeline_cmd,
@@ -47,6 +48,7 @@ organism_cmd.register(app)
 pipeline_cmd.register(app)
 steer_cmd.register(app)
 train_cmd.register(app)
+diffing_cmd.register(app)
 
 
 def _click_errors() -> tuple[type[BaseException], ...]:

@@ -132,7 +132,7 @@ def train_crosscoder(
     ),
     activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
     l1_coefficient: float = typer.Option(
-        0.041, callback=check.non_negative, help="relu_l1 penalty mu"
+        0.041, callback=check.non_negative, help="relu_l1 penalty mu (the paper's 0.041)"
     ),
     steps: int | None = typer.Option(
         None, callback=check.positive, help="optimizer steps (default: one epoch)"
@@ -202,7 +202,7 @@ def train_sae(
     ),
     activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
     l1_coefficient: float = typer.Option(
-        0.041, callback=check.non_negative, help="relu_l1 penalty mu"
+        0.041, callback=check.non_negative, help="relu_l1 penalty mu (the paper's 0.041)"
     ),
     steps: int | None = typer.Option(
         None, callback=check.positive, help="optimizer steps (default: one epoch)"
