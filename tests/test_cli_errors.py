@@ -260,6 +260,10 @@ def test_bad_cache_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys, 
         (["app", "R", "--port", "0"], "bad --port 0"),
         (["compare", "--top", "0"], "bad --top 0"),
         (["organism", "card", "--n-prompts", "0"], "bad --n-prompts 0"),
+        (["adl", "--out", "o", "--n-texts", "0"], "bad --n-texts 0"),
+        (["diff-sae", "R", "--lr", "-1"], "bad --lr -1.0"),
+        (["change-profile", "R", "--batch-size", "0"], "bad --batch-size 0"),
+        (["evaluate-diffing", "c.toml", "--max-nll", "0"], "bad --max-nll 0.0"),
     ],
     ids=lambda value: " ".join(value[:2]) if isinstance(value, list) else None,
 )  # fmt: skip
@@ -359,6 +363,20 @@ def test_bad_pipeline_config_is_one_line_before_the_first_step(
     assert not (tmp_path / "run").exists()  # not even the cache step ran
 
 
+def test_science_profile_steps_are_checked_before_the_first_organism_runs(tmp_path, capsys):
+    profile = tmp_path / "science.toml"
+    profile.write_text(
+        f'[run]\nout = "{tmp_path / "run"}"\nlayer = 1\n'
+        '[organisms.a]\nbase = "B"\nchat = "C"\nvocabulary = ["x"]\n'
+        '[organisms.b]\nbase = "B"\nchat = "C"\nvocabulary = ["y"]\n'
+        "[cache]\ntokens = 100\n[adl]\nn_text = 5\n"
+    )
+    assert_one_line_error_in_process(
+        ["evaluate-diffing", profile], capsys, "[organisms.a]", "[adl] has no option 'n_text'"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_pipeline_run_table_keys_are_checked(tiny, tmp_path, capsys):
     config = _pipeline(tiny, tmp_path, "")
     config.write_text(config.read_text().replace("layer = 1", "layers = 1"))
@@ -366,12 +384,19 @@ def test_pipeline_run_table_keys_are_checked(tiny, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("profile", ["quick.toml", "full.toml", "tiny.toml"])
+@pytest.mark.parametrize("profile", ["quick.toml", "full.toml", "tiny.toml", "science.toml"])
 def test_shipped_profiles_use_only_real_options(profile, tmp_path, monkeypatch):
     """Every key of every shipped profile is an option of its command; where the machine has
     what they ask for (CPU profiles), every step parses as the command would parse it."""
     monkeypatch.chdir(tmp_path)
-    config = load_config(PROFILES_DIR / profile)
+    if profile == "science.toml":  # a pipeline per organism (crosscoders.diffing.science)
+        from crosscoders.diffing.science import organism_pipeline, organisms_of, read_profile
+
+        profile_config = read_profile(PROFILES_DIR / profile)
+        (organism,) = organisms_of(profile_config, ["chat-tune"])  # one organism is enough
+        config = organism_pipeline(profile_config, organism, tmp_path / "run")
+    else:
+        config = load_config(PROFILES_DIR / profile)
     config["run"]["out"] = str(tmp_path / "run")
     steps = plan(config)
     check_steps(steps, [], profile)
