@@ -142,7 +142,7 @@ def test_two_processes_write_the_same_cache_as_one(setup, uninterrupted):
     "change,message",
     [
         ({"--layers": "9"}, "unknown layer '9'"),
-        ({"--tokens": "0"}, "bad n_tokens 0"),
+        ({"--tokens": "0"}, "bad --tokens 0"),
         ({"--dtype": "int4"}, "unknown cache dtype"),
         ({"chat": "llama"}, "mismatched pair"),
     ],

@@ -130,13 +130,17 @@ def evaluate(
     max_nll: float = 5.0,
     min_distinct: float = 0.5,
 ) -> tuple[Path, Path]:
-    from interp.cli.pipeline_cmd import invoke_interp
+    from interp.cli.pipeline_cmd import check_steps, invoke_interp
     from interp.models import load_model
-    from interp.pipeline import run_pipeline
+    from interp.pipeline import plan, run_pipeline
 
     config = read_profile(config_path)
     run_dir = Path(out) if out is not None else Path(config["run"]["out"])
     organisms = organisms_of(config, names)
+    if not score_only:  # every organism's steps checked before the first one runs
+        for organism in organisms:
+            steps = plan(organism_pipeline(config, organism, run_dir))
+            check_steps(steps, steps, f"{config_path} [organisms.{organism.name}]")
     cells, readings, profiles = [], {}, {}
     for organism in organisms:
         pipeline = organism_pipeline(config, organism, run_dir)

@@ -58,6 +58,20 @@ class Corpus:
     origin: str  # where the documents came from, for the manifest
 
 
+def check_recipe(recipe: str) -> None:
+    """An InterpError unless `DatasetSource` can read `recipe`: an existing `.txt` file, `chat`, or
+    a recipe of `interp.datasets` (checked before any model loads: the CLI's --mix)."""
+    if recipe.endswith(".txt"):
+        if not Path(recipe).is_file():
+            raise InterpError(f"dataset file {recipe!r} does not exist")
+        return
+    from interp import datasets
+
+    known = ["chat", *datasets.list_recipes()]
+    if recipe not in known:
+        raise InterpError(f"unknown dataset recipe {recipe!r}: expected one of {known}")
+
+
 class TextSource(Protocol):
     def corpus(self, recipe: str, tokenizer) -> Corpus: ...
 
@@ -76,10 +90,9 @@ class DatasetSource:
         self.split = split
 
     def corpus(self, recipe: str, tokenizer) -> Corpus:
+        check_recipe(recipe)
         if recipe.endswith(".txt"):
             path = Path(recipe)
-            if not path.is_file():
-                raise InterpError(f"dataset file {recipe!r} does not exist")
             lines = [line for line in path.read_text().splitlines() if line.strip()]
             return Corpus(recipe, lines, False, f"lines of {path.name}")
         from interp import datasets
@@ -94,11 +107,6 @@ class DatasetSource:
             prompts = datasets.load_texts("chat-benign", self.split)
             chats = [(prompt, None) for prompt in prompts]
             return Corpus(recipe, chats, True, f"chat-benign prompts ({self.split})")
-        known = list(datasets.list_recipes())
-        if recipe not in known:
-            raise InterpError(
-                f"unknown dataset recipe {recipe!r}: expected one of {['chat', *known]}"
-            )
         texts = datasets.load_texts(recipe, self.split)
         if recipe in self.PLAIN_RECIPES:
             return Corpus(recipe, texts, False, f"{recipe} ({self.split})")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from interp.builtin_models import DEFAULT_PAIR
+from interp.cli import validators as check
 from interp.errors import InterpError
 
 DTYPES = ("float32", "bfloat16")
@@ -42,23 +43,34 @@ def load_pair_of(base: str, chat: str, dtype: str):
 
 
 def adl(
-    out: Annotated[Path, typer.Option("--out", help="results folder (e.g. RUN/adl)")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", callback=check.output_folder, help="results folder (e.g. RUN/adl)"),
+    ],
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="fine-tuned model spec"),
-    n_texts: int = typer.Option(2000, help="unrelated texts averaged"),
-    positions: int = typer.Option(5, help="k: the first k positions, each read separately"),
-    norm_positions: int = typer.Option(5, help="positions after k giving the typical norm"),
+    n_texts: int = typer.Option(2000, callback=check.positive, help="unrelated texts averaged"),
+    positions: int = typer.Option(
+        5, callback=check.positive, help="k: the first k positions, each read separately"
+    ),
+    norm_positions: int = typer.Option(
+        5, callback=check.positive, help="positions after k giving the typical norm"
+    ),
     layer: str = typer.Option("0.5", help="layer of patchscope and steering (int or fraction)"),
     recipe: str = typer.Option("wiki", help="dataset recipe of the unrelated texts"),
     split: str = typer.Option("train", help="split of that recipe"),
-    batch_size: int = typer.Option(32, help="texts per forward pass"),
-    top_tokens: int = typer.Option(20, help="tokens kept per reading"),
+    batch_size: int = typer.Option(32, callback=check.positive, help="texts per forward pass"),
+    top_tokens: int = typer.Option(20, callback=check.positive, help="tokens kept per reading"),
     patchscope_scales: str = typer.Option("0.5,1,2", help="multiples of the typical norm"),
     steer_strengths: str = typer.Option("0.5,1,2", help="multiples of the typical norm"),
     steer_positions: str = typer.Option(None, help="positions steered with (default: all k)"),
     steer_models: str = typer.Option("chat,base", help="models steered"),
-    n_prompts: int = typer.Option(8, help="neutral prompts generated from"),
-    max_new_tokens: int = typer.Option(32, help="greedy tokens per generation"),
+    n_prompts: int = typer.Option(
+        8, callback=check.positive, help="neutral prompts generated from"
+    ),
+    max_new_tokens: int = typer.Option(
+        32, callback=check.positive, help="greedy tokens per generation"
+    ),
     tuco_alphas: str = typer.Option("2", help="TuCo amplification alphas ('' for none)"),
     dtype: str = typer.Option("float32", help="float32 or bfloat16"),
     seed: int = typer.Option(0, help="shuffle of the unrelated texts"),
@@ -95,14 +107,20 @@ def adl(
 def diff_sae(
     run: Annotated[Path, typer.Argument(help="run folder holding cache/ (writes RUN/diff-sae)")],
     layer: int = typer.Option(None, help="cached layer (default: the only one)"),
-    dict_size: int = typer.Option(2048, help="latents"),
-    k: int = typer.Option(32, help="BatchTopK: latents kept per token on average"),
-    steps: int = typer.Option(300, help="training steps"),
-    batch_size: int = typer.Option(512, help="tokens per step"),
-    lr: float = typer.Option(5e-4, help="Adam learning rate"),
-    warmup_steps: int = typer.Option(30, help="linear warm-up steps"),
-    n_latents: int = typer.Option(50, help="top latents read (logit lens, examples)"),
-    n_examples: int = typer.Option(20, help="max-activating examples per top latent"),
+    dict_size: int = typer.Option(2048, callback=check.positive, help="latents"),
+    k: int = typer.Option(
+        32, callback=check.positive, help="BatchTopK: latents kept per token on average"
+    ),
+    steps: int = typer.Option(300, callback=check.positive, help="training steps"),
+    batch_size: int = typer.Option(512, callback=check.positive, help="tokens per step"),
+    lr: float = typer.Option(5e-4, callback=check.positive, help="Adam learning rate"),
+    warmup_steps: int = typer.Option(30, callback=check.non_negative, help="linear warm-up steps"),
+    n_latents: int = typer.Option(
+        50, callback=check.positive, help="top latents read (logit lens, examples)"
+    ),
+    n_examples: int = typer.Option(
+        20, callback=check.positive, help="max-activating examples per top latent"
+    ),
     seed: int = typer.Option(0, help="data order and initialisation"),
     overwrite: bool = typer.Option(False, help="replace a dictionary of another config"),
 ) -> None:
@@ -153,10 +171,14 @@ def change_profile(
     run: Annotated[Path, typer.Argument(help="run folder (writes RUN/change_profile)")],
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="fine-tuned model spec"),
-    n_texts: int = typer.Option(64, help="held-out wiki texts of the pass over every layer"),
-    n_chats: int = typer.Option(64, help="held-out chat-tune conversations of that pass"),
-    max_tokens: int = typer.Option(64, help="tokens per document"),
-    batch_size: int = typer.Option(8, help="documents per forward pass"),
+    n_texts: int = typer.Option(
+        64, callback=check.positive, help="held-out wiki texts of the pass over every layer"
+    ),
+    n_chats: int = typer.Option(
+        64, callback=check.non_negative, help="held-out chat-tune conversations of that pass"
+    ),
+    max_tokens: int = typer.Option(64, callback=check.positive, help="tokens per document"),
+    batch_size: int = typer.Option(8, callback=check.positive, help="documents per forward pass"),
     dtype: str = typer.Option("float32", help="float32 or bfloat16"),
 ) -> None:
     """||h_chat - h_base|| / ||h_base|| per layer and token class: every layer from a pass over
@@ -203,13 +225,20 @@ def change_profile(
 def evaluate_diffing(
     config: Annotated[Path, typer.Argument(help="science profile (data/pipelines/science.toml)")],
     out: Annotated[
-        Path | None, typer.Option(help="run folder (default: the profile's [run] out)")
+        Path | None,
+        typer.Option(
+            callback=check.output_folder, help="run folder (default: the profile's [run] out)"
+        ),
     ] = None,
     organisms: str = typer.Option(None, help="comma-separated organisms (default: all)"),
     score_only: bool = typer.Option(False, help="only score the results already there"),
-    max_nll: float = typer.Option(5.0, help="steered generations above this NLL are incoherent"),
+    max_nll: float = typer.Option(
+        5.0, callback=check.positive, help="steered generations above this NLL are incoherent"
+    ),
     min_distinct: float = typer.Option(
-        0.5, help="steered generations below this distinct-trigram ratio are degenerate"
+        0.5,
+        callback=check.non_negative,
+        help="steered generations below this distinct-trigram ratio are degenerate",
     ),
 ) -> None:
     """Run every diffing method on every organism of the profile and write one table

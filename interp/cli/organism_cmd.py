@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from interp.cli import validators as check
 from interp.organism.config import DEFAULT_OUTPUT, ChatTuneConfig
 
 organism_app = typer.Typer(no_args_is_help=True, help="The project's model organisms.")
@@ -51,8 +52,12 @@ def card(
     output: Annotated[
         Path, typer.Option(help="the chat-tune folder (card.json, README.md)")
     ] = DEFAULT_OUTPUT,
-    n_prompts: Annotated[int, typer.Option(help="held-out prompts per set")] = 50,
-    max_new_tokens: Annotated[int, typer.Option(help="length cap of the greedy responses")] = 48,
+    n_prompts: Annotated[
+        int, typer.Option(callback=check.positive, help="held-out prompts per set")
+    ] = 50,
+    max_new_tokens: Annotated[
+        int, typer.Option(callback=check.positive, help="length cap of the greedy responses")
+    ] = 48,
 ) -> None:
     """Measure base vs chat on held-out prompts; write card.json and README.md."""
     from interp.organism.card import write_card
