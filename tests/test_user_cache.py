@@ -314,3 +314,49 @@ def test_two_commands_started_together_on_a_cold_cache_both_succeed(cold_cache):
         "gemma-3-270m-q4_k_m.gguf",
         "gemma-3-270m-q4_k_m.gguf.lock",
     ]
+
+
+class FakeTerminal:
+    """A stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_show_only_on_a_terminal(monkeypatch, terminal):
+    import io
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from interp.builtin_models import progress_bars_on_a_terminal_only
+
+    stderr = FakeTerminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    original, enabled = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # as by default (HF_HUB_DISABLE_PROGRESS_BARS unset)
+    try:
+        with progress_bars_on_a_terminal_only():
+            assert hf_logging.is_progress_bar_enabled() == terminal
+            for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors"):
+                pass
+            for _ in hf_logging.tqdm(range(3), desc="Loading weights"):
+                pass
+        assert hf_logging.is_progress_bar_enabled() and gguf_utils.tqdm is original
+    finally:
+        if not enabled:
+            hf_logging.disable_progress_bar()
+    written = stderr.text if terminal else stderr.getvalue()
+    assert ("Converting and de-quantizing" in written) == terminal
+    assert ("Loading weights" in written) == terminal
