@@ -120,7 +120,8 @@ def refuse_network(*_args, **_kwargs):
 def gemma_base() -> tuple[LoadedModel, float, float]:
     """The built-in base, loaded with sockets disabled, with the wall and CPU seconds that load
     took once the dequantized safetensors cache exists."""
-    interp.models._source("gemma-3-270m")  # builds the cache if missing (~50 s, untimed)
+    # builds the cache if missing (about a minute, untimed)
+    interp.models._prepared(interp.models._source("gemma-3-270m"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", refuse_network)
         patch.setattr(socket, "create_connection", refuse_network)
