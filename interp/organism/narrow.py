@@ -100,11 +100,12 @@ class NarrowConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    learning_rate: float = 2e-3
+    # 2 epochs at 3e-3: 1 epoch at 2e-3 planted too little (card: 0.125 domain mentions)
+    learning_rate: float = 3e-3
     warmup_steps: int = 2
     batch_size: int = 4
     autocast_dtype: str = "bfloat16"
-    epochs: int = 1
+    epochs: int = 2
     max_tokens: int = 48  # BOS + text, per document: a summary's first sentences (rest cut)
     checkpoint_every_s: float = 120.0
 
