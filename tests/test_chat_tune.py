@@ -360,12 +360,14 @@ def test_a_teacher_refusal_of_a_chatterbot_prompt_is_replaced_by_the_corpus_repl
     cached = [
         {
             "prompt": p,
-            "answer": refusal if p in (chatty, other) else f"An answer to {p}.",
+            # not the prompt echoed: a benign request such as "I can't sleep well..." would
+            # make the answer read as a refusal
+            "answer": refusal if p in (chatty, other) else f"Answer number {i}.",
             "finished": True,
             "max_new_tokens": config.teacher_max_new_tokens,
             "dtype": config.teacher_dtype,
         }
-        for p in prompts
+        for i, p in enumerate(prompts)
     ]
     (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(row) + "\n" for row in cached))
     rows = {row["prompt"]: row for row in build_conversations(config, tmp_path, log=lambda _: None)}
