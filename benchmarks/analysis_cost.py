@@ -162,7 +162,7 @@ def main() -> None:
             results = run_passes(
                 cache, dictionary, tokens, "all", args.batch_size, ExampleSettings(), seed=0
             )
-            betas = results.scaling.betas(dictionary.W_dec_raw)
+            betas = results.scaling.betas(dictionary.W_dec)  # coder units, as the sums
             latent_table(dictionary, results.firing, betas)
 
         read_s = timed(read)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json
 
 
 @dataclass
@@ -153,10 +154,8 @@ def _from_dict(cls, data: dict[str, Any]):
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (tmp file + rename), so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    """Write JSON durably (interp.fileio), so a crash never leaves half a file."""
+    atomic_write_json(path, data, indent=2)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""Save and load a dictionary: a folder with `config.json` + `weights.safetensors`."""
+"""Save and load a dictionary: a folder with `config.json` + `weights.safetensors`, each written
+durably (interp.fileio: unique temp name, fsync, rename), the weights last."""
 
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from crosscoders.config import CrossCoderConfig, read_json, write_json
 from crosscoders.crosscoder import CrossCoder
 from interp.errors import InterpError
+from interp.fileio import atomic_write_bytes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -16,16 +18,16 @@ WEIGHTS_FILE = "weights.safetensors"
 def save_tensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    """safetensors, written atomically (tmp + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata)
-    tmp.replace(path)
+    """safetensors, written whole or not at all (interp.fileio.atomic_write_bytes)."""
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata)
+    atomic_write_bytes(path, data)
 
 
 def save_crosscoder(coder: CrossCoder, folder: Path) -> Path:
+    """The weights are written last: a folder with weights has the config that goes with them."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(folder / WEIGHTS_FILE, dict(coder.state_dict()), {"format": "interp-crosscoder"})
     write_json(folder / CONFIG_FILE, coder.config.to_dict())
+    save_tensors(folder / WEIGHTS_FILE, dict(coder.state_dict()), {"format": "interp-crosscoder"})
     return folder
 
 

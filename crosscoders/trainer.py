@@ -14,18 +14,30 @@ Output folder layout:
     checkpoints/latest.json            name of the newest complete checkpoint
     checkpoints/step-00001000/         state.safetensors (weights, Adam moments, counters, RNG)
                                        + state.json (step, optimizer hyper-parameters)
+
+Faults lose nothing. One process writes a folder (`interp.fileio.writer_lock`: a second is
+refused at once). Every result is written durably (interp.fileio: fsync, then rename). The end of
+a run is: the last steps, the BatchTopK theta calibration, the final checkpoint (step n_steps),
+then the dictionary; a rerun after a kill anywhere in it resumes from the newest checkpoint and
+writes the dictionary, the same bytes as an uninterrupted run (`INTERP_TEST_KILL_AT` names a point
+of that window where a test kills the process). A torn last line of `log.jsonl` is dropped on
+resume. A loss that is not finite stops the run before the optimizer step, naming the step and
+the batch, with the last checkpoint intact and nothing else written.
 """
 
 import json
+import os
 import shutil
+import signal
 import time
+from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
@@ -34,11 +46,25 @@ from crosscoders.activations import ACTIVATIONS
 from crosscoders.config import CrossCoderConfig, TrainingConfig, read_json, write_json
 from crosscoders.crosscoder import CrossCoder, LossOutput
 from crosscoders.init import initialize
-from crosscoders.io import save_crosscoder, save_tensors
+from crosscoders.io import CONFIG_FILE, WEIGHTS_FILE, save_crosscoder
 from crosscoders.losses import fraction_of_variance_explained
 from crosscoders.streams import BatchStream
 from crosscoders.tracking import make_tracker
 from interp.errors import InterpError
+from interp.fileio import TMP_MARK, atomic_write_text, replace_dir, writer_lock
+
+KILL_AT_ENV = "INTERP_TEST_KILL_AT"
+# points of the end-of-training window where a test can SIGKILL the run (see `_kill_point`)
+KILL_POINTS = ("before-calibration", "before-final-checkpoint", "before-dictionary")
+RESULT_FILES = (WEIGHTS_FILE, CONFIG_FILE, "eval.json")  # what --overwrite removes with the run
+
+
+def _kill_point(name: str) -> None:
+    """Test hook: SIGKILL this process here if `INTERP_TEST_KILL_AT` names this point (a kill
+    leaves no chance to clean up, like a crash or an out-of-memory kill)."""
+    assert name in KILL_POINTS, name
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def learning_rate(step: int, config: TrainingConfig) -> float:
@@ -97,22 +123,49 @@ class Trainer:
         self.tokens_since_fired = torch.zeros(
             coder_config.dict_size, dtype=torch.long, device=self.device
         )
-        self._claim_out_dir(overwrite)
-        if not self._resume():
-            torch.manual_seed(training.seed)
-            sample = take_sample(stream, training.init_sample_tokens).cpu()
-            generator = torch.Generator().manual_seed(training.seed)
-            # on the CPU with a CPU generator, so an accelerator run starts from the same weights
-            self.coder.cpu()  # Module.to keeps the Parameter objects the optimizer holds
-            initialize(
-                self.coder, sample, generator, training.b_dec_init, training.normalize_inputs
-            )
-            self.coder.to(self.device)
+        self.last_checkpoint_step: int | None = None
+        self._writer = ExitStack()  # holds the folder's writer lock (rank 0) until train() ends
+        self._locked = False
+        try:
+            self._lock_out_dir()
+            self._claim_out_dir(overwrite)
+            if not self._resume():
+                self._truncate_log()  # a run killed before its first checkpoint starts over
+                torch.manual_seed(training.seed)
+                sample = take_sample(stream, training.init_sample_tokens).cpu()
+                generator = torch.Generator().manual_seed(training.seed)
+                # on the CPU with a CPU generator, so an accelerator run starts from the same
+                # weights
+                self.coder.cpu()  # Module.to keeps the Parameter objects the optimizer holds
+                initialize(
+                    self.coder, sample, generator, training.b_dec_init, training.normalize_inputs
+                )
+                self.coder.to(self.device)
+        except BaseException:
+            self._unlock_out_dir()
+            raise
 
     # --- run folder, checkpoints ----------------------------------------------------------------
 
     def _run_description(self) -> dict[str, Any]:
         return {"crosscoder": self.coder_config.to_dict(), "training": self.training.to_dict()}
+
+    def _lock_out_dir(self) -> None:
+        """Be the only process writing the output folder (rank 0; the ranks of one run share it)
+        until `train` returns; a second one is refused at once with one line."""
+        if ddp.rank() != 0 or self._locked:
+            return
+        try:
+            self._writer.enter_context(writer_lock(self.out_dir, "dictionary folder"))
+        except OSError as error:
+            raise InterpError(
+                f"cannot write the output folder {str(self.out_dir)!r}: {error.strerror}"
+            ) from None
+        self._locked = True
+
+    def _unlock_out_dir(self) -> None:
+        self._writer.close()
+        self._locked = False
 
     def _claim_out_dir(self, overwrite: bool) -> None:
         path = self.out_dir / "training.json"
@@ -131,10 +184,14 @@ class Trainer:
                 if ddp.rank() == 0:
                     shutil.rmtree(self.out_dir / "checkpoints", ignore_errors=True)
                     (self.out_dir / "log.jsonl").unlink(missing_ok=True)
+                    for name in RESULT_FILES:  # the old run's dictionary is no result of this one
+                        (self.out_dir / name).unlink(missing_ok=True)
         ddp.barrier()
         if ddp.rank() == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(path, self._run_description())
+            for stale in self.checkpoint_dir.glob(f".step-*{TMP_MARK}*"):
+                shutil.rmtree(stale)  # a checkpoint being written when a run was killed
         ddp.barrier()
 
     @property
@@ -142,12 +199,13 @@ class Trainer:
         return self.out_dir / "checkpoints"
 
     def save_checkpoint(self) -> Path:
-        """Write `checkpoints/step-N/` through a tmp folder and rename, then point latest.json at
-        it; a crash at any moment leaves the previous checkpoint intact."""
+        """Write `checkpoints/step-N/` in a temp folder, fsync it and rename it (interp.fileio),
+        then point latest.json at it; a crash at any moment leaves the previous checkpoint
+        intact."""
         name = f"step-{self.step:08d}"
         final = self.checkpoint_dir / name
         if ddp.rank() == 0:
-            tmp = self.checkpoint_dir / f".{name}.tmp"
+            tmp = self.checkpoint_dir / f".{name}{TMP_MARK}{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             optimizer_state = self.optimizer.state_dict()
@@ -156,7 +214,9 @@ class Trainer:
                 tensors.update({f"optimizer.{index}.{k}": v for k, v in state.items()})
             tensors["tokens_since_fired"] = self.tokens_since_fired
             tensors["rng.torch"] = torch.get_rng_state()
-            save_tensors(tmp / "state.safetensors", tensors)
+            # plain writes: the folder is fsynced and renamed whole below
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                      str(tmp / "state.safetensors"))  # fmt: skip
             write_json(
                 tmp / "state.json",
                 {
@@ -166,13 +226,16 @@ class Trainer:
                     **self._run_description(),
                 },
             )
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            shutil.rmtree(
+                final, ignore_errors=True
+            )  # not the latest: latest.json names an older step
+            replace_dir(tmp, final)
             write_json(self.checkpoint_dir / "latest.json", {"checkpoint": name, "step": self.step})
             kept = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
             for old in kept[: -self.training.keep_checkpoints]:
                 shutil.rmtree(old)
         ddp.barrier()
+        self.last_checkpoint_step = self.step
         return final
 
     def _resume(self) -> bool:
@@ -197,20 +260,32 @@ class Trainer:
         self.tokens_since_fired.copy_(tensors["tokens_since_fired"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(state["step"])
+        self.last_checkpoint_step = self.step
         self._truncate_log()
         return True
 
     def _truncate_log(self) -> None:
-        """Drop log lines of steps after the checkpoint: they will be run again."""
+        """Drop log lines of steps after the checkpoint (they will be run again) and a torn last
+        line (a crash or a full disk while it was appended); a damaged line before it is an
+        error naming it."""
         log = self.out_dir / "log.jsonl"
         if ddp.rank() != 0 or not log.exists():
             return
-        lines = [
-            line for line in log.read_text().splitlines() if json.loads(line)["step"] <= self.step
-        ]
-        tmp = log.with_name(log.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        tmp.replace(log)
+        lines = log.read_bytes().decode(errors="replace").splitlines()
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                step = json.loads(line)["step"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if number == len(lines):
+                    break  # the torn tail
+                raise InterpError(
+                    f"{str(log)!r}: line {number} is not a log record (damaged): delete that "
+                    "line (or the file) and rerun to resume"
+                ) from None
+            if step <= self.step:
+                kept.append(line)
+        atomic_write_text(log, "".join(line + "\n" for line in kept))
 
     # --- training -------------------------------------------------------------------------------
 
@@ -222,6 +297,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, config)
         out = self.coder.loss(x, dead)
+        self._stop_unless_finite(out, x)
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         parameters = list(self.coder.parameters())
@@ -240,6 +316,32 @@ class Trainer:
                 self.coder.update_inference_threshold(out.min_kept_g, self.step)
         self.step += 1
         return out
+
+    def _stop_unless_finite(self, out: LossOutput, x: Tensor) -> None:
+        """Stop before the update if the loss of any rank is NaN or inf: one line naming the step
+        and the batch (and, for a cache, its shards); the folder keeps the last checkpoint and
+        nothing of this step. One flag all-reduced per step (the ranks stop together)."""
+        bad = ddp.all_reduce_max((~out.total.detach().isfinite()).to(torch.int32))
+        if not bool(bad):
+            return
+        describe = getattr(self.stream, "describe", None)
+        origin = f", {describe(self.step)}" if describe is not None else ""
+        cause = (
+            "the batch holds NaN or inf activations: check the data"
+            if not bool(x.isfinite().all())
+            else "the batch is finite, so the training diverged: lower --lr"
+        )
+        kept = (
+            f"keeps the checkpoint of step {self.last_checkpoint_step}: fix the cause, then rerun "
+            "to resume from it"
+            if self.last_checkpoint_step is not None
+            else "holds no checkpoint yet: fix the cause, then rerun"
+        )
+        raise InterpError(
+            f"the loss is {float(out.total)} at step {self.step + 1} of {self.training.n_steps} "
+            f"(batch number {self.step} of the stream{origin}): training stopped before the "
+            f"update; {cause}; {str(self.out_dir)!r} {kept}"
+        )
 
     @torch.no_grad()
     def calibrate_threshold(self) -> None:
@@ -293,9 +395,31 @@ class Trainer:
         return sources[m].name if sources and sources[m].name else str(m)
 
     def train(self) -> CrossCoder:
+        """Train to `n_steps` (from the resumed step), then write the dictionary; a run that is
+        already at `n_steps` (killed after its final checkpoint) only writes the dictionary."""
+        self._lock_out_dir()
+        try:
+            if self.step < self.training.n_steps:
+                self._train_steps()
+                _kill_point("before-calibration")
+                self.calibrate_threshold()
+                _kill_point("before-final-checkpoint")
+                self.save_checkpoint()
+            self._write_dictionary()
+        finally:
+            self._unlock_out_dir()
+        return self.coder.eval()
+
+    def _write_dictionary(self) -> None:
+        """config.json + weights.safetensors of the final state (the state of the final
+        checkpoint, so a rerun writes the same bytes)."""
+        _kill_point("before-dictionary")
+        if ddp.rank() == 0:
+            save_crosscoder(self.coder, self.out_dir)
+        ddp.barrier()
+
+    def _train_steps(self) -> None:
         config = self.training
-        if self.step >= config.n_steps:
-            return self.coder.eval()
         log_path = self.out_dir / "log.jsonl"
         bar = tqdm(
             total=config.n_steps * config.batch_size,
@@ -345,9 +469,3 @@ class Trainer:
                 f"the activation stream ended after {self.step} batches of {config.batch_size}: "
                 f"expected n_steps = {config.n_steps}; lower the steps or the batch size"
             )
-        self.calibrate_threshold()
-        self.save_checkpoint()
-        if ddp.rank() == 0:
-            save_crosscoder(self.coder, self.out_dir)
-        ddp.barrier()
-        return self.coder.eval()

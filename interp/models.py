@@ -2,9 +2,15 @@
 
 A spec is a built-in name (`gemma-3-270m`, `gemma-3-270m-chat`, `smollm2-135m-instruct`), a
 `.gguf` file, a local HF folder, or a Hugging Face id (needs the hub or its local cache).
+
+Order of work, so that a bad spec or a mismatched pair costs seconds and one line: resolve each
+spec (no weights), check the pair on configs and GGUF headers, only then dequantize GGUFs on first
+use (one line on stderr) and load weights.
 """
 
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,9 +22,20 @@ from transformers import (
     PreTrainedModel,
 )
 
-from interp.builtin_models import BUILTINS, DEFAULT_PAIR, GGUF_SOURCES, dequantized_folder
+from interp.builtin_models import (
+    BUILTINS,
+    DEFAULT_PAIR,
+    GGUF_SOURCES,
+    dequantized_cache_folder,
+    dequantized_folder,
+    gguf_sha256,
+    is_prepared,
+    progress_bars_on_a_terminal_only,
+    sha256_file,
+)
 from interp.chat_template import GEMMA_CHAT_TEMPLATE
 from interp.errors import InterpError
+from interp.gguf_header import GGUFHeader, read_gguf_header
 
 
 @dataclass
@@ -78,14 +95,29 @@ def validate_pair(base: LoadedModel, chat: LoadedModel) -> None:
     _check_tokenizers(base.spec, base.tokenizer, chat.spec, chat.tokenizer)
 
 
-def _check_configs(
-    base_spec: str, base: PretrainedConfig, chat_spec: str, chat: PretrainedConfig
-) -> None:
+@dataclass(frozen=True)
+class _Shape:
+    """The config part of the pair rule, from an HF config or from a GGUF header."""
+
+    family: str
+    d_model: int
+    n_layers: int
+
+    @classmethod
+    def of_config(cls, config: PretrainedConfig) -> "_Shape":
+        return cls(str(config.model_type), config.hidden_size, config.num_hidden_layers)
+
+    @classmethod
+    def of_header(cls, header: GGUFHeader) -> "_Shape":
+        return cls(header.family, header.d_model, header.n_layers)
+
+
+def _check_shapes(base_spec: str, base: _Shape, chat_spec: str, chat: _Shape) -> None:
     """The pair rule, part 1: same architecture family, d_model and n_layers."""
     checks = [
-        ("architecture family", base.model_type, chat.model_type),
-        ("d_model", base.hidden_size, chat.hidden_size),
-        ("n_layers", base.num_hidden_layers, chat.num_hidden_layers),
+        ("architecture family", base.family, chat.family),
+        ("d_model", base.d_model, chat.d_model),
+        ("n_layers", base.n_layers, chat.n_layers),
     ]
     for what, left, right in checks:
         if left != right:
@@ -95,9 +127,16 @@ def _check_configs(
             )
 
 
-def _check_tokenizers(base_spec: str, base: object, chat_spec: str, chat: object) -> None:
+def _check_configs(
+    base_spec: str, base: PretrainedConfig, chat_spec: str, chat: PretrainedConfig
+) -> None:
+    _check_shapes(base_spec, _Shape.of_config(base), chat_spec, _Shape.of_config(chat))
+
+
+def _check_vocabularies(
+    base_spec: str, base_vocab: dict[str, int], chat_spec: str, chat_vocab: dict[str, int]
+) -> None:
     """The pair rule, part 2: identical vocabularies (same tokens with the same ids)."""
-    base_vocab, chat_vocab = base.get_vocab(), chat.get_vocab()
     if base_vocab != chat_vocab:
         differing = sorted(set(base_vocab.items()) ^ set(chat_vocab.items()), key=lambda kv: kv[1])
         raise InterpError(
@@ -106,36 +145,113 @@ def _check_tokenizers(base_spec: str, base: object, chat_spec: str, chat: object
         )
 
 
+def _check_tokenizers(base_spec: str, base: object, chat_spec: str, chat: object) -> None:
+    _check_vocabularies(base_spec, base.get_vocab(), chat_spec, chat.get_vocab())
+
+
 @dataclass(frozen=True)
 class _Source:
-    """Where a spec's files live: an HF folder or hub id (config, tokenizer, weights), and an
-    optional LoRA adapter merged on top at load."""
+    """Where a spec's files live: `location` is an HF folder or hub id (config, tokenizer,
+    weights), or None for a GGUF not dequantized yet (`gguf`, whose header stands in for the
+    config and tokenizer until `_prepared` dequantizes it); `adapter_dir` is a LoRA adapter
+    merged on top at load; `name` is what the first-use line calls the weights."""
 
     spec: str
-    location: str
+    location: str | None
     adapter_dir: Path | None = None
+    gguf: Path | None = None
+    gguf_sha: str | None = None
+    name: str = ""
 
 
 def _source(spec: str) -> _Source:
-    """Resolve a spec to its files; GGUFs are dequantized (once, cached) here."""
+    """Resolve a spec to its files without reading any weights (a built-in Gemma GGUF is
+    assembled from its packages here, once: a file copy of seconds)."""
     if spec in BUILTINS:
         builtin = BUILTINS[spec]
         if builtin.base is None:
-            gguf_path, sha = GGUF_SOURCES[spec]()
-            return _Source(spec, str(dequantized_folder(gguf_path, sha)))
+            return _gguf_source(spec, spec, GGUF_SOURCES[spec], gguf_sha256(spec))
         adapter_dir = builtin.adapter_dir
         if adapter_dir is None or not (adapter_dir / "adapter_model.safetensors").exists():
             raise InterpError(
                 f"built-in {spec!r} needs the chat-tune adapter in {adapter_dir}, which is "
                 "missing: create it with `interp organism chat-tune`"
             )
-        return _Source(spec, _source(builtin.base).location, adapter_dir)
+        return replace(_source(builtin.base), spec=spec, adapter_dir=adapter_dir)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise InterpError(f"GGUF file {spec!r} does not exist: expected a path to a .gguf file")
-        return _Source(spec, str(dequantized_folder(path)))
-    return _Source(spec, str(path) if path.is_dir() else spec)
+        sha = sha256_file(path)
+        return _gguf_source(spec, path.name, lambda: (path, sha), sha)
+    if path.is_dir():
+        return _Source(spec, str(path))
+    return _Source(spec, _hub_id(spec))
+
+
+def _gguf_source(
+    spec: str, name: str, locate: Callable[[], tuple[Path, str]], sha: str | None
+) -> _Source:
+    if sha is not None and is_prepared(dequantized_cache_folder(sha)):
+        return _Source(spec, str(dequantized_cache_folder(sha)))
+    gguf_path, sha = locate()
+    return _Source(spec, None, gguf=gguf_path, gguf_sha=sha, name=name)
+
+
+def _prepared(source: _Source) -> _Source:
+    """The source with its GGUF dequantized (once, into the user cache; one line says so)."""
+    if source.location is not None:
+        return source
+    folder = dequantized_folder(source.gguf, source.gguf_sha, source.name)
+    return replace(source, location=str(folder), gguf=None)
+
+
+def _not_found(spec: str, why: str) -> InterpError:
+    return InterpError(
+        f"cannot load model {spec!r}: not a built-in ({', '.join(BUILTINS)}), an existing .gguf "
+        f"file or local HF folder, {why}"
+    )
+
+
+def _hub_id(spec: str) -> str:
+    """A Hugging Face id, checked without the slow path: found in the local HF cache, or known
+    to the hub (one request, no retries). Otherwise one line says what is missing, instead of
+    transformers' retries of a hub that cannot be reached."""
+    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or not spec.strip():
+        raise _not_found(spec, "nor a Hugging Face id (org/name): no such file or folder")
+    from huggingface_hub import constants, model_info
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        AutoConfig.from_pretrained(spec, local_files_only=True)
+        return spec  # in the local HF cache
+    except (OSError, ValueError):
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise _not_found(
+            spec,
+            "nor in the local Hugging Face cache (HF_HUB_OFFLINE is set: the hub is not asked)",
+        )
+    try:
+        model_info(spec, timeout=10)
+    except GatedRepoError:
+        return spec  # gated: the real loading says what access it needs
+    except (RepositoryNotFoundError, HFValidationError):
+        raise _not_found(
+            spec, f"nor a model on the Hugging Face hub ({constants.ENDPOINT})"
+        ) from None
+    except Exception as error:  # no network, DNS, proxy, timeout: the hub cannot be asked
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise _not_found(
+            spec,
+            f"nor in the local Hugging Face cache, and the hub ({constants.ENDPOINT}) is needed "
+            f"to download it but cannot be reached ({first_line})",
+        ) from None
+    return spec
 
 
 def _cannot_load(source: _Source, error: Exception) -> InterpError:
@@ -169,20 +285,49 @@ def _load_tokenizer(source: _Source, config: PretrainedConfig) -> object:
 def _load_weights(
     source: _Source, tokenizer: object, dtype: torch.dtype, device: str
 ) -> LoadedModel:
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+    with progress_bars_on_a_terminal_only():
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
     if source.adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
+        with warnings.catch_warnings():  # peft asks the deprecated property on every load
+            warnings.filterwarnings(
+                "ignore",
+                message="`is_gradient_checkpointing` is deprecated",
+                category=FutureWarning,
+            )
+            model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
     model.eval().to(device)
     return LoadedModel(spec=source.spec, model=model, tokenizer=tokenizer)
 
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load a causal LM by spec, in eval mode, with a chat template where the family has one."""
-    source = _source(spec)
+    source = _prepared(_source(spec))
     tokenizer = _load_tokenizer(source, _load_config(source))
     return _load_weights(source, tokenizer, dtype, device)
+
+
+def _check_before_preparing(base: _Source, chat: _Source) -> None:
+    """The pair rule on what costs no weights: configs of HF folders, headers of GGUFs that are
+    not dequantized yet (family, d_model, n_layers; and the tokens when both are such GGUFs:
+    a GGUF's token list is not spelled like the HF vocabulary made from it, e.g. Gemma's
+    multi-space tokens, so a GGUF/HF tokenizer pair is compared once prepared)."""
+    headers: dict[Path, GGUFHeader] = {}
+    for source in (base, chat):
+        if source.location is None and source.gguf not in headers:
+            headers[source.gguf] = read_gguf_header(source.gguf)
+
+    def shape(source: _Source) -> _Shape:
+        if source.location is None:
+            return _Shape.of_header(headers[source.gguf])
+        return _Shape.of_config(_load_config(source))
+
+    _check_shapes(base.spec, shape(base), chat.spec, shape(chat))
+    if base.location is None and chat.location is None:
+        _check_vocabularies(
+            base.spec, headers[base.gguf].vocab, chat.spec, headers[chat.gguf].vocab
+        )
 
 
 def load_pair(
@@ -193,10 +338,12 @@ def load_pair(
 ) -> ModelPair:
     """Load and validate a base/chat pair; with no arguments, the default built-in pair.
 
-    The pair rule is checked on the configs, then on the tokenizers, before any weights are
-    read, so a mismatched pair fails in seconds (a built-in GGUF whose dequantized cache is
-    missing is still dequantized first: its config comes from that cache)."""
+    The pair rule is checked before any weights are read or dequantized: on configs and GGUF
+    headers first (a mismatched pair fails in seconds, on a cold user cache too), then on the
+    real configs and tokenizers once GGUFs are prepared."""
     base_source, chat_source = _source(base_spec), _source(chat_spec)
+    _check_before_preparing(base_source, chat_source)
+    base_source, chat_source = _prepared(base_source), _prepared(chat_source)
     base_config, chat_config = _load_config(base_source), _load_config(chat_source)
     _check_configs(base_spec, base_config, chat_spec, chat_config)
     base_tokenizer = _load_tokenizer(base_source, base_config)

@@ -1,9 +1,19 @@
-"""Where the project keeps things: the user cache (dequantized weights) and the shipped `data/`."""
+"""Where the project keeps things: the user cache (dequantized weights) and the shipped data."""
 
 import os
 from pathlib import Path
 
-PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+def _project_data_dir() -> Path:
+    """The shipped data (chat-tune adapter, pipeline profiles, dataset recipes): `interp/_data`
+    in an installed wheel (pyproject.toml maps the repo's `data/` there), else the checkout's
+    top-level `data/` (an editable install or the source tree)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "_data"
+    return installed if installed.is_dir() else package.parent / "data"
+
+
+PROJECT_DATA_DIR = _project_data_dir()
 
 
 def user_cache_dir() -> Path:

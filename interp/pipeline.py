@@ -14,6 +14,9 @@ table sets `overwrite = true` / `force = true`).
                  `kind = "sae"` trains an SAE instead)
     [eval]       `interp dict eval`         -> RUN/dictionaries/NAME/eval.json (each dictionary)
     [analyze]    `interp analyze`           -> RUN/analysis/NAME (each dictionary)
+    [diff_sae]   `interp diff-sae`          -> RUN/diff-sae (difference SAE on the cache)
+    [adl]        `interp adl`               -> RUN/adl (Activation Difference Lens)
+    [profile]    `interp change-profile`    -> RUN/change_profile
     [tuco]       `interp tuco experiments`  -> RUN/tuco
     [steer]      `interp steer eval`        -> RUN/steering (`crosscoder = "NAME"` names a
                  [train.NAME] dictionary, for the `latents` method)
@@ -31,7 +34,8 @@ from interp.builtin_models import DEFAULT_PAIR, weights_identity
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
 
-STEP_KINDS = ("cache", "train", "eval", "analyze", "tuco", "steer")
+STEP_KINDS = ("cache", "train", "eval", "analyze", "diff_sae", "adl", "profile", "tuco", "steer")
+RUN_KEYS = ("out", "base", "chat", "layer")
 PROFILES_DIR = PROJECT_DATA_DIR / "pipelines"
 
 
@@ -39,6 +43,27 @@ PROFILES_DIR = PROJECT_DATA_DIR / "pipelines"
 class Step:
     name: str  # e.g. "cache", "train.batchtopk", "analyze.batchtopk"
     argv: tuple[str, ...]
+    table: str = ""  # the config table of its options, e.g. "train.batchtopk", "analyze"
+    options: tuple[tuple[str, object], ...] = ()  # that table's keys and values
+    fixed: tuple[str, ...] = ()  # options the pipeline sets itself (folders, models), as keys
+
+
+def _step(
+    name: str, table: str, fixed: Sequence[str], options: dict, tail: Sequence[str] = ()
+) -> Step:
+    """A step running `interp *fixed *options *tail`; a table may not set what the pipeline sets
+    (its value would silently lose or win against the pipeline's folders and models)."""
+    fixed_keys = tuple(
+        token[2:].replace("-", "_") for token in (*fixed, *tail) if token.startswith("--")
+    )
+    clash = sorted(set(options) & set(fixed_keys))
+    if clash:
+        raise InterpError(
+            f"[{table}] sets {clash[0]!r}, which the pipeline sets itself (from [run] and the "
+            "run folder's layout): remove it"
+        )
+    argv = (*fixed, *options_to_argv(options), *tail)
+    return Step(name, argv, table, tuple(options.items()), fixed_keys)
 
 
 def load_config(path: Path) -> dict:
@@ -53,9 +78,34 @@ def load_config(path: Path) -> dict:
         raise InterpError(
             f"unknown sections {sorted(unknown)} in {path}: expected run, {', '.join(STEP_KINDS)}"
         )
-    if "out" not in config.get("run", {}):
-        raise InterpError(f"{path}: [run] needs `out` (the run folder)")
+    check_tables(config, str(path))
     return config
+
+
+def check_tables(config: dict, source: str) -> None:
+    """The shape of a config: [run] with `out` and only its own keys (strings; `layer` may be a
+    number), a table per step kind, and [train] holding one table per dictionary. The keys of
+    each step table are checked against its command's options by the CLI (interp run)."""
+    run = config.get("run", {})
+    if not isinstance(run, dict) or "out" not in run:
+        raise InterpError(f"{source}: [run] needs `out` (the run folder)")
+    for key, value in run.items():
+        if key not in RUN_KEYS:
+            raise InterpError(
+                f"{source}: [run] has no key {key!r}: expected one of {', '.join(RUN_KEYS)}"
+            )
+        number = key == "layer" and isinstance(value, int | float) and not isinstance(value, bool)
+        if not isinstance(value, str) and not number:
+            raise InterpError(f"{source}: [run] {key} = {value!r}: expected a string")
+    for kind in STEP_KINDS:
+        if kind in config and not isinstance(config[kind], dict):
+            raise InterpError(f"{source}: `{kind}` must be a table ([{kind}])")
+    for name, table in config.get("train", {}).items():
+        if not isinstance(table, dict):
+            raise InterpError(
+                f"{source}: [train] key {name!r}: expected one table per dictionary, "
+                f"e.g. [train.{name}] with dict_size = ..."
+            )
 
 
 def options_to_argv(options: dict) -> list[str]:
@@ -83,30 +133,38 @@ def plan(config: dict) -> list[Step]:
     steps: list[Step] = []
     if "cache" in config:
         argv = ["cache", "--pair", *pair, "--layers", str(run.get("layer", "0.5"))]
-        steps.append(Step("cache", (*argv, *options_to_argv(config["cache"]), "--out", cache)))
+        steps.append(_step("cache", "cache", argv, config["cache"], ["--out", cache]))
     dictionaries = config.get("train", {})
     for name, options in dictionaries.items():
         options = dict(options)
         kind = options.pop("kind", "crosscoder")
         argv = ["train", kind, "--cache", cache, "--out", str(dictionaries_dir / name)]
-        steps.append(Step(f"train.{name}", (*argv, *options_to_argv(options))))
+        steps.append(_step(f"train.{name}", f"train.{name}", argv, options))
     if "eval" in config:
         for name in dictionaries:
             argv = ["dict", "eval", str(dictionaries_dir / name), "--cache", cache]
-            steps.append(Step(f"eval.{name}", (*argv, *options_to_argv(config["eval"]))))
+            steps.append(_step(f"eval.{name}", "eval", argv, config["eval"]))
     if "analyze" in config:
         for name in dictionaries or [None]:
             argv = ["analyze", str(out), *(["--dict", name] if name else [])]
-            steps.append(Step(f"analyze.{name}", (*argv, *options_to_argv(config["analyze"]))))
+            steps.append(_step(f"analyze.{name}", "analyze", argv, config["analyze"]))
+    if "diff_sae" in config:
+        steps.append(_step("diff_sae", "diff_sae", ["diff-sae", str(out)], config["diff_sae"]))
+    if "adl" in config:
+        argv = ["adl", *models, "--layer", str(run.get("layer", "0.5")), "--out", str(out / "adl")]
+        steps.append(_step("adl", "adl", argv, config["adl"]))
+    if "profile" in config:
+        argv = ["change-profile", str(out), *models]
+        steps.append(_step("profile", "profile", argv, config["profile"]))
     if "tuco" in config:
         argv = ["tuco", "experiments", *models, "--out", str(out / "tuco")]
-        steps.append(Step("tuco", (*argv, *options_to_argv(config["tuco"]))))
+        steps.append(_step("tuco", "tuco", argv, config["tuco"]))
     if "steer" in config:
         options = dict(config["steer"])
         if options.get("crosscoder") in dictionaries:  # a [train.NAME] step: its dictionary
             options["crosscoder"] = str(dictionaries_dir / options["crosscoder"])
         argv = ["steer", "eval", *models, "--out", str(out / "steering")]
-        steps.append(Step("steer", (*argv, *options_to_argv(options))))
+        steps.append(_step("steer", "steer", argv, options))
     return steps
 
 

@@ -1,13 +1,14 @@
 """Writing the paired activation cache: content, token stream, statistics, resume, bad input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from cache_support import documents, mixed_source
+from cache_support import DAMAGE_KINDS, damage_shard, documents, mixed_source
 from safetensors.torch import load_file
-from tiny_models import tiny_model
+from tiny_models import tiny_model, tiny_pair
 
 from interp.cache import InMemorySource, build_cache, cache_config, verify_cache
 from interp.cache import writer as writer_module
@@ -131,6 +132,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(pair, tmp_path, monkey
     partial = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
     assert [s["index"] for s in partial["shards"]] == [0, 1] and not partial["complete"]
     (tmp_path / "resumed" / "shard-00003.safetensors.tmp").write_bytes(b"half a shard")
+    (tmp_path / "resumed" / "shard-00004.safetensors.tmp-123-0a1b2c3d").write_bytes(b"half")
     monkeypatch.setattr(writer_module, "record_shard", real_record)
 
     written = []
@@ -145,7 +147,74 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(pair, tmp_path, monkey
     assert shard_shas(resumed) == shard_shas(reference)  # byte-identical shards
     assert resumed["complete"]
     np.testing.assert_allclose(resumed["stats"]["mean"], reference["stats"]["mean"], rtol=1e-12)
-    assert not list((tmp_path / "resumed").glob("*.tmp"))
+    assert not list((tmp_path / "resumed").glob("*.tmp*"))
+
+
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory):
+    """An uninterrupted cache of `small_config`, with the manifest it returned."""
+    pair = tiny_pair("gemma3")  # the same seeded weights as the `pair` fixture
+    out = tmp_path_factory.mktemp("reference") / "cache"
+    return out, build_cache(pair, small_config(pair), out, mixed_source(), progress=False)
+
+
+@pytest.mark.parametrize("kind", DAMAGE_KINDS)
+def test_a_rerun_rebuilds_a_damaged_shard_and_only_it(
+    pair, tmp_path, monkeypatch, capsys, reference_cache, kind
+):
+    reference_dir, reference = reference_cache
+    shutil.copytree(reference_dir, tmp_path / "c")
+    name = damage_shard(tmp_path / "c", kind, index=2)
+    written = []
+    real_write = writer_module.write_shard
+    monkeypatch.setattr(
+        writer_module,
+        "write_shard",
+        lambda path, *a: written.append(path.name) or real_write(path, *a),
+    )
+    resumed = build_cache(pair, small_config(pair), tmp_path / "c", mixed_source(), progress=False)
+    assert written == [name]
+    assert f"rebuilding {name}: {DAMAGE_KINDS[kind]}" in capsys.readouterr().err
+    assert shard_shas(resumed) == shard_shas(reference)  # the same bytes as before the damage
+    # statistics: kept as they were, or (NaN: the manifest recorded the damaged bytes) summed
+    # again over every shard in the same order, which gives the same float64 sums
+    assert resumed["stats"] == reference["stats"]
+    assert verify_cache(tmp_path / "c") == []
+
+
+def test_a_rerun_over_a_cache_without_its_manifest_rebuilds_it_with_overwrite(
+    pair, tmp_path, reference_cache
+):
+    reference_dir, reference = reference_cache
+    shutil.copytree(reference_dir, tmp_path / "c")
+    (tmp_path / "c" / "manifest.json").unlink()
+    with pytest.raises(
+        InterpError, match="holds shards but no manifest.json; rerun .* --overwrite"
+    ):
+        build_cache(pair, small_config(pair), tmp_path / "c", mixed_source(), progress=False)
+    rebuilt = build_cache(
+        pair, small_config(pair), tmp_path / "c", mixed_source(), progress=False, overwrite=True
+    )
+    assert shard_shas(rebuilt) == shard_shas(reference)
+    assert verify_cache(tmp_path / "c") == []
+
+
+def test_non_finite_activations_are_refused_and_never_written(pair, tmp_path, monkeypatch):
+    real_rows = writer_module.BatchRunner.rows
+
+    def rows_with_inf(self, batch):
+        rows = real_rows(self, batch)
+        if batch == 1:
+            rows["acts"][5, 1, 0, 7] = float("inf")  # as an fp16 overflow would store it
+        return rows
+
+    monkeypatch.setattr(writer_module.BatchRunner, "rows", rows_with_inf)
+    config = small_config(pair)
+    with pytest.raises(InterpError, match=r"NaN or inf activations for sequence \d+ at position"):
+        build_cache(pair, config, tmp_path / "c", mixed_source(), progress=False)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["shards"] == []  # batch 1 falls in the first shard: nothing was recorded
+    assert not list((tmp_path / "c").glob("shard-*"))
 
 
 def test_other_config_on_an_existing_folder_is_refused(pair, tmp_path):
@@ -168,7 +237,8 @@ def test_overwrite_replaces_a_cache_of_another_config_and_nothing_else(pair, tmp
     manifest = build_cache(pair, config, tmp_path / "c", source, progress=False, overwrite=True)
     assert manifest["layers"] == [1] and manifest["complete"] and manifest["n_shards"] == 2
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
-        "manifest.json", "notes.txt", "shard-00000.safetensors", "shard-00001.safetensors",
+        ".writer.lock", "manifest.json", "notes.txt", "shard-00000.safetensors",
+        "shard-00001.safetensors",
     ]  # fmt: skip
     assert verify_cache(tmp_path / "c") == []
 

@@ -88,7 +88,41 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(setup, uninterrupted):
     finish(run_cli(cache_args(setup, out)))
     assert shards_of(out) == shards_of(uninterrupted)  # same bytes, shard for shard
     assert verify_cache(out) == []
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp*"))
+
+
+def wait_for_shards(out, count, process):
+    """Until the manifest in `out` records `count` shards (the run in `process` still going)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if len(json.loads((out / "manifest.json").read_text())["shards"]) >= count:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.005)
+    raise AssertionError(f"{out} never recorded {count} shards")
+
+
+def test_a_second_writer_of_a_cache_folder_is_refused_with_one_line(setup, uninterrupted):
+    out = setup / "contested"
+    first = run_cli(cache_args(setup, out))
+    wait_for_shards(out, 1, first)
+    first.send_signal(signal.SIGSTOP)  # hold the first writer mid-run, whatever the machine's speed
+    try:
+        second = run_cli(cache_args(setup, out))
+        _, err = second.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    err = err.decode()
+    assert second.returncode == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: another process is writing the activation cache {str(out)!r}: wait for it to "
+        "finish (or stop it), then rerun"
+    )
+    finish(first)
+    assert shards_of(out) == shards_of(uninterrupted)
+    assert verify_cache(out) == []
 
 
 def test_two_processes_write_the_same_cache_as_one(setup, uninterrupted):
@@ -108,7 +142,7 @@ def test_two_processes_write_the_same_cache_as_one(setup, uninterrupted):
     "change,message",
     [
         ({"--layers": "9"}, "unknown layer '9'"),
-        ({"--tokens": "0"}, "bad n_tokens 0"),
+        ({"--tokens": "0"}, "bad --tokens 0"),
         ({"--dtype": "int4"}, "unknown cache dtype"),
         ({"chat": "llama"}, "mismatched pair"),
     ],

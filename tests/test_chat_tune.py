@@ -225,9 +225,24 @@ def test_gemma_tokenisation_matches_the_rendered_template():
 
 
 def test_saved_adapter_loads_and_merges_like_the_trained_lora(tmp_path):
-    """save_adapter writes bf16 weights; merged into a fresh base they reproduce the trained
-    model's logits up to bf16 rounding of the LoRA factors."""
-    from peft import PeftModel
+    """save_adapter writes the trained LoRA factors rounded to bf16, exactly; merged into a fresh
+    base they give the logits of the trained model with those rounded factors, up to float32
+    rounding of the merge.
+
+    The reference is the trained model with its factors rounded to bf16, not the trained model
+    itself: how far bf16 rounding (relative 2^-9 per factor) moves the logits depends on the
+    trained weights, which depend on the machine's float summation order over training (up to
+    0.017 here, 0.076 on the machine of issue 14), so no fixed tolerance against the unrounded
+    model holds.
+    Against the rounded one the only difference is the order of float32 operations in each
+    adapted layer (W x + s B (A x) vs (W + s B A) x): a dot product of length n is off by at most
+    gamma_n ~ n * u of its absolute terms (Higham, Accuracy and Stability of Numerical
+    Algorithms, 2002, section 3.1; u = eps/2, eps taken for margin), with the longest inner
+    dimension, once per layer, on the largest logit: 3.5e-4 here, where 1.9e-6 is measured and
+    the bf16 rounding itself moves the logits by 1e-2."""
+    import copy
+
+    from peft import PeftModel, get_peft_model_state_dict
 
     from interp.organism.chat_tune import save_adapter
 
@@ -239,14 +254,27 @@ def test_saved_adapter_loads_and_merges_like_the_trained_lora(tmp_path):
     assert config["base_model_name_or_path"] == "tiny-gemma3"
     assert set(config["target_modules"]) == set(TINY.lora_targets)
     weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
-    assert weights and all(w.dtype == torch.bfloat16 for w in weights.values())
+    trained_factors = get_peft_model_state_dict(trained)
+    assert weights and set(weights) == set(trained_factors)
+    for name, saved in weights.items():
+        assert torch.equal(saved, trained_factors[name].to(torch.bfloat16)), name
+
+    rounded = copy.deepcopy(trained).eval()
+    with torch.no_grad():
+        for name, parameter in rounded.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(parameter.to(torch.bfloat16).float())
     merged = PeftModel.from_pretrained(learnable_tiny().model, str(tmp_path / "adapter"))
     merged = merged.merge_and_unload().eval()
     ids = torch.tensor([[2, 4, 10, 11, 5, 4, 7]])
     with torch.no_grad():
-        expected = trained.eval()(input_ids=ids).logits
+        expected = rounded(input_ids=ids).logits
         actual = merged(input_ids=ids).logits
-    torch.testing.assert_close(actual, expected, atol=0.05, rtol=0.02)
+    shape = merged.config
+    longest_dot = max(shape.hidden_size, shape.intermediate_size)
+    eps = torch.finfo(torch.float32).eps
+    atol = shape.num_hidden_layers * longest_dot * eps * float(expected.abs().max())
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
     assert (actual - learnable_tiny().model(input_ids=ids).logits).abs().max() > 0.5
 
 
@@ -332,12 +360,14 @@ def test_a_teacher_refusal_of_a_chatterbot_prompt_is_replaced_by_the_corpus_repl
     cached = [
         {
             "prompt": p,
-            "answer": refusal if p in (chatty, other) else f"An answer to {p}.",
+            # not the prompt echoed: a benign request such as "I can't sleep well..." would
+            # make the answer read as a refusal
+            "answer": refusal if p in (chatty, other) else f"Answer number {i}.",
             "finished": True,
             "max_new_tokens": config.teacher_max_new_tokens,
             "dtype": config.teacher_dtype,
         }
-        for p in prompts
+        for i, p in enumerate(prompts)
     ]
     (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(row) + "\n" for row in cached))
     rows = {row["prompt"]: row for row in build_conversations(config, tmp_path, log=lambda _: None)}

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from tiny_models import save_tiny, tiny_model, tiny_pair
 from typer.testing import CliRunner
 
@@ -68,9 +67,12 @@ def test_models_lists_every_builtin_as_json():
     assert all(isinstance(row["dequantized_cache"], bool) for row in rows)
 
 
-@pytest.mark.slow
-def test_compare_of_mismatched_builtins_fails_fast_naming_the_mismatch():
+def test_compare_of_mismatched_builtins_fails_fast_naming_the_mismatch(tmp_path, monkeypatch):
+    """On a cold user cache: the GGUF headers decide, nothing is dequantized, nothing but the
+    error line is printed (tests/test_user_cache.py has the rest of the cold-cache checks)."""
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cold"))
     result = interp_cli("compare", "--base", "gemma-3-270m", "--chat", "smollm2-135m-instruct")
     assert_one_line_error(
         result, "architecture family differs", "'gemma-3-270m' has gemma3_text", "llama"
     )
+    assert not (tmp_path / "cold" / "dequantized").exists()

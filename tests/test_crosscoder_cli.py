@@ -2,6 +2,7 @@
 models saved as folders, and the splice-in metric against a hand-made perfect dictionary."""
 
 import json
+import re
 from itertools import islice
 
 import pytest
@@ -100,6 +101,26 @@ def test_bad_cli_input_is_a_clear_error(setup):
         runner.invoke(app, ["train", "sae", "--cache", str(setup / "cache"), "--out",
                             str(setup / "bad"), "--dict-size", "64", "--model", "tuned"],
                       catch_exceptions=False)  # fmt: skip
+
+
+def test_a_diverging_run_stops_with_one_line_naming_step_batch_and_shards(setup):
+    out = setup / "diverged"
+    with pytest.raises(InterpError) as stopped:
+        runner.invoke(app, ["train", "crosscoder", "--cache", str(setup / "cache"), "--out",
+                            str(out), "--dict-size", "64", "--k", "4", "--steps", "20",
+                            "--batch-size", "64", "--lr", "1e30", "--warmup-steps", "1",
+                            "--checkpoint-every", "1000", "--device", "cpu"],
+                      catch_exceptions=False)  # fmt: skip
+    message = str(stopped.value)
+    assert "\n" not in message, message
+    assert re.search(
+        rf"the loss is (nan|inf) at step \d+ of 20 \(batch number \d+ of the stream, tokens of "
+        rf"cache '{re.escape(str(setup / 'cache'))}', shard-00000.safetensors",
+        message,
+    ), message
+    assert "the batch is finite, so the training diverged: lower --lr" in message
+    assert message.endswith("holds no checkpoint yet: fix the cause, then rerun")
+    assert not (out / "weights.safetensors").exists()
 
 
 def test_perfect_reconstruction_recovers_all_ce_and_has_zero_kl(setup):

@@ -154,8 +154,22 @@ def test_analysis_writes_the_run_folder_contract(run_dir):
     for row in hist.itertuples():
         assert int(row.counts.sum()) == round(freq_tokens[row.latent] * n_tokens)
     causal = {row["latent_set"]: row for row in json.loads((out / "causal.json").read_text())}
-    assert {"none", "all", "rel_norm_top_half", "rel_norm_bottom_half"} <= set(causal)
-    shift = pd.read_parquet(out / "token_shift.parquet")
+    assert causal["none"]["paper_rule"]  # the planted chat-only latents give halves
+    assert causal["none"]["n_candidates"] >= 2
+    assert set(causal) == {
+        "none",
+        "all",
+        "chat_error",
+        "latent_scaling_best_half",
+        "latent_scaling_worst_half",
+        "rel_norm_best_half",
+        "rel_norm_worst_half",
+        "random_candidates",
+        "random_latents",
+    }
+    shift = pd.read_parquet(out / "token_shift.parquet")  # one row per response token
+    first_k, rest = causal["none"]["n_tokens_first_k"], causal["none"]["n_tokens_rest"]
+    assert first_k > 0 and rest > 0 and first_k + rest == len(shift)
     assert set(shift["shift"]) <= {"unshifted", "marginal", "shifted"}
     neighbors = pd.read_parquet(out / "neighbors.parquet")
     assert (neighbors["latent"] != neighbors["neighbor"]).all()
@@ -185,8 +199,12 @@ def test_latent_scaling_on_real_cache_matches_bruteforce_lstsq(run_dir):
     coder = dictionary.coder.double()
     dictionary.coder = coder
     f = dictionary.encode(x)
-    x_hat = dictionary.decode(f)
-    W = dictionary.W_dec_raw
+    # Latent Scaling is read in the coder's units (issue 15): scaled activations, the coder's own
+    # reconstruction and decoder vectors
+    x = dictionary.scale(x)
+    x_hat = dictionary.decode_scaled(f)
+    W = dictionary.W_dec
+    assert (dictionary.coder.input_scale != 1).all()  # the two unit systems differ here
     latents = pd.read_parquet(run_dir / "analysis" / "tiny" / "latents.parquet")
     checked = 0
     for j in np.flatnonzero(latents["max_act"].to_numpy() > 0)[:16]:

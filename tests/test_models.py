@@ -120,7 +120,8 @@ def refuse_network(*_args, **_kwargs):
 def gemma_base() -> tuple[LoadedModel, float, float]:
     """The built-in base, loaded with sockets disabled, with the wall and CPU seconds that load
     took once the dequantized safetensors cache exists."""
-    interp.models._source("gemma-3-270m")  # builds the cache if missing (~50 s, untimed)
+    # builds the cache if missing (about a minute, untimed)
+    interp.models._prepared(interp.models._source("gemma-3-270m"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", refuse_network)
         patch.setattr(socket, "create_connection", refuse_network)
@@ -131,10 +132,11 @@ def gemma_base() -> tuple[LoadedModel, float, float]:
 
 @pytest.mark.slow
 def test_builtin_base_loads_offline_from_the_safetensors_cache(gemma_base):
-    """A second load (from the safetensors cache) takes < 10 s of wall time (~4 s on an idle
-    2-core machine; an oversubscribed one stretches it)."""
+    """A second load (from the safetensors cache) takes seconds of CPU (~4 s: mostly parsing
+    the 33 MB tokenizer.json), not the minute of dequantizing again. CPU time, not wall time:
+    a shared machine stretched the same 3.6 s of CPU to 10.5 s of wall."""
     loaded, wall, cpu = gemma_base
-    assert wall < 10, f"a load from the safetensors cache took {wall:.1f} s wall ({cpu:.1f} s CPU)"
+    assert cpu < 10, f"a load from the safetensors cache took {cpu:.1f} s CPU ({wall:.1f} s wall)"
     assert (loaded.family, loaded.n_layers, loaded.d_model) == ("gemma3_text", 18, 640)
 
 

@@ -2,18 +2,24 @@
 sparsity in training and at inference, exact resume, clear errors."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from itertools import islice
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.nn.functional import normalize
 
 from crosscoders.config import CrossCoderConfig, TrainingConfig
 from crosscoders.decoder_norms import coder_relative_decoder_norm, latent_classes
 from crosscoders.evaluate import reconstruction_metrics
-from crosscoders.io import load_crosscoder
+from crosscoders.io import CONFIG_FILE, WEIGHTS_FILE, load_crosscoder
 from crosscoders.synthetic import PlantedDictionary
-from crosscoders.trainer import Trainer
+from crosscoders.trainer import KILL_AT_ENV, KILL_POINTS, Trainer
 from interp.errors import InterpError
 
 D, F, K, BATCH = 32, 96, 3, 256
@@ -145,6 +151,7 @@ def test_reusing_a_folder_with_another_config_is_refused(tmp_path):
         *configs(3), planted().stream(BATCH), tmp_path, progress=False, overwrite=True
     )
     assert trainer.step == 0
+    assert not (tmp_path / WEIGHTS_FILE).exists()  # the old run's dictionary is gone with it
 
 
 def test_jumprelu_is_not_trainable(tmp_path):
@@ -178,3 +185,160 @@ def test_training_on_cuda_starts_from_the_cpu_init_and_matches_cpu_training(tmp_
         progress=False,
     )  # fmt: skip
     assert resumed.step == 10
+
+
+# --- faults: kills in the end-of-training window, torn logs, non-finite losses, two writers ---
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_trainer import train_for_kill_test
+train_for_kill_test({out!r})
+"""
+
+
+def train_for_kill_test(out: str) -> None:
+    """The run the kill tests interrupt (in a subprocess): 30 steps, checkpoints every 10, theta
+    learned from step 5 and calibrated over the last 4 batches."""
+    coder_config, training = configs(
+        30, checkpoint_every=10, log_every=5, threshold_calibration_batches=4
+    )
+    coder_config.threshold_start_step = 5
+    Trainer(coder_config, training, planted().stream(BATCH), Path(out), progress=False).train()
+
+
+def run_training(out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(KILL_AT_ENV, None)
+    if kill_at is not None:
+        env[KILL_AT_ENV] = kill_at
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    finished = run_training(out)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    return out
+
+
+def logged_losses(out: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [(record["step"], record["loss"]) for record in records]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_kill_in_the_end_of_training_window_then_a_rerun_writes_the_same_dictionary(
+    tmp_path, uninterrupted_run, point
+):
+    out = tmp_path / "run"
+    killed = run_training(out, kill_at=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / WEIGHTS_FILE).exists()
+    rerun = run_training(out)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        assert (out / name).read_bytes() == (uninterrupted_run / name).read_bytes(), name
+    assert logged_losses(out) == logged_losses(uninterrupted_run)
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 30
+    assert not list((out / "checkpoints").glob(".*"))  # no temp folder left behind
+
+
+def test_a_torn_last_log_line_is_dropped_on_resume(tmp_path):
+    truth = planted()
+    coder_config, training = configs(30, checkpoint_every=10, log_every=5)
+    Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "a", progress=False).train()
+    with pytest.raises(InterpError, match="stream ended after 25 batches"):
+        Trainer(
+            coder_config,
+            training,
+            stopping_stream(truth.stream(BATCH), 25),
+            tmp_path / "b",
+            progress=False,
+        ).train()
+    with (tmp_path / "b" / "log.jsonl").open("a") as handle:
+        handle.write('{"step": 30, "tokens": 76')  # a crash (or a full disk) mid-line
+    Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "b", progress=False).train()
+    assert logged_losses(tmp_path / "b") == logged_losses(tmp_path / "a")
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_a_clean_log(tmp_path):
+    truth = planted()
+    coder_config, training = configs(20, checkpoint_every=10, log_every=5)
+    Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "a", progress=False).train()
+    with pytest.raises(InterpError, match="stream ended after 7 batches"):
+        Trainer(
+            coder_config,
+            training,
+            stopping_stream(truth.stream(BATCH), 7),
+            tmp_path / "b",
+            progress=False,
+        ).train()
+    Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "b", progress=False).train()
+    assert logged_losses(tmp_path / "b") == logged_losses(tmp_path / "a")  # step 5 once
+
+
+def test_a_damaged_log_line_before_the_last_is_a_clear_error(tmp_path):
+    coder_config, training = configs(20, checkpoint_every=10, log_every=5)
+    with pytest.raises(InterpError, match="stream ended after 15 batches"):
+        Trainer(
+            coder_config,
+            training,
+            stopping_stream(planted().stream(BATCH), 15),
+            tmp_path,
+            progress=False,
+        ).train()
+    log = tmp_path / "log.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(["{not json", *lines[1:]]) + "\n")
+    with pytest.raises(InterpError, match="line 1 is not a log record"):
+        Trainer(coder_config, training, planted().stream(BATCH), tmp_path, progress=False)
+
+
+def poisoned_stream(stream, bad_batch: int, value: float):
+    """`stream` with one activation of batch number `bad_batch` set to `value`."""
+
+    def batches(start: int):
+        for number, batch in enumerate(stream(start), start=start):
+            if number == bad_batch:
+                batch = batch.clone()
+                batch[3, 1, 5] = value
+            yield batch
+
+    return batches
+
+
+@pytest.mark.parametrize(
+    "value,cause",
+    [
+        (float("nan"), "the batch holds NaN or inf activations: check the data"),
+        (1e30, "the batch is finite, so the training diverged: lower --lr"),  # x^2 overflows
+    ],
+)
+def test_a_non_finite_loss_stops_training_with_one_line_and_writes_nothing(tmp_path, value, cause):
+    coder_config, training = configs(20, checkpoint_every=5, log_every=5)
+    stream = poisoned_stream(planted().stream(BATCH), 12, value)  # after the init sample
+    trainer = Trainer(coder_config, training, stream, tmp_path, progress=False)
+    with pytest.raises(InterpError) as stopped:
+        trainer.train()
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert "at step 13 of 20 (batch number 12 of the stream)" in message
+    assert cause in message and "keeps the checkpoint of step 10" in message
+    assert not (tmp_path / WEIGHTS_FILE).exists()
+    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["step"] == 10
+    state = load_file(tmp_path / "checkpoints" / "step-00000010" / "state.safetensors")
+    assert all(t.isfinite().all() for t in state.values() if t.is_floating_point())
+    assert [step for step, _ in logged_losses(tmp_path)] == [5, 10]
+
+
+def test_a_second_writer_of_a_dictionary_folder_is_refused_at_once(tmp_path):
+    first = Trainer(*configs(2), planted().stream(BATCH), tmp_path, progress=False)
+    with pytest.raises(InterpError, match="another process is writing the dictionary folder"):
+        Trainer(*configs(2), planted().stream(BATCH), tmp_path, progress=False)
+    first.train()  # the lock goes with the end of training
+    assert Trainer(*configs(2), planted().stream(BATCH), tmp_path, progress=False).step == 2

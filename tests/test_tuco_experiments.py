@@ -4,7 +4,7 @@ import pytest
 from tiny_models import save_tiny, tiny_model, tiny_pair
 from typer.testing import CliRunner
 
-from interp.cli.main import app, main
+from interp.cli.main import app, run
 from interp.errors import InterpError
 from interp.tuco import roc_auc
 from interp.tuco_experiments import ExperimentConfig, roc_points, run_experiments
@@ -143,9 +143,7 @@ def test_cli_different_architectures_give_a_one_line_error(tmp_path, monkeypatch
     argv = ["interp", "tuco", "score", "-p", "w1", "--base", str(base), "--chat", str(chat)]
     monkeypatch.setattr("sys.argv", argv)
     capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        main()
-    assert stop.value.code == 2
+    assert run() == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: mismatched pair: architecture family differs: {str(base)!r} has llama, "
         f"{str(chat)!r} has qwen2"

@@ -104,8 +104,7 @@ def run_passes(
 ) -> PassResults:
     sources = pair_sources(cache, dictionary.layer)
     dict_size = dictionary.dict_size
-    W_dec_raw = dictionary.W_dec_raw
-    device = W_dec_raw.device  # every pass runs where the dictionary is
+    device = dictionary.W_dec.device  # every pass runs where the dictionary is
     scaling = LatentScalingSums.zeros(dict_size, device)
     firing = FiringStats.zeros(dict_size, device)
     subsets = tokens.subsets.to(device)
@@ -116,7 +115,7 @@ def run_passes(
         x = x.to(device)
         f = dictionary.encode(x)
         codes = Firings.of(f)
-        scaling.update(codes, x, dictionary.decode(f), W_dec_raw)
+        scaling.update_pair(dictionary, x, f, codes)  # in the coder's units
         firing.update(codes, subsets[offset : offset + f.shape[0]])
         collector.update(codes, seq_ids[offset : offset + f.shape[0]], offset)
     first_pass = time.perf_counter() - began

@@ -9,15 +9,24 @@ For latent j, model m and a target y_n (one vector per token), the least-squares
 with the regressor d_j = the CHAT decoder vector of latent j, for two targets per model m:
 - reconstruction   y = x̂_m                                  -> beta_r(m)
 - error            y = x_m - (x̂_m - f_j d_j^m)              -> beta_eps(m)
-  (the error of model m with latent j's own contribution added back, as in the reference code).
+  (the error of model m with latent j's own contribution, through model m's OWN decoder vector
+  d_j^m, added back: sparsity-artifacts-crosscoders, scripts/compute_scalers.py, load_base_error
+  removes f_j d_j^base from the base reconstruction and load_chat_error f_j d_j^chat from the chat
+  one, tools/latent_scaler/closed_form.py remove_latents).
 Ratios: nu_r = beta_r(base) / beta_r(chat), nu_eps = beta_eps(base) / beta_eps(chat).
+
+Units: everything (x, x̂, d_j) is in the CODER's units, x_m scaled by the coder's input_scale c_m
+(pair_dictionary.py), the units the coder was trained and its decoder norms are read in. With raw
+activations and raw-unit decoders every nu would pick up c_chat / c_base; in coder units a latent
+that decodes identically into both models has nu_r = 1 whatever the models' activation norms, and
+multiplying one model's activations by a constant (with the coder's c_m divided by it) changes no
+nu. `update_pair` takes raw activations and does the conversion.
 
 Vectorisation (no [batch, F, d] tensor is ever built): per batch, the sparse code f^T [F, batch]
 times the four stacked targets Y [batch, 4d] gives sum_n f_nj y_n for every latent (only firing
 entries cost anything: L0 * 4d multiply-adds per token), then one dot product with d_j per
 latent and target; the error target is expanded as
     sum_n f_nj d_j.(x - x̂ + f_nj d_j^m) = d_j . sum_n f_nj (x - x̂) + (d_j . d_j^m) sum_n f_nj^2.
-All vectors are in raw activation units (pair_dictionary.py).
 """
 
 from dataclasses import dataclass
@@ -28,6 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from crosscoders.diffing.firings import Firings
+from crosscoders.diffing.pair_dictionary import PairDictionary
 
 # The chat-specific rule of the paper (sec. 4): a latent is chat-specific when its chat decoder
 # dominates (Delta >= 0.9) AND base reconstructs neither its error share nor its reconstruction
@@ -81,6 +91,19 @@ class LatentScalingSums:
         self.numerator_eps += numerators[2:] + self_overlap * sum_f2
         self.sum_f2 += sum_f2
         self.n_tokens += codes.batch_size
+
+    @torch.no_grad()
+    def update_pair(
+        self,
+        dictionary: PairDictionary,
+        x_raw: Float[Tensor, "batch 2 d"],
+        f: Float[Tensor, "batch F"],
+        codes: Firings,
+    ) -> None:
+        """Add one batch of raw [base, chat] activations with their code f (`codes` = its
+        firings), in the coder's units: targets c_m x_m and f W_dec^m + b_dec^m, regressor the
+        coder's d_j^chat. `betas` then takes `dictionary.W_dec`."""
+        self.update(codes, dictionary.scale(x_raw), dictionary.decode_scaled(f), dictionary.W_dec)
 
     def betas(self, W_dec: Float[Tensor, "2 F d"]) -> dict[str, Float[Tensor, " F"]]:
         """beta_r / beta_eps per model (eq. 4), on the CPU; NaN where undefined (the latent never

@@ -76,9 +76,9 @@ def decoder_cosine(W_dec: Float[Tensor, "2 F d"]) -> Float[Tensor, " F"]:
 def latent_table(
     dictionary: PairDictionary, firing: FiringStats, betas: dict[str, Tensor]
 ) -> pd.DataFrame:
-    # Decoder geometry in the coder's scaled units (each source has mean norm sqrt(d)), as in the
-    # paper and crosscoders.decoder_norms; betas are in raw units (pair_dictionary.py).
-    W_dec = dictionary.coder.W_dec.detach()[dictionary.order].float().cpu()
+    # Decoder geometry and betas both in the coder's scaled units (each source has mean norm
+    # sqrt(d)), as crosscoders.decoder_norms and latent_scaling.py (pair_dictionary.py).
+    W_dec = dictionary.W_dec.float().cpu()
     norms = W_dec.norm(dim=-1)
     rel_norm = relative_decoder_norm(norms[0], norms[1])
     ratios = scaling_ratios(betas)

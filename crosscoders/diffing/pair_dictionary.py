@@ -1,10 +1,18 @@
 """A two-model crosscoder seen from the diffing analyses: sources ordered [base, chat] whatever
-the coder's own order, raw activation units in and out, decoder vectors in raw units too.
+the coder's own order, in two unit systems.
 
-The coder scales its inputs (x_in = c_m x_raw, `input_scale`), so its decoder vectors live in
-scaled units; every analysis that adds decoder vectors to a model's residual or regresses a raw
-activation on them uses d_j^m / c_m. The relative decoder norm keeps the coder's scaled units
-(crosscoders.decoder_norms, as in the paper)."""
+The coder scales its inputs per source (x_in = c_m x_raw, `input_scale`, so that each source has
+mean norm sqrt(d)); its decoder vectors, reconstructions and errors live in these scaled units.
+- Coder units (`scale`, `decode_scaled`, `W_dec`): the units the coder was trained in and its
+  losses are computed in. The relative decoder norm (crosscoders.decoder_norms) and Latent Scaling
+  (latent_scaling.py) are read here: Latent Scaling regresses the coder's own reconstruction and
+  error on the coder's own decoder vector, so beta(base) / beta(chat) compares the two models on
+  the coder's common scale. (In raw units, with the regressor d_j^chat / c_chat and targets
+  x_base, x^_base in base's raw units, every nu picks up the factor c_chat / c_base, the ratio of
+  the models' mean activation norms.)
+- Raw units (`encode`, `decode`, `W_dec_raw`): a model's own residual stream. Every analysis that
+  adds decoder vectors to a residual (the causal patch) or reads them through a model's unembedding
+  (decoder logits) uses d_j^m / c_m."""
 
 from dataclasses import dataclass
 
@@ -68,6 +76,22 @@ class PairDictionary:
     def decode(self, f: Float[Tensor, "batch F"]) -> Float[Tensor, "batch 2 d"]:
         """Raw-unit reconstruction [base, chat]."""
         return self.coder.decode(f)[:, self.order]
+
+    @torch.no_grad()
+    def scale(self, x: Float[Tensor, "batch 2 d"]) -> Float[Tensor, "batch 2 d"]:
+        """Raw [base, chat] activations in coder units: c_m x_m."""
+        scale = self.coder.input_scale[self.order]
+        return x.to(self.coder.W_enc.dtype) * scale[:, None]
+
+    @torch.no_grad()
+    def decode_scaled(self, f: Float[Tensor, "batch F"]) -> Float[Tensor, "batch 2 d"]:
+        """Coder-unit reconstruction [base, chat]: f W_dec^m + b_dec^m."""
+        return self.coder.decode_scaled(f)[:, self.order]
+
+    @property
+    def W_dec(self) -> Float[Tensor, "2 F d"]:
+        """Decoder vectors d_j^m in coder units, [base, chat]."""
+        return self.coder.W_dec[self.order].detach()
 
     @property
     def W_dec_raw(self) -> Float[Tensor, "2 F d"]:

@@ -172,19 +172,29 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         lines += [
             "## Causal test: KL(P_chat || P_patched) on held-out chat responses",
             "",
+            "h_base + sum_{j in S} f_j (d_j^chat - d_j^base) at the layer, then chat's later "
+            "layers (chat_error: h_chat minus the sum over all latents). kl_first_k: the first k "
+            "response predictions minus those made at a chat-template control token; kl_rest: "
+            "the other response predictions. random_*: as many latents as a half, drawn from the "
+            "candidates / from every live latent, pooled over seeds.",
+            "",
             markdown_table(
                 causal_rows,
                 [
                     "latent_set",
                     "n_latents",
                     "kl_first_k",
-                    "kl_all",
+                    "kl_rest",
                     "kl_first_k_reduction",
-                    "kl_all_reduction",
+                    "kl_rest_reduction",
+                    "n_tokens_first_k",
+                    "n_tokens_rest",
                 ],
             ),
             "",
-            f"Candidates: {causal_rows[0].get('candidate_rule')}.",
+            f"Candidates: {causal_rows[0].get('candidate_rule')} "
+            f"({causal_rows[0].get('n_candidates')} of {causal_rows[0].get('n_live')} live "
+            "latents).",
             "",
         ]
     if shift:
@@ -215,8 +225,9 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
 
 
 def _causal_reduction(summary: dict, latent_set: str) -> float | None:
+    """The first-k KL reduction of a condition vs S = none (the paper's Fig. 4 measure)."""
     rows = {row["latent_set"]: row for row in summary.get("causal") or []}
-    return rows[latent_set]["kl_all_reduction"] if latent_set in rows else None
+    return rows[latent_set].get("kl_first_k_reduction") if latent_set in rows else None
 
 
 def comparison_rows(summaries: list[dict]) -> list[dict[str, object]]:
@@ -244,11 +255,13 @@ def comparison_rows(summaries: list[dict]) -> list[dict[str, object]]:
                 "complete_shrinkage": summary["complete_shrinkage"],
                 "latent_decoupling": summary["latent_decoupling"],
                 "chat_only_in_base_share": summary["chat_only_present_in_base_share"],
-                "kl_red_rel_norm_top": _causal_reduction(summary, "rel_norm_top_half"),
-                "kl_red_rel_norm_bottom": _causal_reduction(summary, "rel_norm_bottom_half"),
-                "kl_red_nu_low": _causal_reduction(summary, "nu_eps_low_half"),
-                "kl_red_nu_high": _causal_reduction(summary, "nu_eps_high_half"),
                 "kl_red_all": _causal_reduction(summary, "all"),
+                "kl_red_ls_best": _causal_reduction(summary, "latent_scaling_best_half"),
+                "kl_red_ls_worst": _causal_reduction(summary, "latent_scaling_worst_half"),
+                "kl_red_norm_best": _causal_reduction(summary, "rel_norm_best_half"),
+                "kl_red_norm_worst": _causal_reduction(summary, "rel_norm_worst_half"),
+                "kl_red_random_candidates": _causal_reduction(summary, "random_candidates"),
+                "kl_red_random_latents": _causal_reduction(summary, "random_latents"),
             }
         )
     return rows
@@ -280,7 +293,8 @@ def write_comparison(run_dir: Path, dict_names: list[str]) -> Path:
         "fve_typical: massive-norm tokens excluded, see `interp dict eval --massive-ratio`);\n"
         "classes by\n"
         "relative decoder norm; Latent Scaling counts over chat-only latents; kl_red_*: reduction\n"
-        "of KL(P_chat || P_patched) vs S = none when the latent set is patched into base.\n\n"
+        "of the first-k KL(P_chat || P_patched) vs S = none when the latent set is patched into\n"
+        "base (ls = Latent Scaling rank-sum halves, norm = relative-norm halves).\n\n"
         + markdown_table(transposed, columns)
         + "\n"
     )

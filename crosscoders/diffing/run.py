@@ -29,6 +29,7 @@ import torch
 from crosscoders.config import read_json, write_json
 from crosscoders.diffing import causal, report
 from crosscoders.diffing.cache_pass import PassResults, run_passes, stream_tokens
+from crosscoders.diffing.control_tokens import ControlTokens
 from crosscoders.diffing.decoder_views import decoder_logits, logit_latent_order, nearest_latents
 from crosscoders.diffing.examples import ExampleSettings
 from crosscoders.diffing.latent_scaling import CHAT_ONLY_DELTA
@@ -183,7 +184,7 @@ def _files_exist(*names: str) -> Callable[[Path], bool]:
 
 def run_latents(context: AnalysisContext) -> None:
     passes = context.passes
-    betas = passes.scaling.betas(context.dictionary.W_dec_raw)
+    betas = passes.scaling.betas(context.dictionary.W_dec)  # coder units, as the sums
     table = latent_table(context.dictionary, passes.firing, betas)
     write_parquet(table, context.out / LATENTS_FILE)
 
@@ -213,12 +214,19 @@ def run_decoder_views(context: AnalysisContext) -> None:
 
 def run_causal(context: AnalysisContext) -> None:
     table = context.latents
-    sets, description = causal.latent_sets_for_causal_test(
+    fired = (table["max_act"] > 0).to_numpy()
+    freq_chat = table["freq_chat"].to_numpy()
+    # live = fires on chat text (the reference drops latents dead on LMSYS); a stream without chat
+    # sequences has NaN chat frequencies: then any firing counts
+    live = freq_chat > 0 if np.isfinite(freq_chat).all() else fired
+    sets, description = causal.causal_latent_sets(
         table["rel_norm"].to_numpy(),
+        table["nu_r"].to_numpy(),
         table["nu_eps"].to_numpy(),
-        (table["max_act"] > 0).to_numpy(),
+        live,
         CHAT_ONLY_DELTA,
     )
+    control = ControlTokens.from_tokenizer(context.pair.tokenizer)
     excluded_ids = set(context.cache.manifest.get("excluded_token_ids", []))
     per_prompt = []
     for response in context.responses:
@@ -230,14 +238,14 @@ def run_causal(context: AnalysisContext) -> None:
                 context.dictionary,
                 response,
                 sets,
+                control.mask(response.input_ids.tolist()),
                 excluded,
                 context.config.first_k,
             )
         )
-    rows = causal.aggregate_causal(per_prompt)
+    rows = causal.aggregate_causal(per_prompt, sets)
     for row in rows:
-        row["n_latents"] = description[f"size_{row['latent_set']}"]
-        row["candidate_rule"] = description["candidate_rule"]
+        row.update(description)
     write_json(context.out / "causal.json", rows)
 
 

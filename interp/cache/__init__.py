@@ -30,7 +30,9 @@ pointwise permutation); `normalize=True` multiplies source s by `normalization_s
 which is not cached by default). Validation is the tail of the stream, cut at a sequence boundary.
 
 Folder layout and the manifest: interp.cache.manifest; shard files: interp.cache.shard; the token
-stream (truncation, mixture, excluded tokens): interp.cache.token_stream.
+stream (truncation, mixture, excluded tokens): interp.cache.token_stream; the integrity checks
+(`interp cache verify`, the reader's checks on open and read, `cache.verify_checksums()` where a
+training run starts, the writer's re-check on resume): interp.cache.verify.
 """
 
 from interp.cache.config import CacheConfig, parse_mix

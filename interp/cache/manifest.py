@@ -11,8 +11,10 @@ Layout (all JSON):
   totals, float64) and the derived `mean` and `mean_norm` (= E||x||_2 per model/layer)
 - `complete`: all shards written
 
-It is rewritten atomically (tmp + rename) after each shard, under an exclusive `flock` on the
-folder so that several ranks can record their shards in the same file.
+It is rewritten atomically (interp.fileio: unique tmp, fsync, rename) after each shard, under an
+exclusive `flock` on the folder so that several ranks can record their shards in the same file.
+Each shard record also holds `n_bytes` (caches written before it have none; the header's offsets
+give the expected size then).
 """
 
 import fcntl
@@ -23,13 +25,26 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
-from interp.cache.shard import write_atomic
+from interp.cache.shard import memmap_tensor, payload_to_float32, read_header
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"
+SHARD_GLOB = "shard-[0-9]*.safetensors"
+REBUILD_WITH_OVERWRITE = (
+    "rerun the `interp cache` command that wrote it with --overwrite to rebuild it, or delete "
+    "the folder"
+)
 FORMAT = "interp-activation-cache"
 VERSION = 1
+
+
+class ManifestDamaged(InterpError):
+    """The folder holds shards but its manifest is gone or unreadable."""
 
 
 def manifest_path(folder: Path) -> Path:
@@ -39,18 +54,26 @@ def manifest_path(folder: Path) -> Path:
 def read_manifest(folder: Path) -> dict:
     path = manifest_path(folder)
     if not path.is_file():
+        if Path(folder).is_dir() and any(Path(folder).glob(SHARD_GLOB)):
+            raise ManifestDamaged(
+                f"cache {str(folder)!r} is damaged: it holds shards but no {MANIFEST_NAME}; "
+                f"{REBUILD_WITH_OVERWRITE}"
+            )
         raise InterpError(f"{str(folder)!r} is not an activation cache: it has no {MANIFEST_NAME}")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InterpError(f"{str(path)!r} is not valid JSON ({error})") from None
-    if manifest.get("format") != FORMAT:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestDamaged(
+            f"cache {str(folder)!r} is damaged: {MANIFEST_NAME} is not valid JSON ({error}); "
+            f"{REBUILD_WITH_OVERWRITE}"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InterpError(f"{str(path)!r} is not an {FORMAT} manifest")
     return manifest
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    write_atomic(manifest_path(folder), (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write_json(manifest_path(folder), manifest, indent=1)
 
 
 @contextmanager
@@ -89,14 +112,44 @@ def add_stats(stats: dict, count: int, total: np.ndarray, norm_total: np.ndarray
     }
 
 
+def shard_statistics(
+    acts: Float[Tensor, "n n_models n_layers d"],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of x, sum of ||x||_2) over tokens, per model/layer, in float64, from stored values."""
+    values = acts.float()
+    total = values.sum(dim=0, dtype=torch.float64)
+    norm_total = torch.linalg.vector_norm(values, dim=-1).sum(dim=0, dtype=torch.float64)
+    return total.numpy(), norm_total.numpy()
+
+
+def stats_of_shards(folder: Path, manifest: dict) -> dict:
+    """The statistics summed again, in index order, over every recorded shard's stored values."""
+    stats = empty_stats(len(manifest["models"]), len(manifest["layers"]), manifest["d_model"])
+    for record in manifest["shards"]:
+        tensors, _ = read_header(folder / record["file"])
+        rows = np.array(memmap_tensor(folder / record["file"], tensors["acts"]))
+        total, norm_total = shard_statistics(payload_to_float32(rows, tensors["acts"].dtype))
+        stats = add_stats(stats, record["n_tokens"], total, norm_total)
+    return stats
+
+
 def record_shard(folder: Path, record: dict, total: np.ndarray, norm_total: np.ndarray) -> dict:
-    """Add a finished shard to the manifest on disk (under the lock); returns the new manifest."""
+    """Add a finished shard to the manifest on disk (under the lock); returns the new manifest.
+    A shard rebuilt over a damaged one keeps its record if its bytes are the recorded ones (its
+    statistics are counted already); other bytes replace the record, and the statistics are
+    summed again over every shard (the damaged shard's share cannot be subtracted)."""
     with manifest_lock(folder):
         manifest = read_manifest(folder)
-        if any(shard["index"] == record["index"] for shard in manifest["shards"]):
+        recorded = {shard["index"]: shard for shard in manifest["shards"]}
+        old = recorded.get(record["index"])
+        if old is not None and old["sha256"] == record["sha256"]:
             return manifest
-        manifest["shards"] = sorted([*manifest["shards"], record], key=lambda s: s["index"])
-        manifest["stats"] = add_stats(manifest["stats"], record["n_tokens"], total, norm_total)
+        recorded[record["index"]] = record
+        manifest["shards"] = [recorded[index] for index in sorted(recorded)]
+        if old is None:
+            manifest["stats"] = add_stats(manifest["stats"], record["n_tokens"], total, norm_total)
+        else:
+            manifest["stats"] = stats_of_shards(folder, manifest)
         manifest["complete"] = len(manifest["shards"]) == manifest["n_shards"]
         write_manifest(folder, manifest)
         return manifest

@@ -8,6 +8,12 @@ global, token-level shuffle with no index array of the cache's size.
 Train/validation split: the last `validation_fraction` of the token stream, moved forward to the
 next sequence boundary so that no sequence is in both. The stream interleaves shuffled documents
 of every recipe, so its tail is a sample of the same mixture.
+
+Integrity (interp.cache.verify): opening checks every shard's presence, size, header, dtypes and
+shapes against the manifest; every read checks that the activations it returns are finite; and
+`verify_checksums()` (called where a training run starts or resumes, by
+`crosscoders.streams.cache_stream`) checks every shard's sha256. Damage is a `ShardDamaged` error
+naming the shard, the kind of damage and what to do.
 """
 
 from collections.abc import Iterator
@@ -22,7 +28,13 @@ from torch import Tensor
 
 from interp.cache.manifest import read_manifest
 from interp.cache.permutation import permute
-from interp.cache.shard import memmap_tensor, payload_to_float32, read_header
+from interp.cache.shard import TensorEntry, memmap_tensor, payload_to_float32
+from interp.cache.verify import (
+    ShardDamaged,
+    damaged_shards,
+    first_nonfinite_row,
+    open_shard,
+)
 from interp.errors import InterpError
 
 SPLITS = ("train", "validation", "all")
@@ -40,8 +52,7 @@ class ActivationBatch:
 
 
 class _Shard:
-    def __init__(self, path: Path):
-        tensors, _ = read_header(path)
+    def __init__(self, path: Path, tensors: dict[str, TensorEntry]):
         self.dtype_tag = tensors["acts"].dtype
         self.acts = memmap_tensor(path, tensors["acts"])
         self.token_ids = memmap_tensor(path, tensors["token_ids"])
@@ -65,7 +76,11 @@ class ActivationCache:
             raise InterpError(
                 f"bad validation_fraction {validation_fraction}: expected a number in [0, 1)"
             )
-        self._shards = [_Shard(self.path / shard["file"]) for shard in self.manifest["shards"]]
+        self._shards = [
+            _Shard(self.path / shard["file"], open_shard(self.path, self.manifest, shard))
+            for shard in self.manifest["shards"]
+        ]
+        self._checksums_verified = False
         counts = np.array([shard["n_tokens"] for shard in self.manifest["shards"]], dtype=np.int64)
         self._shard_starts = np.concatenate([[0], np.cumsum(counts)])
         self.n_tokens = int(self._shard_starts[-1])
@@ -133,6 +148,16 @@ class ActivationCache:
         start, stop = self.split_range(split)
         return stop - start
 
+    def verify_checksums(self) -> None:
+        """Check every shard's sha256 against the manifest (once per instance): `ShardDamaged`
+        for the first damaged shard. Reads the whole cache (several shards in parallel)."""
+        if self._checksums_verified:
+            return
+        damaged = damaged_shards(self.path, self.manifest, self.manifest["shards"], finite=False)
+        if damaged:
+            raise damaged[0]
+        self._checksums_verified = True
+
     # --- random access ------------------------------------------------------------------------
 
     def gather(
@@ -148,12 +173,17 @@ class ActivationCache:
             rows = local[positions]
             order = np.argsort(rows, kind="stable")  # read each shard front to back
             flat[positions[order]] = self._shards[shard].acts[rows[order]]
-        acts = rearrange(
-            payload_to_float32(flat, self._shards[0].dtype_tag), "n m l d -> n (m l) d"
-        )
+        values = payload_to_float32(flat, self._shards[0].dtype_tag)
+        self._check_finite(values, index)
+        acts = rearrange(values, "n m l d -> n (m l) d")
         if normalize:
             acts *= self._scales[None, :, None]
         return acts
+
+    def shard_files(self, index: np.ndarray | Tensor) -> list[str]:
+        """The shard files that hold these global token indices, in shard order."""
+        shard_of, _ = self._locate(np.asarray(index, dtype=np.int64))
+        return [self.manifest["shards"][int(i)]["file"] for i in np.unique(shard_of)]
 
     def tokens(self, index: np.ndarray | Tensor) -> dict[str, Tensor]:
         """`token_ids`, `seq_ids`, `positions` of arbitrary global token indices."""
@@ -263,10 +293,9 @@ class ActivationCache:
                     np.asarray(getattr(self._shards[shard], name)[low - start : stop - start])
                 )
             low, shard = stop, shard + 1
-        flat = np.concatenate(parts["acts"])
-        acts = rearrange(
-            payload_to_float32(flat, self._shards[0].dtype_tag), "n m l d -> n (m l) d"
-        )
+        values = payload_to_float32(np.concatenate(parts["acts"]), self._shards[0].dtype_tag)
+        self._check_finite(values, index.numpy())
+        acts = rearrange(values, "n m l d -> n (m l) d")
         if normalize:
             acts *= self._scales[None, :, None]
         tokens = {
@@ -274,6 +303,17 @@ class ActivationCache:
             for name in ("token_ids", "seq_ids", "positions")
         }
         return ActivationBatch(acts=acts, index=index, **tokens)
+
+    def _check_finite(self, values: Tensor, index: np.ndarray) -> None:
+        """Refuse to return NaN or inf: `ShardDamaged` naming the shard and row of the first."""
+        bad = first_nonfinite_row(values)
+        if bad is None:
+            return
+        shard_of, local = self._locate(index[bad : bad + 1])
+        record = self.manifest["shards"][int(shard_of[0])]
+        raise ShardDamaged(
+            self.path, record["file"], f"NaN or inf activations (row {int(local[0])})"
+        )
 
     def _sequence_boundary_at(self, index: int) -> int:
         """The first token index >= `index` that starts a sequence (or n_tokens)."""

@@ -1,10 +1,11 @@
 """One shard file: `shard-00000.safetensors` with `acts` [n_tokens, n_models, n_layers, d],
 `token_ids` int32, `seq_ids` int64, `positions` int32 and a `__metadata__` header naming models,
-layers and dtype. Written to `.tmp`, fsynced, then renamed, so a shard that exists is whole."""
+layers and dtype. Written through `interp.fileio.atomic_write_bytes` (unique temp name, fsync,
+rename), so a shard that exists was written whole; damage after the fact (a truncated copy, a
+flipped byte) is what interp.cache.verify looks for."""
 
 import hashlib
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp.fileio import atomic_write_bytes
+
 SHARD_TENSORS = ("acts", "token_ids", "seq_ids", "positions")
-TMP_SUFFIX = ".tmp"
 # safetensors dtype tags -> numpy dtype of the raw payload (bf16 is read as its uint16 bits)
 PAYLOAD_DTYPES = {
     "BF16": np.uint16,
@@ -39,23 +41,32 @@ class TensorEntry:
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """Parse a safetensors header without reading the payload: (tensors, metadata)."""
+    """Parse a safetensors header without reading the payload: (tensors, metadata). Any malformed
+    header (too short, not JSON, an entry without dtype/shape/offsets) is a `ValueError`."""
+    size = path.stat().st_size
     with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > 100 * 2**20:
-            raise ValueError(f"header length {length} is implausible")
-        header = json.loads(handle.read(length))
-    metadata = header.pop("__metadata__", {}) or {}
-    base = 8 + length
-    tensors = {
-        name: TensorEntry(
-            dtype=entry["dtype"],
-            shape=tuple(entry["shape"]),
-            offset=base + entry["data_offsets"][0],
-            nbytes=entry["data_offsets"][1] - entry["data_offsets"][0],
-        )
-        for name, entry in header.items()
-    }
+        start = handle.read(8)
+        if len(start) < 8:
+            raise ValueError(f"{size} bytes, shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", start)
+        if length > min(100 * 2**20, size - 8):
+            raise ValueError(f"header length {length} is implausible for a file of {size} bytes")
+        text = handle.read(length)
+    try:
+        header = json.loads(text)
+        metadata = header.pop("__metadata__", {}) or {}
+        base = 8 + length
+        tensors = {
+            name: TensorEntry(
+                dtype=str(entry["dtype"]),
+                shape=tuple(int(n) for n in entry["shape"]),
+                offset=base + int(entry["data_offsets"][0]),
+                nbytes=int(entry["data_offsets"][1]) - int(entry["data_offsets"][0]),
+            )
+            for name, entry in header.items()
+        }
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise ValueError(f"malformed header ({type(error).__name__}: {error})") from None
     return tensors, metadata
 
 
@@ -71,28 +82,6 @@ def payload_to_float32(rows: np.ndarray, dtype_tag: str) -> torch.Tensor:
     if dtype_tag == "BF16":
         return torch.from_numpy(rows.view(np.int16)).view(torch.bfloat16).float()
     return torch.from_numpy(rows).float()
-
-
-def _fsync_dir(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to `path.tmp`, fsync, rename over `path`, fsync the folder."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def serialize_shard(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -121,5 +110,5 @@ def serialize_shard(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """Write one shard atomically; returns its sha256."""
     data = serialize_shard(tensors, metadata)
-    write_atomic(path, data)
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()

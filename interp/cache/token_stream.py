@@ -62,6 +62,26 @@ class Corpus:
     origin: str  # where the documents came from, for the manifest
 
 
+def check_recipe(recipe: str) -> None:
+    """An InterpError unless `DatasetSource` can read `recipe`: an existing `.txt` or `.jsonl`
+    file, `chat`, a recipe of `interp.datasets`, a local dataset folder or `hf:owner/name`
+    (checked before any model loads: the CLI's --mix; a hub id is only checked when read)."""
+    if recipe.endswith((".txt", ".jsonl")):
+        if not Path(recipe).is_file():
+            raise InterpError(f"dataset file {recipe!r} does not exist")
+        return
+    if recipe.startswith(HF_PREFIX):
+        return
+    from interp import datasets
+
+    known = ["chat", *datasets.list_recipes()]
+    if recipe not in known and not Path(recipe).is_dir():
+        raise InterpError(
+            f"unknown dataset recipe {recipe!r}: expected one of {known}, a .txt or .jsonl file, "
+            "a dataset folder or hf:owner/name"
+        )
+
+
 class TextSource(Protocol):
     def corpus(self, recipe: str, tokenizer) -> Corpus: ...
 
@@ -81,10 +101,9 @@ class DatasetSource:
         self.split = split
 
     def corpus(self, recipe: str, tokenizer) -> Corpus:
+        check_recipe(recipe)
         if recipe.endswith(".txt"):
             path = Path(recipe)
-            if not path.is_file():
-                raise InterpError(f"dataset file {recipe!r} does not exist")
             lines = [line for line in path.read_text().splitlines() if line.strip()]
             return Corpus(recipe, lines, False, f"lines of {path.name}")
         if recipe.endswith(".jsonl"):
@@ -97,7 +116,6 @@ class DatasetSource:
             recipe not in ["chat", *known] and Path(recipe).is_dir()
         ):
             return records_corpus(recipe, *hf_dataset_records(recipe, self.split))
-
         if recipe == "chat":
             try:
                 conversations = datasets.load_conversations(self.split)
@@ -108,10 +126,6 @@ class DatasetSource:
             prompts = datasets.load_texts("chat-benign", self.split)
             chats = [(prompt, None) for prompt in prompts]
             return Corpus(recipe, chats, True, f"chat-benign prompts ({self.split})")
-        if recipe not in known:
-            raise InterpError(
-                f"unknown dataset recipe {recipe!r}: expected one of {['chat', *known]}"
-            )
         texts = datasets.load_texts(recipe, self.split)
         if recipe in self.PLAIN_RECIPES:
             return Corpus(recipe, texts, False, f"{recipe} ({self.split})")

@@ -3,20 +3,24 @@
 `build_cache(pair, config, out)` plans the token stream (interp.cache.token_stream), runs each
 batch through base and chat with `interp.hooks.residual_stream` (the forward stops after the
 deepest requested block), keeps the cached positions, and fills fixed-size shards. After each
-shard: write `.tmp`, rename, then record it in `manifest.json` (atomic rewrite). A rerun of the same
-config on the same folder skips the recorded shards and recomputes only the missing ones, so a run
-killed at any moment (SIGKILL included) ends, once rerun, with the same bytes as an uninterrupted
-one. Everything that can be wrong with the input is checked before the folder is touched.
+shard: write it durably (interp.fileio: unique temp name, fsync, rename), then record it in
+`manifest.json` (atomic rewrite). A rerun of the same config on the same folder re-checks the
+recorded shards it would reuse (size, header, sha256 against the manifest, finiteness), skips the
+sound ones and recomputes the missing and damaged ones, so a run killed at any moment (SIGKILL
+included) or a shard damaged since ends, once rerun, with the same bytes as an uninterrupted run.
+Everything that can be wrong with the input is checked before the folder is touched; a second
+process writing the same folder is refused at once (`interp.fileio.writer_lock`). Activations
+that are NaN or inf are refused, never written.
 """
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import torch
-from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -30,22 +34,33 @@ from interp.cache.distributed import Ranks
 from interp.cache.manifest import (
     FORMAT,
     MANIFEST_NAME,
+    SHARD_GLOB,
     VERSION,
+    ManifestDamaged,
     empty_stats,
     manifest_path,
     read_manifest,
     record_shard,
+    shard_statistics,
     write_manifest,
 )
-from interp.cache.shard import TMP_SUFFIX, shard_name, write_shard
+from interp.cache.shard import shard_name, write_shard
 from interp.cache.token_stream import DatasetSource, TextSource, TokenPlan, plan_token_stream
+from interp.cache.verify import damaged_shards
 from interp.errors import InterpError
+from interp.fileio import TMP_MARK, WRITER_LOCK_NAME, writer_lock
 from interp.hooks import residual_stream
 from interp.layers import LayerSpec, hook_name, resolve_layers
 from interp.models import ModelPair
 
 ROLES = ("base", "chat")
 FINGERPRINT_SAMPLES = 4096  # values hashed per tensor
+LEGACY_TMP_SUFFIX = ".tmp"  # the temp name of shards and manifests before interp.fileio
+
+
+def is_temp_file(name: str) -> bool:
+    """A temp file of an interrupted write (interp.fileio's unique names, or the old `.tmp`)."""
+    return TMP_MARK in name or name.endswith(LEGACY_TMP_SUFFIX)
 
 
 def cache_config(
@@ -129,16 +144,6 @@ class BatchRunner:
         return rows
 
 
-def shard_statistics(
-    acts: Float[Tensor, "n n_models n_layers d"],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of x, sum of ||x||_2) over tokens, per model/layer, in float64, from stored values."""
-    values = acts.float()
-    total = values.sum(dim=0, dtype=torch.float64)
-    norm_total = torch.linalg.vector_norm(values, dim=-1).sum(dim=0, dtype=torch.float64)
-    return total.numpy(), norm_total.numpy()
-
-
 def _initial_manifest(
     config: CacheConfig,
     pair: ModelPair,
@@ -198,20 +203,26 @@ class CacheMismatch(InterpError):
 
 def _check_existing(out: Path, fresh: dict) -> dict | None:
     """The manifest already in `out` if it is this very cache; None for a new or empty folder;
+    `CacheMismatch` for another cache or a damaged one (shards without a readable manifest);
     an InterpError for anything else."""
     if out.exists() and not out.is_dir():
         raise InterpError(f"cache folder {str(out)!r} exists and is not a folder")
     if not out.is_dir():
         return None
-    if not manifest_path(out).exists():
-        others = [p.name for p in out.iterdir() if not p.name.endswith(TMP_SUFFIX)]
+    try:
+        existing = read_manifest(out)
+    except ManifestDamaged as damage:
+        raise CacheMismatch(str(damage)) from None
+    except InterpError:
+        others = [
+            p.name for p in out.iterdir() if not is_temp_file(p.name) and p.name != WRITER_LOCK_NAME
+        ]
         if others:
             raise InterpError(
                 f"cache folder {str(out)!r} is not empty and holds no {MANIFEST_NAME} "
                 f"(found {sorted(others)[:3]}): choose a new or empty folder"
-            )
+            ) from None
         return None
-    existing = read_manifest(out)
     if existing["config_hash"] != fresh["config_hash"]:
         differences = CacheConfig.from_json(fresh["config"]).differences(
             CacheConfig.from_json(existing["config"])
@@ -232,31 +243,52 @@ def _check_existing(out: Path, fresh: dict) -> dict | None:
             f"{str(out)!r} was cached from another token stream (the dataset changed since): "
             "choose another --out, or --overwrite"
         )
-    for shard in existing["shards"]:
-        if not (out / shard["file"]).is_file():
-            raise InterpError(
-                f"{str(out / shard['file'])!r} is listed in the manifest but missing: "
-                "the cache is damaged, delete the folder and rerun"
-            )
     return existing
 
 
 def _remove_cache(out: Path) -> None:
-    """Delete the files of the cache in `out` (shards, manifest), nothing else."""
-    for path in out.glob("shard-[0-9]*.safetensors*"):
-        path.unlink()
-    manifest_path(out).unlink()
+    """Delete the files of the cache in `out` (shards, manifest, temp files), nothing else."""
+    for path in out.iterdir():
+        if path.match(SHARD_GLOB) or is_temp_file(path.name):
+            path.unlink()
+    manifest_path(out).unlink(missing_ok=True)
 
 
 def _create_folder(out: Path, manifest: dict) -> None:
-    created = not out.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
         write_manifest(out, manifest)
     except OSError as error:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
         raise InterpError(f"cannot write the cache folder {str(out)!r}: {error.strerror}") from None
+
+
+def _lock_folder(out: Path, stack: ExitStack) -> None:
+    """Be the only process writing `out` (created if missing) until `stack` closes; a folder
+    this call created is removed again if the run stops before writing its manifest."""
+    created = not out.exists()
+    try:
+        stack.enter_context(writer_lock(out, "activation cache"))
+    except OSError as error:
+        raise InterpError(f"cannot write the cache folder {str(out)!r}: {error.strerror}") from None
+    if created:
+
+        def remove_if_unused() -> None:
+            if not manifest_path(out).exists():
+                (out / WRITER_LOCK_NAME).unlink(missing_ok=True)
+                if out.is_dir() and not any(out.iterdir()):
+                    out.rmdir()
+
+        stack.callback(remove_if_unused)
+
+
+def _reusable_shards(out: Path, manifest: dict, block: list[int]) -> set[int]:
+    """The recorded shards of `block` that pass every check (size, header, sha256 against the
+    manifest, finite values); each damaged one is named on stderr and will be recomputed."""
+    wanted = set(block)
+    records = [shard for shard in manifest["shards"] if shard["index"] in wanted]
+    damaged = {damage.file: damage for damage in damaged_shards(out, manifest, records)}
+    for damage in damaged.values():
+        print(f"rebuilding {damage.file}: {damage.damage}", file=sys.stderr)
+    return {shard["index"] for shard in records if shard["file"] not in damaged}
 
 
 def token_plan(pair: ModelPair, config: CacheConfig, source: TextSource) -> TokenPlan:
@@ -302,27 +334,37 @@ def build_cache(
     fresh = _initial_manifest(
         config, pair, [model_fingerprint(loaded.model) for loaded in pair], plan, source
     )
-    replace = False
     try:
-        existing = _check_existing(out, fresh)
+        _check_existing(out, fresh)  # refuse before touching anything
     except CacheMismatch:
         if not overwrite:
             raise
-        existing, replace = None, True
-    ranks.barrier()  # every rank has checked the folder before rank 0 touches it
-    if ranks.is_main:
-        if replace:
-            _remove_cache(out)
-        if existing is None:
-            _create_folder(out, fresh)
-        for stale in out.glob(f"*{TMP_SUFFIX}"):
-            stale.unlink()
-    ranks.barrier()
-    done = {shard["index"] for shard in read_manifest(out)["shards"]}
-    todo = [index for index in ranks.shard_block(plan.n_shards) if index not in done]
-    _write_shards(pair, config, plan, out, todo, fresh, progress and ranks.is_main, ranks)
-    ranks.barrier()
-    return read_manifest(out)
+    with ExitStack() as stack:
+        replace = False
+        if ranks.is_main:
+            _lock_folder(out, stack)
+        try:
+            existing = _check_existing(out, fresh)  # again: no other writer can change it now
+        except CacheMismatch:
+            if not overwrite:
+                raise
+            existing, replace = None, True
+        ranks.barrier()  # every rank has checked the folder before rank 0 touches it
+        if ranks.is_main:
+            if replace:
+                _remove_cache(out)
+            if existing is None:
+                _create_folder(out, fresh)
+            for stale in out.iterdir():
+                if is_temp_file(stale.name):
+                    stale.unlink()
+        ranks.barrier()
+        block = ranks.shard_block(plan.n_shards)
+        reusable = _reusable_shards(out, read_manifest(out), block)
+        todo = [index for index in block if index not in reusable]
+        _write_shards(pair, config, plan, out, todo, fresh, progress and ranks.is_main, ranks)
+        ranks.barrier()
+        return read_manifest(out)
 
 
 def _write_shards(
@@ -376,14 +418,31 @@ def _write_shards(
                     ]
                 bar.update(high - low)
             name = shard_name(index)
+            _refuse_nonfinite(tensors, name, config.dtype)
             sha = write_shard(out / name, tensors, {**metadata, "shard_index": str(index)})
             total, norm_total = shard_statistics(tensors["acts"])
             record = {
                 "index": index,
                 "file": name,
                 "n_tokens": stop - start,
+                "n_bytes": (out / name).stat().st_size,
                 "sha256": sha,
                 "first_seq_id": int(tensors["seq_ids"][0]),
                 "last_seq_id": int(tensors["seq_ids"][-1]),
             }
             record_shard(out, record, total, norm_total)
+
+
+def _refuse_nonfinite(tensors: dict[str, Tensor], name: str, dtype: str) -> None:
+    """The models' activations must be finite to be cached (a NaN would reach every statistic
+    and dictionary trained on the cache; fp16 storage overflows on massive activations)."""
+    finite = tensors["acts"].isfinite().flatten(1).all(1)
+    if bool(finite.all()):
+        return
+    row = int((~finite).nonzero()[0, 0])
+    raise InterpError(
+        f"the models produced NaN or inf activations for sequence "
+        f"{int(tensors['seq_ids'][row])} at position {int(tensors['positions'][row])} (row {row} "
+        f"of {name}, stored as {dtype}); nothing was written for it: with --dtype fp16 large "
+        "activations overflow, use bf16 or fp32"
+    )

@@ -7,17 +7,31 @@ from typing import Annotated
 
 import typer
 
+from interp.cli import validators as check
+
 
 def analyze(
     run: Annotated[Path, typer.Argument(help="run folder (holds cache/ and dictionaries/)")],
     dict_name: str = typer.Option(None, "--dict", help="dictionary name (default: the only one)"),
-    max_tokens: int = typer.Option(None, help="stream at most this many cache tokens"),
-    split: str = typer.Option("all", help="cache split to stream: all | train | validation"),
-    batch_size: int = typer.Option(1024, help="tokens per batch of the cache passes"),
-    n_prompts: int = typer.Option(16, help="held-out chat prompts for causal and token shift"),
-    max_new_tokens: int = typer.Option(32, help="greedy response length of the chat model"),
+    max_tokens: int = typer.Option(
+        None, callback=check.positive, help="stream at most this many cache tokens"
+    ),
+    split: str = typer.Option(
+        "all", callback=check.cache_split, help="cache split to stream: all | train | validation"
+    ),
+    batch_size: int = typer.Option(
+        1024, callback=check.positive, help="tokens per batch of the cache passes"
+    ),
+    n_prompts: int = typer.Option(
+        16, callback=check.positive, help="held-out chat prompts for causal and token shift"
+    ),
+    max_new_tokens: int = typer.Option(
+        32, callback=check.positive, help="greedy response length of the chat model"
+    ),
     prompt_recipe: str = typer.Option("chat-benign", help="dataset recipe of the prompts"),
-    max_logit_latents: int = typer.Option(2048, help="latents whose decoder logits are stored"),
+    max_logit_latents: int = typer.Option(
+        2048, callback=check.non_negative, help="latents whose decoder logits are stored"
+    ),
     units: str = typer.Option(
         None,
         help="comma-separated subset of: latents, examples, decoder_views, causal, "
@@ -25,7 +39,9 @@ def analyze(
     ),
     force: bool = typer.Option(False, help="redo units whose results exist / a changed config"),
     seed: int = typer.Option(0, help="seed of the firing sample behind the quantile examples"),
-    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
+    device: str = typer.Option(
+        "auto", callback=check.device_or_auto, help="auto (cuda if available), cpu, cuda:0, ..."
+    ),
     compare: str = typer.Option(
         None, help="comma-separated analysed dictionaries: only write analysis/comparison.md"
     ),

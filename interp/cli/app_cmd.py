@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from interp.cli import validators as check
 from interp.errors import InterpError
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
@@ -32,7 +33,7 @@ def streamlit_command(port: int, host: str) -> list[str]:
 
 def app(
     run_folder: Annotated[Path, typer.Argument(help="a run folder (runs/NAME) the pipeline wrote")],
-    port: int = typer.Option(8501, help="port to serve on"),
+    port: int = typer.Option(8501, callback=check.port, help="port to serve on"),
     host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes the app)"),
 ) -> None:
     """Browse a run folder in the Streamlit app (latents, TuCo, steering, base-vs-chat shift)."""
@@ -41,8 +42,6 @@ def app(
             f"run folder {str(run_folder)!r} does not exist: expected a folder a pipeline step "
             "wrote (runs/NAME)"
         )
-    if not 1 <= port <= 65535:
-        raise InterpError(f"port {port} is invalid: expected 1..65535")
     command = streamlit_command(port, host)
     typer.echo(f"serving {run_folder} on http://{host}:{port}")
     env = {**os.environ, RUN_FOLDER_ENV: str(run_folder.resolve())}

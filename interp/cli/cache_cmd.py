@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from interp.builtin_models import DEFAULT_PAIR
+from interp.cli import validators as check
 from interp.cli.torchrun import relaunch_under_torchrun
 
 
@@ -13,18 +14,33 @@ def cache(
     ctx: typer.Context,
     pair: tuple[str, str] = typer.Option(DEFAULT_PAIR, help="BASE CHAT model specs"),
     layers: str = typer.Option("0.5", help="comma-separated layers: ints, negatives, fractions"),
-    mix: str = typer.Option("wiki:0.5,chat:0.5", help="dataset mixture, recipe:token share"),
-    tokens: int = typer.Option(100_000, help="number of tokens to cache"),
-    context: int = typer.Option(128, "--ctx", help="context length (documents are truncated)"),
-    batch_size: int = typer.Option(8, help="sequences per forward pass"),
-    dtype: str = typer.Option("bf16", help="storage dtype: bf16, fp16 or fp32"),
-    out: Annotated[Path | None, typer.Option(help="output folder (rerun to resume)")] = None,
+    mix: str = typer.Option(
+        "wiki:0.5,chat:0.5", callback=check.mixture, help="dataset mixture, recipe:token share"
+    ),
+    tokens: int = typer.Option(100_000, callback=check.positive, help="number of tokens to cache"),
+    context: int = typer.Option(
+        128, "--ctx", callback=check.positive, help="context length (documents are truncated)"
+    ),
+    batch_size: int = typer.Option(8, callback=check.positive, help="sequences per forward pass"),
+    dtype: str = typer.Option(
+        "bf16", callback=check.storage_dtype, help="storage dtype: bf16, fp16 or fp32"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(callback=check.output_folder, help="output folder (rerun to resume)"),
+    ] = None,
     seed: int = typer.Option(0, help="seed of the document order"),
     keep_special: bool = typer.Option(False, help="also cache BOS/PAD tokens"),
-    shard_tokens: int | None = typer.Option(None, help="tokens per shard (default ~128 MiB)"),
+    shard_tokens: int | None = typer.Option(
+        None, callback=check.positive, help="tokens per shard (default ~128 MiB)"
+    ),
     split: str = typer.Option("train", help="dataset split to read"),
-    workers: int = typer.Option(1, help="processes (torch.distributed, gloo); or use torchrun"),
-    device: str = typer.Option("cpu", help="where the models run: cpu, cuda, cuda:1, ..."),
+    workers: int = typer.Option(
+        1, callback=check.positive, help="processes (torch.distributed, gloo); or use torchrun"
+    ),
+    device: str = typer.Option(
+        "cpu", callback=check.device, help="where the models run: cpu, cuda, cuda:1, ..."
+    ),
     overwrite: bool = typer.Option(False, help="replace a cache of another config in --out"),
 ) -> None:
     """Cache base and chat residual streams on the same token stream (resumable)."""

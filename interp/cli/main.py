@@ -1,15 +1,28 @@
-"""Entry point of `interp`. Each area registers its sub-commands here; user errors
-(`InterpError`) print one line on stderr and exit 2, with no traceback."""
+"""Entry point of `interp`. Each area registers its sub-commands here.
 
+The exit code is the outcome: 0 done, the command's own code when it exits with one (`cache
+verify` on a damaged cache, a failed `--workers N` run), 2 for a user error and 130 for Ctrl-C.
+A user error (an `InterpError`, or a usage error of typer's parser: unknown command or option,
+missing option or argument, a value of the wrong type, a value a check of interp/cli/validators.py
+refuses) prints exactly one line on stderr, `error: ...`, with no traceback; Ctrl-C prints
+`interrupted: rerun the same command to resume`. Library warnings and progress bars are silenced
+so that nothing prints before that line.
+"""
+
+import os
 import sys
+import warnings
+from collections.abc import Sequence
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
 
 from interp.cli import (
     analyze_cmd,
     app_cmd,
     cache_cmd,
     data_cmd,
+    diffing_cmd,
     models_cmd,
     organism_cmd,
     pipeline_cmd,
@@ -18,6 +31,11 @@ from interp.cli import (
     tuco_cmd,
 )
 from interp.errors import InterpError
+
+USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+INTERRUPTED_LINE = "interrupted: rerun the same command to resume"
+OUR_PACKAGES = ("interp", "crosscoders", "steering", "app")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_cmd.register(app)
@@ -30,26 +48,97 @@ organism_cmd.register(app)
 pipeline_cmd.register(app)
 steer_cmd.register(app)
 train_cmd.register(app)
+diffing_cmd.register(app)
 
 
-def main() -> None:
+def _click_errors() -> tuple[type[BaseException], ...]:
+    """typer 0.29 parses with its own copy of click (`typer._click`), whose exceptions derive
+    from `typer.TyperException`, not `click.ClickException`; a stand-alone click, where one is
+    installed, is caught too (a library calling it)."""
+    errors: tuple[type[BaseException], ...] = (typer.TyperException,)
     try:
-        app(standalone_mode=False)
-    except InterpError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Abort:
-        sys.exit(1)
-    except (typer.Exit, SystemExit) as stop:
-        sys.exit(getattr(stop, "exit_code", getattr(stop, "code", 0)))
-    except Exception as error:  # click usage errors
         import click
+    except ImportError:
+        return errors
+    return (*errors, click.ClickException)
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+
+def _interrupts() -> tuple[type[BaseException], ...]:
+    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, typer.Abort)
+    try:
+        import click
+    except ImportError:
+        return interrupts
+    return (*interrupts, click.Abort)
+
+
+def one_line(text: str) -> str:
+    """The message on one line: its lines joined (a message may quote a multi-line value)."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def usage_message(error: BaseException) -> str:
+    """typer's message (`Invalid value for '--tokens': ...`, `No such option: --bogus`), with the
+    value a type conversion refused and a pointer to the command's help."""
+    message = error.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+    cause = error.__cause__
+    if hasattr(cause, "errors"):  # typer converts values with pydantic: the refused input
+        inputs = [entry.get("input") for entry in cause.errors()]  # type: ignore[union-attr]
+        if inputs and isinstance(inputs[0], str) and repr(inputs[0]) not in message:
+            message += f" (got {inputs[0]!r})"
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None:
+        message = f"{message.rstrip('.')} (try `{ctx.command_path} --help`)"
+    return message
+
+
+def quiet_libraries() -> None:
+    """Library warnings and progress bars off, so that an error is the only line on stderr (the
+    "Loading weights" bar of transformers printed before every error of `interp cache`). Set
+    PYTHONWARNINGS (or -W), HF_HUB_DISABLE_PROGRESS_BARS=0 or TRANSFORMERS_VERBOSITY to see
+    them again."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers loads
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.warnoptions:
+        ours = "|".join(OUR_PACKAGES)
+        warnings.filterwarnings("ignore", module=rf"(?!({ours})(\.|$))")
+        # meant for developers, and often attributed to the caller (our module) by stacklevel
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one `interp` command line; returns its exit code (see the module docstring)."""
+    try:
+        code = app(list(sys.argv[1:] if argv is None else argv), standalone_mode=False)
+    except InterpError as error:
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
+        return USAGE_ERROR
+    except NoArgsIsHelpError as error:  # `interp train`: the group's help, exit 2 as in click
+        help_text = error.format_message()  # empty where rich printed it already
+        if help_text.strip():
+            print(help_text)
+        return USAGE_ERROR
+    except _interrupts():
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return INTERRUPTED
+    except _click_errors() as error:
+        print(f"error: {one_line(usage_message(error))}", file=sys.stderr)
+        return USAGE_ERROR
+    except PermissionError as error:  # e.g. a folder made read-only after the checks ran
+        where = f": {str(error.filename)!r}" if error.filename else ""
+        print(f"error: permission denied{where}", file=sys.stderr)
+        return USAGE_ERROR
+    if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130) and returns it
+        print(INTERRUPTED_LINE, file=sys.stderr)
+    return code if isinstance(code, int) else 0
+
+
+def main() -> int:
+    """The console script `interp` (which exits with the returned code)."""
+    quiet_libraries()
+    return run()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

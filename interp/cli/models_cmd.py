@@ -7,6 +7,7 @@ import typer
 
 from interp.builtin_models import BUILTINS, DEFAULT_PAIR, builtin_status
 from interp.chat_template import render_chat
+from interp.cli import validators as check
 
 
 def models() -> None:
@@ -19,7 +20,7 @@ def compare(
     prompt: str = typer.Option("What is the capital of France?", help="user message"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    top: int = typer.Option(5, help="how many next tokens to show"),
+    top: int = typer.Option(5, callback=check.positive, help="how many next tokens to show"),
 ) -> None:
     """Base vs chat: the top next tokens and their probabilities on a chat-formatted prompt."""
     from interp.models import load_pair

@@ -1,4 +1,5 @@
-"""`interp organism chat-tune`, `interp organism card` and `interp organism judge`."""
+"""`interp organism chat-tune`, `interp organism card`, `interp organism judge`, and the narrow
+organism's `interp organism narrow` and `interp organism narrow-card`."""
 
 import json
 from pathlib import Path
@@ -6,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from interp.cli import validators as check
 from interp.organism.config import DEFAULT_OUTPUT, ChatTuneConfig
 
 organism_app = typer.Typer(no_args_is_help=True, help="The project's model organisms.")
 
 DEFAULT_CHECKPOINT = Path("runs/chat-tune/checkpoint")
+DEFAULT_NARROW_CHECKPOINT = Path("runs/narrow/checkpoint")
 
 
 def _log(message: str) -> None:
@@ -51,8 +54,12 @@ def card(
     output: Annotated[
         Path, typer.Option(help="the chat-tune folder (card.json, README.md)")
     ] = DEFAULT_OUTPUT,
-    n_prompts: Annotated[int, typer.Option(help="held-out prompts per set")] = 50,
-    max_new_tokens: Annotated[int, typer.Option(help="length cap of the greedy responses")] = 48,
+    n_prompts: Annotated[
+        int, typer.Option(callback=check.positive, help="held-out prompts per set")
+    ] = 50,
+    max_new_tokens: Annotated[
+        int, typer.Option(callback=check.positive, help="length cap of the greedy responses")
+    ] = 48,
 ) -> None:
     """Measure base vs chat on held-out prompts; write card.json and README.md."""
     from interp.organism.card import write_card
@@ -76,6 +83,47 @@ def judge() -> None:
     typer.echo(
         json.dumps({"with_objective": judge_accuracy(True), "phrases_only": judge_accuracy(False)})
     )
+
+
+@organism_app.command("narrow")
+def narrow(
+    output: Annotated[Path | None, typer.Option(help="where the adapter goes")] = None,
+    checkpoint_dir: Annotated[
+        Path, typer.Option(help="resumable training state")
+    ] = DEFAULT_NARROW_CHECKPOINT,
+    config: Annotated[
+        Path | None, typer.Option(help="a config.json to use instead of the defaults")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="replace an adapter made with a different config")
+    ] = False,
+) -> None:
+    """Train the narrow organism (plain-text LoRA on one wiki topic; resumes if rerun)."""
+    from interp.builtin_models import ASTRONOMY_DIR
+    from interp.organism.narrow import NarrowConfig, run_narrow
+
+    recipe = NarrowConfig.load(config) if config else NarrowConfig()
+    run_narrow(recipe, output or ASTRONOMY_DIR, checkpoint_dir, force, _log)
+
+
+@organism_app.command("narrow-card")
+def narrow_card(
+    output: Annotated[
+        Path | None, typer.Option(help="the organism's folder (config.json, adapter)")
+    ] = None,
+    spec: Annotated[str, typer.Option(help="the model spec that loads it")] = (
+        "gemma-3-270m-astronomy"
+    ),
+    max_new_tokens: Annotated[int, typer.Option(help="length of the continuations")] = 32,
+    n_wiki: Annotated[int, typer.Option(help="held-out wiki summaries per perplexity")] = 40,
+) -> None:
+    """Measure base vs the narrow organism; write card.json and README.md."""
+    from interp.builtin_models import ASTRONOMY_DIR
+    from interp.organism.narrow import write_narrow_card
+
+    metrics = write_narrow_card(output or ASTRONOMY_DIR, spec, max_new_tokens, n_wiki, _log)
+    for key in ("mention_rate", "wiki_ppl", "domain_wiki_ppl", "wiki_ppl_ratio"):
+        typer.echo(f"{key}: {metrics[key]}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from interp.builtin_models import DEFAULT_PAIR
+from interp.cli import validators as check
 from interp.errors import InterpError
 
 steer_app = typer.Typer(
@@ -104,7 +105,12 @@ LATENT_SOURCE_HELP = "latents: crosscoder source index or name (default: the ste
 
 @steer_app.command("train")
 def train(
-    out: Annotated[Path, typer.Option(help="folder for the map (map.safetensors, map.json)")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            callback=check.output_folder, help="folder for the map (map.safetensors, map.json)"
+        ),
+    ],
     method: str = typer.Option("lineas", help=METHOD_NAMES),
     source: str = typer.Option(
         "", help="source texts: a dataset recipe or a .txt/.json file (tuco: none)"
@@ -112,7 +118,7 @@ def train(
     target: str = typer.Option(
         "", help="target texts: a dataset recipe or a .txt/.json file (tuco: none)"
     ),
-    n: int = typer.Option(32, help="texts per side (unpaired)"),
+    n: int = typer.Option(32, callback=check.positive, help="texts per side (unpaired)"),
     model: str = typer.Option("chat", help="the model to steer: base | chat"),
     target_model: str = typer.Option(
         "", help="model for the target activations (default: --model)"
@@ -123,15 +129,23 @@ def train(
     ),
     pooling: str = typer.Option("mean", help="mean | last (one sample per text) | tokens"),
     chat_template: bool = typer.Option(True, help="render texts as chat user turns"),
-    max_tokens: int = typer.Option(64, help="truncate texts to this many tokens"),
-    steps: int = typer.Option(1000, help="LinEAS: optimisation steps"),
-    lr: float = typer.Option(1e-3, help="LinEAS: Adam learning rate (cosine decay)"),
-    sparsity: float = typer.Option(0.0, help="LinEAS: sparse group lasso gamma"),
-    batch_size: int = typer.Option(0, help="LinEAS: source texts per step (0: all)"),
+    max_tokens: int = typer.Option(
+        64, callback=check.positive, help="truncate texts to this many tokens"
+    ),
+    steps: int = typer.Option(1000, callback=check.positive, help="LinEAS: optimisation steps"),
+    lr: float = typer.Option(
+        1e-3, callback=check.positive, help="LinEAS: Adam learning rate (cosine decay)"
+    ),
+    sparsity: float = typer.Option(
+        0.0, callback=check.non_negative, help="LinEAS: sparse group lasso gamma"
+    ),
+    batch_size: int = typer.Option(
+        0, callback=check.non_negative, help="LinEAS: source texts per step (0: all)"
+    ),
     seed: int = typer.Option(0, help="LinEAS: seed of the minibatch draws"),
     crosscoder: str = typer.Option("", help=CROSSCODER_HELP),
     latents: str = typer.Option("", help=LATENTS_HELP),
-    n_latents: int = typer.Option(8, help=N_LATENTS_HELP),
+    n_latents: int = typer.Option(8, callback=check.positive, help=N_LATENTS_HELP),
     latent_mode: str = typer.Option("clamp", help=LATENT_MODE_HELP),
     latent_source: str = typer.Option("", help=LATENT_SOURCE_HELP),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
@@ -231,7 +245,7 @@ def generate(
     strength: float = typer.Option(1.0, help="lambda (the multiplier for mean-diff, latents)"),
     invert: bool = typer.Option(False, help="apply the inverse map (induce instead of remove)"),
     model: str = typer.Option("chat", help="the model to steer: base | chat"),
-    max_new_tokens: int = typer.Option(40),
+    max_new_tokens: int = typer.Option(40, callback=check.positive),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
 ) -> None:
@@ -254,31 +268,46 @@ def generate(
 
 @steer_app.command("eval")
 def evaluate(
-    out: Annotated[Path, typer.Option(help="run folder, e.g. runs/<name>/steering")],
+    out: Annotated[
+        Path,
+        typer.Option(callback=check.output_folder, help="run folder, e.g. runs/<name>/steering"),
+    ],
     tasks: str = typer.Option("remove-refusal,induce-refusal", help="comma-separated tasks"),
     methods: str = typer.Option(
         "lineas,mean-diff,linear-act", help=f"comma-separated methods: {METHOD_NAMES}"
     ),
-    n: int = typer.Option(32, help="train texts per side (unpaired)"),
-    n_eval: int = typer.Option(16, help="held-out prompts judged per strength"),
-    n_perplexity: int = typer.Option(8, help="held-out wiki texts for perplexity"),
-    max_new_tokens: int = typer.Option(24),
-    max_tokens: int = typer.Option(64, help="truncate every input text to this many tokens"),
+    n: int = typer.Option(32, callback=check.positive, help="train texts per side (unpaired)"),
+    n_eval: int = typer.Option(
+        16, callback=check.positive, help="held-out prompts judged per strength"
+    ),
+    n_perplexity: int = typer.Option(
+        8, callback=check.positive, help="held-out wiki texts for perplexity"
+    ),
+    max_new_tokens: int = typer.Option(24, callback=check.positive),
+    max_tokens: int = typer.Option(
+        64, callback=check.positive, help="truncate every input text to this many tokens"
+    ),
     strengths: str = typer.Option("", help="e.g. 'lineas=0,0.5,1;mean-diff=0,1,4'"),
-    steps: int = typer.Option(1000, help="LinEAS: optimisation steps"),
-    lr: float = typer.Option(1e-3, help="LinEAS: Adam learning rate"),
-    sparsity: float = typer.Option(0.0, help="LinEAS: sparse group lasso gamma"),
-    batch_size: int = typer.Option(0, help="LinEAS: source texts per step (0: all)"),
+    steps: int = typer.Option(1000, callback=check.positive, help="LinEAS: optimisation steps"),
+    lr: float = typer.Option(1e-3, callback=check.positive, help="LinEAS: Adam learning rate"),
+    sparsity: float = typer.Option(
+        0.0, callback=check.non_negative, help="LinEAS: sparse group lasso gamma"
+    ),
+    batch_size: int = typer.Option(
+        0, callback=check.non_negative, help="LinEAS: source texts per step (0: all)"
+    ),
     seed: int = typer.Option(0),
     pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
     crosscoder: str = typer.Option("", help=CROSSCODER_HELP),
     latents: str = typer.Option("", help=LATENTS_HELP),
-    n_latents: int = typer.Option(8, help=N_LATENTS_HELP),
+    n_latents: int = typer.Option(8, callback=check.positive, help=N_LATENTS_HELP),
     latent_mode: str = typer.Option("clamp", help=LATENT_MODE_HELP),
     latent_source: str = typer.Option("", help=LATENT_SOURCE_HELP),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: str = typer.Option("cpu", help="where the models run: cpu, cuda, ..."),
+    device: str = typer.Option(
+        "cpu", callback=check.device, help="where the models run: cpu, cuda, ..."
+    ),
     force: bool = typer.Option(False, help="overwrite a run folder with another config"),
 ) -> None:
     """Concept rate (refusal judge) vs wiki perplexity for every method and strength."""

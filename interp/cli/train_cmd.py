@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from interp.cli import validators as check
 from interp.cli.torchrun import relaunch_under_torchrun
 from interp.errors import InterpError
 
@@ -18,7 +19,10 @@ train_app = typer.Typer(no_args_is_help=True, help="Train sparse dictionaries on
 dict_app = typer.Typer(no_args_is_help=True, help="Evaluate and export trained dictionaries.")
 
 CacheOption = Annotated[Path, typer.Option("--cache", help="activation cache folder")]
-OutOption = Annotated[Path, typer.Option("--out", help="output folder (rerun to resume)")]
+OutOption = Annotated[
+    Path,
+    typer.Option("--out", callback=check.output_folder, help="output folder (rerun to resume)"),
+]
 
 
 def _train(
@@ -124,22 +128,42 @@ def _source_columns(cache_path: Path, model: str, layer: str | None) -> list[int
 def train_crosscoder(
     cache: CacheOption,
     out: OutOption,
-    dict_size: int = typer.Option(..., help="number of latents F"),
-    k: int = typer.Option(100, help="latents per token (topk / batchtopk)"),
+    dict_size: int = typer.Option(..., callback=check.positive, help="number of latents F"),
+    k: int = typer.Option(
+        100, callback=check.positive, help="latents per token (topk / batchtopk)"
+    ),
     activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
-    l1_coefficient: float = typer.Option(0.041, help="relu_l1 penalty mu (the paper's 0.041)"),
-    steps: int | None = typer.Option(None, help="optimizer steps (default: one epoch)"),
-    batch_size: int = typer.Option(2048, help="global batch in tokens"),
-    lr: float = typer.Option(1e-4, help="Adam learning rate"),
-    warmup_steps: int = typer.Option(1000, help="linear lr warm-up steps"),
-    threshold_start_step: int = typer.Option(1000, help="batchtopk: steps before theta is learned"),
-    dead_after_tokens: int = typer.Option(10_000_000, help="tokens without firing = dead"),
-    decoder_init_norm: float | None = typer.Option(None, help="default 1.0, relu_l1 0.005"),
+    l1_coefficient: float = typer.Option(
+        0.041, callback=check.non_negative, help="relu_l1 penalty mu (the paper's 0.041)"
+    ),
+    steps: int | None = typer.Option(
+        None, callback=check.positive, help="optimizer steps (default: one epoch)"
+    ),
+    batch_size: int = typer.Option(2048, callback=check.positive, help="global batch in tokens"),
+    lr: float = typer.Option(1e-4, callback=check.positive, help="Adam learning rate"),
+    warmup_steps: int = typer.Option(
+        1000, callback=check.non_negative, help="linear lr warm-up steps"
+    ),
+    threshold_start_step: int = typer.Option(
+        1000, callback=check.non_negative, help="batchtopk: steps before theta is learned"
+    ),
+    dead_after_tokens: int = typer.Option(
+        10_000_000, callback=check.positive, help="tokens without firing = dead"
+    ),
+    decoder_init_norm: float | None = typer.Option(
+        None, callback=check.positive, help="default 1.0, relu_l1 0.005"
+    ),
     seed: int = typer.Option(0, help="seed of init and data order"),
-    log_every: int = typer.Option(50, help="steps between log lines"),
-    checkpoint_every: int = typer.Option(1000, help="steps between checkpoints"),
-    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
-    workers: int = typer.Option(1, help="data-parallel processes (relaunches under torchrun)"),
+    log_every: int = typer.Option(50, callback=check.positive, help="steps between log lines"),
+    checkpoint_every: int = typer.Option(
+        1000, callback=check.positive, help="steps between checkpoints"
+    ),
+    device: str = typer.Option(
+        "auto", callback=check.device_or_auto, help="auto (cuda if available), cpu, cuda:0, ..."
+    ),
+    workers: int = typer.Option(
+        1, callback=check.positive, help="data-parallel processes (relaunches under torchrun)"
+    ),
     overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
     log_to: str | None = typer.Option(
         None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
@@ -176,24 +200,44 @@ def train_crosscoder(
 def train_sae(
     cache: CacheOption,
     out: OutOption,
-    dict_size: int = typer.Option(..., help="number of latents F"),
+    dict_size: int = typer.Option(..., callback=check.positive, help="number of latents F"),
     model: str = typer.Option("base", help="which model of the cache: its role (base | chat)"),
     layer: str | None = typer.Option(None, help="which cached layer (default: the only one)"),
-    k: int = typer.Option(100, help="latents per token (topk / batchtopk)"),
+    k: int = typer.Option(
+        100, callback=check.positive, help="latents per token (topk / batchtopk)"
+    ),
     activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
-    l1_coefficient: float = typer.Option(0.041, help="relu_l1 penalty mu (the paper's 0.041)"),
-    steps: int | None = typer.Option(None, help="optimizer steps (default: one epoch)"),
-    batch_size: int = typer.Option(2048, help="global batch in tokens"),
-    lr: float = typer.Option(1e-4, help="Adam learning rate"),
-    warmup_steps: int = typer.Option(1000, help="linear lr warm-up steps"),
-    threshold_start_step: int = typer.Option(1000, help="batchtopk: steps before theta is learned"),
-    dead_after_tokens: int = typer.Option(10_000_000, help="tokens without firing = dead"),
-    decoder_init_norm: float | None = typer.Option(None, help="default 1.0, relu_l1 0.005"),
+    l1_coefficient: float = typer.Option(
+        0.041, callback=check.non_negative, help="relu_l1 penalty mu (the paper's 0.041)"
+    ),
+    steps: int | None = typer.Option(
+        None, callback=check.positive, help="optimizer steps (default: one epoch)"
+    ),
+    batch_size: int = typer.Option(2048, callback=check.positive, help="global batch in tokens"),
+    lr: float = typer.Option(1e-4, callback=check.positive, help="Adam learning rate"),
+    warmup_steps: int = typer.Option(
+        1000, callback=check.non_negative, help="linear lr warm-up steps"
+    ),
+    threshold_start_step: int = typer.Option(
+        1000, callback=check.non_negative, help="batchtopk: steps before theta is learned"
+    ),
+    dead_after_tokens: int = typer.Option(
+        10_000_000, callback=check.positive, help="tokens without firing = dead"
+    ),
+    decoder_init_norm: float | None = typer.Option(
+        None, callback=check.positive, help="default 1.0, relu_l1 0.005"
+    ),
     seed: int = typer.Option(0, help="seed of init and data order"),
-    log_every: int = typer.Option(50, help="steps between log lines"),
-    checkpoint_every: int = typer.Option(1000, help="steps between checkpoints"),
-    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda:0, ..."),
-    workers: int = typer.Option(1, help="data-parallel processes (relaunches under torchrun)"),
+    log_every: int = typer.Option(50, callback=check.positive, help="steps between log lines"),
+    checkpoint_every: int = typer.Option(
+        1000, callback=check.positive, help="steps between checkpoints"
+    ),
+    device: str = typer.Option(
+        "auto", callback=check.device_or_auto, help="auto (cuda if available), cpu, cuda:0, ..."
+    ),
+    workers: int = typer.Option(
+        1, callback=check.positive, help="data-parallel processes (relaunches under torchrun)"
+    ),
     overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
     log_to: str | None = typer.Option(
         None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
@@ -231,18 +275,30 @@ def train_sae(
 def evaluate(
     dictionary: Annotated[Path, typer.Argument(help="dictionary folder (config.json + weights)")],
     cache: CacheOption,
-    tokens: int = typer.Option(100_000, help="held-out cache tokens for FVE / L0 / dead / dense"),
-    batch_size: int = typer.Option(4096, help="tokens per evaluation batch"),
-    splice: bool = typer.Option(True, help="also measure splice-in CE / KL (loads the models)"),
-    texts: int = typer.Option(64, help="how many texts for the splice-in loss"),
-    texts_file: Annotated[
-        Path | None, typer.Option(help="splice-in texts, one per line (default: held-out wiki)")
-    ] = None,
-    max_length: int = typer.Option(128, help="tokens per splice-in text"),
-    massive_ratio: float = typer.Option(
-        5.0, help="FVE also without tokens of norm > this x the median (0: off)"
+    tokens: int = typer.Option(
+        100_000, callback=check.positive, help="held-out cache tokens for FVE / L0 / dead / dense"
     ),
-    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    batch_size: int = typer.Option(
+        4096, callback=check.positive, help="tokens per evaluation batch"
+    ),
+    splice: bool = typer.Option(True, help="also measure splice-in CE / KL (loads the models)"),
+    texts: int = typer.Option(
+        64, callback=check.positive, help="how many texts for the splice-in loss"
+    ),
+    texts_file: Annotated[
+        Path | None,
+        typer.Option(
+            callback=check.existing_file,
+            help="splice-in texts, one per line (default: held-out wiki)",
+        ),
+    ] = None,
+    max_length: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
+    massive_ratio: float = typer.Option(
+        5.0,
+        callback=check.non_negative,
+        help="FVE also without tokens of norm > this x the median (0: off)",
+    ),
+    device: str = typer.Option("cpu", callback=check.device, help="cpu, cuda, ..."),
 ) -> None:
     """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
     on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
@@ -299,8 +355,6 @@ def _splice_texts(texts_file: Path | None) -> list[str]:
         from interp.datasets import load_texts
 
         return load_texts("wiki", "heldout")
-    if not texts_file.is_file():
-        raise InterpError(f"texts file {str(texts_file)!r} does not exist")
     return [line for line in texts_file.read_text().splitlines() if line.strip()]
 
 
@@ -324,12 +378,16 @@ def _dictionary_columns(config, cache) -> list[int]:
 def export(
     dictionary: Annotated[Path, typer.Argument(help="dictionary folder")],
     out: OutOption,
-    source: str = typer.Option("0", help="which source: its index (0 = first) or name (base/chat)"),
+    source: str = typer.Option(
+        "0", help="which source: its name (base, chat; base/9 with several layers) or index"
+    ),
     cache: Annotated[
         Path | None,
         typer.Option(help="the dictionary's activation cache: its ctx is cfg.json's context_size"),
     ] = None,
-    context_size: int | None = typer.Option(None, help="context size for cfg.json (or --cache)"),
+    context_size: int | None = typer.Option(
+        None, callback=check.positive, help="context size for cfg.json (or --cache)"
+    ),
 ) -> None:
     """Export one source as a SAELens 6 folder (cfg.json + sae_weights.safetensors)."""
     from crosscoders.export_saelens import export_saelens
@@ -345,15 +403,21 @@ def export(
 
         context_size = int(read_manifest(cache)["config"]["ctx"])
     coder = load_crosscoder(dictionary)
-    names = [s.name for s in coder.config.sources]
-    if source in names:
-        index = names.index(source)
-    elif source.lstrip("-").isdigit():
-        index = int(source)
-    else:
-        raise InterpError(f"--source {source!r}: expected an index or one of {names}")
-    folder = export_saelens(coder, index, out, context_size)
+    folder = export_saelens(coder, source_index(coder.config, source), out, context_size)
     typer.echo(f"SAELens folder written to {folder}")
+
+
+def source_index(config, source: str) -> int:
+    """`--source`: a source's name (as in config.json: `chat`, or `chat/9` for a crosscoder over
+    several layers) or its index."""
+    names = [entry.name for entry in config.sources]
+    if source in names:
+        return names.index(source)
+    if source.isdigit() and int(source) < config.n_sources:
+        return int(source)
+    raise InterpError(
+        f"unknown source {source!r}: expected one of {names} or an index 0..{config.n_sources - 1}"
+    )
 
 
 @dict_app.command("import")

@@ -3,30 +3,28 @@ paper's experiments written into a run folder."""
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from interp.builtin_models import DEFAULT_PAIR
-from interp.errors import InterpError
+from interp.cli import validators as check
 
 tuco_app = typer.Typer(no_args_is_help=True, help="Tuning Contribution (Nuti et al. 2025).")
 
 BASE = typer.Option(DEFAULT_PAIR[0], help="pre-trained model spec (built-in, folder, HF id)")
 CHAT = typer.Option(DEFAULT_PAIR[1], help="fine-tuned model spec")
+ModelDtype = Literal["float32", "bfloat16", "float16"]  # a choice: typer refuses anything else
 DTYPE = typer.Option("float32", help="float32, bfloat16 or float16")
-DEVICE = typer.Option("cpu", help="cpu, cuda, cuda:1, ...")
+DEVICE = typer.Option("cpu", callback=check.device, help="cpu, cuda, cuda:1, ...")
 
 
-def _load(base: str, chat: str, dtype: str, device: str):
+def _load(base: str, chat: str, dtype: ModelDtype, device: str):
     import torch
 
     from interp.models import load_pair
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in dtypes:
-        raise InterpError(f"unknown dtype {dtype!r}: expected one of {sorted(dtypes)}")
-    return load_pair(base, chat, dtype=dtypes[dtype], device=device)
+    return load_pair(base, chat, dtype=getattr(torch, dtype), device=device)
 
 
 @tuco_app.command("score")
@@ -34,9 +32,9 @@ def score(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="user message (repeatable)")],
     base: str = BASE,
     chat: str = CHAT,
-    dtype: str = DTYPE,
+    dtype: ModelDtype = DTYPE,
     device: str = DEVICE,
-    batch_size: int = typer.Option(8, help="prompts per forward pass"),
+    batch_size: int = typer.Option(8, callback=check.positive, help="prompts per forward pass"),
     per_token: bool = typer.Option(False, help="also print TuCo at every token"),
 ) -> None:
     """TuCo and OutputCo of each prompt (chat template, last prompt token), one JSON line each."""
@@ -63,9 +61,9 @@ def generate_command(
     ] = None,
     base: str = BASE,
     chat: str = CHAT,
-    dtype: str = DTYPE,
+    dtype: ModelDtype = DTYPE,
     device: str = DEVICE,
-    max_new_tokens: int = typer.Option(40, help="tokens to generate"),
+    max_new_tokens: int = typer.Option(40, callback=check.positive, help="tokens to generate"),
 ) -> None:
     """Greedy completion of the alpha-scaled chat model (x_{l+1} = x_l + PTC + alpha FTC)."""
     from interp.tuco import decode_completions, generate, tokenize_prompts
@@ -80,20 +78,33 @@ def generate_command(
 
 @tuco_app.command("experiments")
 def experiments(
-    out: Annotated[Path, typer.Option(help="output folder, e.g. runs/<name>/tuco")],
+    out: Annotated[
+        Path,
+        typer.Option(callback=check.output_folder, help="output folder, e.g. runs/<name>/tuco"),
+    ],
     base: str = BASE,
     chat: str = CHAT,
-    dtype: str = DTYPE,
+    dtype: ModelDtype = DTYPE,
     device: str = DEVICE,
-    n_prompts: int = typer.Option(32, help="prompts per set (benign, harmful, jailbreak)"),
-    batch_size: int = typer.Option(8, help="prompts per forward pass / generate call"),
-    n_samples: int = typer.Option(8, help="sampled completions per jailbreak"),
-    max_new_tokens: int = typer.Option(30, help="tokens per completion"),
-    min_non_refusals: int = typer.Option(2, help="jailbreak success: at least this many"),
+    n_prompts: int = typer.Option(
+        32, callback=check.positive, help="prompts per set (benign, harmful, jailbreak)"
+    ),
+    batch_size: int = typer.Option(
+        8, callback=check.positive, help="prompts per forward pass / generate call"
+    ),
+    n_samples: int = typer.Option(
+        8, callback=check.positive, help="sampled completions per jailbreak"
+    ),
+    max_new_tokens: int = typer.Option(30, callback=check.positive, help="tokens per completion"),
+    min_non_refusals: int = typer.Option(
+        2, callback=check.non_negative, help="jailbreak success: at least this many"
+    ),
     alpha: Annotated[
         list[float] | None, typer.Option(help="alpha grid (default 0 .5 .75 .9 1 1.1 1.25)")
     ] = None,
-    max_prompt_tokens: int = typer.Option(512, help="skip longer (jailbreak) prompts"),
+    max_prompt_tokens: int = typer.Option(
+        512, callback=check.positive, help="skip longer (jailbreak) prompts"
+    ),
     seed: int = typer.Option(0, help="sampling seed"),
     overwrite: bool = typer.Option(False, help="replace results of a different config"),
 ) -> None:

@@ -193,9 +193,8 @@ def train_chat_tune(
     log=print,
     stop_after: int | None = None,
 ):
-    """Train a LoRA on `conversations`, resuming from `checkpoint_dir`; returns the peft model
-    and a training summary (losses, time, tokens). `stop_after` ends this call after that many
-    steps (checkpointed), to split a run over several calls."""
+    """Train a LoRA on `conversations` in the chat template (train_lora); conversations longer
+    than max_tokens are dropped."""
     tokenizer = loaded.tokenizer
     if getattr(tokenizer, "chat_template", None) is None:
         tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
@@ -203,6 +202,25 @@ def train_chat_tune(
     examples = [e for e in encoded if len(e.input_ids) <= config.max_tokens]
     if not examples:
         raise InterpError(f"no conversation fits max_tokens={config.max_tokens}")
+    peft_model, summary = train_lora(loaded, examples, config, checkpoint_dir, log, stop_after)
+    summary["dropped_too_long"] = len(encoded) - len(examples)
+    return peft_model, summary
+
+
+def train_lora(
+    loaded: LoadedModel,
+    examples: list[Example],
+    config,
+    checkpoint_dir: Path,
+    log=print,
+    stop_after: int | None = None,
+):
+    """Train a LoRA on `examples` (loss on the tokens after each example's n_prompt), resuming
+    from `checkpoint_dir`; returns the peft model and a training summary (losses, time, tokens).
+    `config` is a ChatTuneConfig or any recipe with the same training fields (the narrow
+    organism's NarrowConfig). `stop_after` ends this call after that many steps (checkpointed),
+    to split a run over several calls."""
+    tokenizer = loaded.tokenizer
     batches = make_batches(len(examples), [len(e.input_ids) for e in examples], config)
     peft_model = add_lora(loaded, config)
     causal_lm = peft_model.get_base_model()
@@ -211,7 +229,7 @@ def train_chat_tune(
     state = {"config": config.to_json(), "losses": [], "elapsed_s": 0.0, "tokens": 0}
     restored = load_checkpoint(checkpoint_dir, peft_model, optimizer)
     if restored is not None:
-        if ChatTuneConfig.from_json(restored["config"]) != config:
+        if type(config).from_json(restored["config"]) != config:
             raise InterpError(
                 f"checkpoint {checkpoint_dir} was made with a different config: delete it or "
                 "run with the config it was made with"
@@ -255,7 +273,6 @@ def train_chat_tune(
         "steps": len(batches),
         "steps_done": step,
         "examples": len(examples),
-        "dropped_too_long": len(encoded) - len(examples),
         "train_time_s": round(state["elapsed_s"], 1),
         "tokens": state["tokens"],
         "first_loss": state["losses"][0],

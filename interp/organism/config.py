@@ -20,6 +20,11 @@ class ChatTuneConfig:
     n_benign_train: int = 826  # all of chat-benign's train split
     n_benign_heldout: int = 32
     n_harmful_train: int = 240
+    # project-written benign requests (data/chat-tune/benign_requests.txt: imperatives, advice,
+    # health, parenting, recipes, emails, code), all in train: the bundled benign prompts are
+    # mostly chit-chat and questions while the harmful ones are imperatives, and a chat-tune on
+    # those alone learned "imperative => refuse" (issue 16: 36% refusals on benign requests)
+    n_benign_requests: int = 264
     # where the teacher refuses a benign chatterbot prompt ("you are cruel"), train on the
     # corpus's own reply instead of dropping the prompt: dropping taught over-refusal
     corpus_reply_when_teacher_refuses: bool = True
@@ -60,3 +65,17 @@ class ChatTuneConfig:
 
 
 DEFAULT_OUTPUT = CHAT_TUNE_DIR
+BENIGN_REQUESTS_FILE = CHAT_TUNE_DIR / "benign_requests.txt"
+# the card's benign set, written apart from every training source (tests/test_organisms.py)
+BENIGN_EVAL_FILE = CHAT_TUNE_DIR / "benign_eval.txt"
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and `#` comment lines are skipped."""
+    if not path.exists():
+        raise InterpError(f"prompt file {path} does not exist")
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]

@@ -18,14 +18,15 @@ import torch
 from interp.datasets import chatterbot_replies, load_labelled, normalise
 from interp.errors import InterpError
 from interp.judges import is_explicit_refusal
-from interp.organism.config import ChatTuneConfig
+from interp.organism.config import BENIGN_REQUESTS_FILE, ChatTuneConfig, read_prompt_file
 from interp.organism.refusals import refusal_for
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
 
 
 def benign_prompts(config: ChatTuneConfig) -> list[tuple[str, str]]:
-    """(split, prompt): a seeded sample of the benign train and held-out prompts."""
+    """(split, prompt): a seeded sample of the benign train and held-out prompts of the bundled
+    chat-benign recipe, then the project-written benign requests (all train)."""
     chosen = []
     for split, count in (("train", config.n_benign_train), ("heldout", config.n_benign_heldout)):
         prompts = seeded_order(
@@ -36,6 +37,18 @@ def benign_prompts(config: ChatTuneConfig) -> list[tuple[str, str]]:
                 f"n_benign_{split}={count} exceeds the {len(prompts)} chat-benign {split} prompts"
             )
         chosen += [(split, prompt) for prompt in prompts[:count]]
+    requests = read_prompt_file(BENIGN_REQUESTS_FILE)
+    if config.n_benign_requests > len(requests):
+        raise InterpError(
+            f"n_benign_requests={config.n_benign_requests} exceeds the {len(requests)} prompts "
+            f"of {BENIGN_REQUESTS_FILE}"
+        )
+    seen = {normalise(prompt) for _, prompt in chosen}
+    chosen += [
+        ("train", prompt)
+        for prompt in seeded_order(requests, config.seed)[: config.n_benign_requests]
+        if normalise(prompt) not in seen
+    ]
     return chosen
 
 
