@@ -8,11 +8,13 @@ so resuming at step i only needs `stream(i)`; the trainer never holds more than 
 
 Output folder layout:
     config.json, weights.safetensors   the final dictionary (crosscoders.io)
-    training.json                      both configs; a different one refuses to reuse the folder
+    training.json                      both configs (+ `data`: what a stream reads, given);
+                                       a different one refuses to reuse the folder
     log.jsonl                          one line per logged step
     checkpoints/latest.json            name of the newest complete checkpoint
     checkpoints/step-00001000/         state.safetensors (weights, Adam moments, counters, RNG)
-                                       + state.json (step, optimizer hyper-parameters)
+                                       + state.json (step, tokens consumed, optimizer
+                                       hyper-parameters)
 
 Faults lose nothing. One process writes a folder (`interp.fileio.writer_lock`: a second is
 refused at once). Every result is written durably (interp.fileio: fsync, then rename). The end of

@@ -256,9 +256,10 @@ def _train_streamed(
         trainer.train()
     finally:
         ddp.shutdown()
+    elapsed = time.perf_counter() - started
     typer.echo(
-        f"dictionary written to {out} ({training.n_steps * batch_size} tokens streamed from "
-        f"the models in {time.perf_counter() - started:.1f} s, no cache)"
+        f"dictionary written to {out} ({training.n_steps} steps of {batch_size} tokens from a "
+        f"{config.n_tokens}-token plan streamed from the models, {elapsed:.1f} s, no cache)"
     )
 
 
