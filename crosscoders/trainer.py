@@ -8,12 +8,14 @@ so resuming at step i only needs `stream(i)`; the trainer never holds more than 
 
 Output folder layout:
     config.json, weights.safetensors   the final dictionary (crosscoders.io)
-    training.json                      both configs; a different one refuses to reuse the folder
+    training.json                      both configs (+ `data`: what a stream reads, given);
+                                       a different one refuses to reuse the folder
     log.jsonl                          one line per logged step (also sent to wandb / tensorboard
                                        with `log_to`: wandb/ or tensorboard/ beside it)
     checkpoints/latest.json            name of the newest complete checkpoint
     checkpoints/step-00001000/         state.safetensors (weights, Adam moments, counters, RNG)
-                                       + state.json (step, optimizer hyper-parameters)
+                                       + state.json (step, tokens consumed, optimizer
+                                       hyper-parameters)
 
 Faults lose nothing. One process writes a folder (`interp.fileio.writer_lock`: a second is
 refused at once). Every result is written durably (interp.fileio: fsync, then rename). The end of
@@ -100,6 +102,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         progress: bool = True,
         overwrite: bool = False,
+        data: dict[str, Any] | None = None,
         log_to: str | None = None,  # also send the log records to "wandb" | "tensorboard"
     ) -> None:
         if not ACTIVATIONS[coder_config.activation].trainable:
@@ -113,6 +116,7 @@ class Trainer:
             )
         self.coder_config, self.training = coder_config, training
         self.stream, self.out_dir, self.device = stream, Path(out_dir), torch.device(device)
+        self.data = data  # what the stream reads (e.g. a streamed run's models and token plan)
         self.progress = progress and ddp.rank() == 0
         self.log_to = log_to
         self.coder = CrossCoder(coder_config).to(self.device)
@@ -120,6 +124,7 @@ class Trainer:
             self.coder.parameters(), lr=training.lr, betas=training.adam_betas
         )
         self.step = 0
+        self.tokens_consumed = 0  # rows of every batch trained on, counted (checkpointed)
         self.tokens_since_fired = torch.zeros(
             coder_config.dict_size, dtype=torch.long, device=self.device
         )
@@ -148,7 +153,13 @@ class Trainer:
     # --- run folder, checkpoints ----------------------------------------------------------------
 
     def _run_description(self) -> dict[str, Any]:
-        return {"crosscoder": self.coder_config.to_dict(), "training": self.training.to_dict()}
+        description = {
+            "crosscoder": self.coder_config.to_dict(),
+            "training": self.training.to_dict(),
+        }
+        if self.data is not None:
+            description["data"] = self.data
+        return description
 
     def _lock_out_dir(self) -> None:
         """Be the only process writing the output folder (rank 0; the ranks of one run share it)
@@ -175,6 +186,8 @@ class Trainer:
                 "crosscoder": CrossCoderConfig.from_dict(saved["crosscoder"]).to_dict(),
                 "training": TrainingConfig.from_dict(saved["training"]).to_dict(),
             }
+            if "data" in saved:
+                previous["data"] = saved["data"]
             if json.loads(json.dumps(previous)) != json.loads(json.dumps(self._run_description())):
                 if not overwrite:
                     raise InterpError(
@@ -222,6 +235,7 @@ class Trainer:
                 {
                     "step": self.step,
                     "batches_consumed": self.step,
+                    "tokens_consumed": self.tokens_consumed,
                     "optimizer_param_groups": optimizer_state["param_groups"],
                     **self._run_description(),
                 },
@@ -260,6 +274,9 @@ class Trainer:
         self.tokens_since_fired.copy_(tensors["tokens_since_fired"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(state["step"])
+        self.tokens_consumed = int(
+            state.get("tokens_consumed", self.step * self.training.batch_size)
+        )
         self.last_checkpoint_step = self.step
         self._truncate_log()
         return True
@@ -311,6 +328,7 @@ class Trainer:
         with torch.no_grad():
             fired = ddp.all_reduce_max(out.fired.to(torch.int32)).bool()
             self.tokens_since_fired += batch.shape[0]
+            self.tokens_consumed += batch.shape[0]
             self.tokens_since_fired[fired] = 0
             if out.min_kept_g is not None:
                 self.coder.update_inference_threshold(out.min_kept_g, self.step)
@@ -447,7 +465,7 @@ class Trainer:
             if self.step % config.log_every == 0 or self.step == config.n_steps:
                 record = {
                     "step": self.step,
-                    "tokens": self.step * config.batch_size,
+                    "tokens": self.tokens_consumed,
                     "lr": learning_rate(self.step - 1, config),
                     **self.metrics(out),
                 }

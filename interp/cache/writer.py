@@ -16,7 +16,7 @@ that are NaN or inf are refused, never written.
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -114,8 +114,16 @@ def model_fingerprint(model: torch.nn.Module, samples: int = FINGERPRINT_SAMPLES
 class BatchRunner:
     """Runs plan batches through both models; keeps the last batch for shard boundaries."""
 
-    def __init__(self, pair: ModelPair, plan: TokenPlan, layers: Sequence[int], dtype: torch.dtype):
+    def __init__(
+        self,
+        pair: ModelPair,
+        plan: TokenPlan,
+        layers: Sequence[int],
+        dtype: torch.dtype,
+        acts_device: torch.device | str = "cpu",
+    ):
         self.pair, self.plan, self.layers, self.dtype = pair, plan, list(layers), dtype
+        self.acts_device = torch.device(acts_device)  # where `rows` leaves the activations
         pad = pair.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self._last: tuple[int, dict[str, Tensor]] | None = None
@@ -135,7 +143,7 @@ class BatchRunner:
         seq_ids = torch.tensor(list(self.plan.batch_seq_ids(batch)), dtype=torch.int64)
         positions = torch.arange(input_ids.shape[1], dtype=torch.int32)
         rows = {
-            "acts": acts.to(self.dtype).cpu(),
+            "acts": acts.to(self.dtype).to(self.acts_device),
             "token_ids": input_ids[keep].to(torch.int32),
             "seq_ids": seq_ids[:, None].expand_as(keep)[keep].contiguous(),
             "positions": positions[None, :].expand_as(keep)[keep].contiguous(),
@@ -389,7 +397,6 @@ def _write_shards(
         "dtype": config.dtype,
         "config_hash": config.hash,
     }
-    shape = (len(ROLES), len(config.layers), pair.d_model)
     with tqdm(
         total=block_tokens,
         initial=block_tokens - todo_tokens,
@@ -401,24 +408,9 @@ def _write_shards(
     ) as bar:
         for index in todo:
             start, stop = plan.shard_range(index)
-            tensors = {
-                "acts": torch.empty((stop - start, *shape), dtype=config.storage_dtype),
-                "token_ids": torch.empty(stop - start, dtype=torch.int32),
-                "seq_ids": torch.empty(stop - start, dtype=torch.int64),
-                "positions": torch.empty(stop - start, dtype=torch.int32),
-            }
-            for batch in plan.batches_for(start, stop):
-                batch_start = plan.batch_start(batch)
-                rows = runner.rows(batch)
-                low = max(start, batch_start)
-                high = min(stop, batch_start + len(rows["token_ids"]))
-                for name, values in rows.items():
-                    tensors[name][low - start : high - start] = values[
-                        low - batch_start : high - batch_start
-                    ]
-                bar.update(high - low)
+            tensors = stream_rows(runner, start, stop, bar.update)
             name = shard_name(index)
-            _refuse_nonfinite(tensors, name, config.dtype)
+            refuse_nonfinite(tensors, name, config.dtype)
             sha = write_shard(out / name, tensors, {**metadata, "shard_index": str(index)})
             total, norm_total = shard_statistics(tensors["acts"])
             record = {
@@ -433,7 +425,37 @@ def _write_shards(
             record_shard(out, record, total, norm_total)
 
 
-def _refuse_nonfinite(tensors: dict[str, Tensor], name: str, dtype: str) -> None:
+def stream_rows(
+    runner: BatchRunner, start: int, stop: int, progress: Callable[[int], object] | None = None
+) -> dict[str, Tensor]:
+    """Tokens [start, stop) of the plan's stream: `acts` [n, n_models, n_layers, d] in the
+    runner's storage dtype on its `acts_device`, `token_ids`, `seq_ids`, `positions`; the forward
+    batches that overlap the range are run (a batch shared with the previous range is reused).
+    `progress(n)` is told each batch's contribution. A shard is one such range; so is a window of
+    a streamed training run (crosscoders.model_stream)."""
+    plan, pair = runner.plan, runner.pair
+    shape = (len(ROLES), len(runner.layers), pair.d_model)
+    tensors = {
+        "acts": torch.empty((stop - start, *shape), dtype=runner.dtype, device=runner.acts_device),
+        "token_ids": torch.empty(stop - start, dtype=torch.int32),
+        "seq_ids": torch.empty(stop - start, dtype=torch.int64),
+        "positions": torch.empty(stop - start, dtype=torch.int32),
+    }
+    for batch in plan.batches_for(start, stop):
+        batch_start = plan.batch_start(batch)
+        rows = runner.rows(batch)
+        low = max(start, batch_start)
+        high = min(stop, batch_start + len(rows["token_ids"]))
+        for name, values in rows.items():
+            tensors[name][low - start : high - start] = values[
+                low - batch_start : high - batch_start
+            ]
+        if progress is not None:
+            progress(high - low)
+    return tensors
+
+
+def refuse_nonfinite(tensors: dict[str, Tensor], name: str, dtype: str) -> None:
     """The models' activations must be finite to be cached (a NaN would reach every statistic
     and dictionary trained on the cache; fp16 storage overflows on massive activations)."""
     finite = tensors["acts"].isfinite().flatten(1).all(1)

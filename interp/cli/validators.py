@@ -83,12 +83,14 @@ def device_or_auto(param: typer.CallbackParam, value: str) -> str:
     return value if value == "auto" else device(param, value)
 
 
-def mixture(param: typer.CallbackParam, value: str) -> str:
+def mixture(param: typer.CallbackParam, value: str | None) -> str | None:
     """A dataset mixture `recipe:weight,...` (interp.cache.config.parse_mix: weights > 0) whose
-    recipes exist (interp.cache.token_stream.check_recipe)."""
+    recipes exist (interp.cache.token_stream.check_recipe); `None`: an optional left unset."""
     from interp.cache.config import parse_mix
     from interp.cache.token_stream import check_recipe
 
+    if value is None:
+        return value
     try:
         for recipe, _ in parse_mix(value):
             check_recipe(recipe)
@@ -97,10 +99,12 @@ def mixture(param: typer.CallbackParam, value: str) -> str:
     return value
 
 
-def storage_dtype(param: typer.CallbackParam, value: str) -> str:
+def storage_dtype(param: typer.CallbackParam, value: str | None) -> str | None:
     """A cache storage dtype: bf16, fp16, fp32 (interp.cache.config.canonical_dtype)."""
     from interp.cache.config import canonical_dtype
 
+    if value is None:
+        return value
     try:
         canonical_dtype(value)
     except InterpError as error:
