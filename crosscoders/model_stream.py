@@ -51,6 +51,7 @@ from interp.cache.token_stream import DatasetSource, TextSource
 from interp.cache.writer import (
     BatchRunner,
     _initial_manifest,
+    check_config_fits_pair,
     model_fingerprint,
     refuse_nonfinite,
     stream_rows,
@@ -85,15 +86,7 @@ class ModelStream:
         source: TextSource,
         sources: Sequence[int] | None = None,
     ) -> None:
-        if (config.base, config.chat) != (pair.base.spec, pair.chat.spec):
-            raise InterpError(
-                f"config is for {config.base!r}/{config.chat!r} but the pair is "
-                f"{pair.base.spec!r}/{pair.chat.spec!r}"
-            )
-        if max(config.layers) >= pair.n_layers:
-            raise InterpError(
-                f"unknown layer {max(config.layers)}: the pair has {pair.n_layers} layers"
-            )
+        check_config_fits_pair(config, pair)
         if batch_size < 1:
             raise InterpError(f"bad batch_size {batch_size}: expected a positive integer")
         if buffer_batches < 0:

@@ -90,10 +90,14 @@ def replace_dir(staging: Path, final: Path) -> None:
 
 @contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold a blocking exclusive `flock` on the lock file `path` (created if missing)."""
+    """Hold a blocking exclusive `flock` on `path`: a lock file (created if missing) or an
+    existing folder (locked through its directory handle)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if path.is_dir():
+        handle = os.open(path, os.O_RDONLY)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -17,11 +17,8 @@ Each shard record also holds `n_bytes` (caches written before it have none; the 
 give the expected size then).
 """
 
-import fcntl
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +28,7 @@ from torch import Tensor
 
 from interp.cache.shard import memmap_tensor, payload_to_float32, read_header
 from interp.errors import InterpError
-from interp.fileio import atomic_write_json
+from interp.fileio import atomic_write_json, exclusive_lock
 
 MANIFEST_NAME = "manifest.json"
 SHARD_GLOB = "shard-[0-9]*.safetensors"
@@ -76,16 +73,9 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write_json(manifest_path(folder), manifest, indent=1)
 
 
-@contextmanager
-def manifest_lock(folder: Path) -> Iterator[None]:
+def manifest_lock(folder: Path) -> AbstractContextManager[None]:
     """Exclusive lock on the cache folder (flock on its directory handle)."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        os.close(handle)
+    return exclusive_lock(folder)
 
 
 def empty_stats(n_models: int, n_layers: int, d_model: int) -> dict:

@@ -314,6 +314,19 @@ def token_plan(pair: ModelPair, config: CacheConfig, source: TextSource) -> Toke
     )
 
 
+def check_config_fits_pair(config: CacheConfig, pair: ModelPair) -> None:
+    """The config names this pair's models, and its layers exist in them."""
+    if (config.base, config.chat) != (pair.base.spec, pair.chat.spec):
+        raise InterpError(
+            f"config is for {config.base!r}/{config.chat!r} but the pair is "
+            f"{pair.base.spec!r}/{pair.chat.spec!r}"
+        )
+    if max(config.layers) >= pair.n_layers:
+        raise InterpError(
+            f"unknown layer {max(config.layers)}: the pair has {pair.n_layers} layers"
+        )
+
+
 def build_cache(
     pair: ModelPair,
     config: CacheConfig,
@@ -329,15 +342,7 @@ def build_cache(
     out = Path(out)
     ranks = ranks or Ranks()
     source = source or DatasetSource(config.split)
-    if (config.base, config.chat) != (pair.base.spec, pair.chat.spec):
-        raise InterpError(
-            f"config is for {config.base!r}/{config.chat!r} but the pair is "
-            f"{pair.base.spec!r}/{pair.chat.spec!r}"
-        )
-    if max(config.layers) >= pair.n_layers:
-        raise InterpError(
-            f"unknown layer {max(config.layers)}: the pair has {pair.n_layers} layers"
-        )
+    check_config_fits_pair(config, pair)
     plan = token_plan(pair, config, source)
     fresh = _initial_manifest(
         config, pair, [model_fingerprint(loaded.model) for loaded in pair], plan, source
