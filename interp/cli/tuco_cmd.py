@@ -91,7 +91,11 @@ def experiments(
     max_new_tokens: int = typer.Option(30, help="tokens per completion"),
     min_non_refusals: int = typer.Option(2, help="jailbreak success: at least this many"),
     alpha: Annotated[
-        list[float] | None, typer.Option(help="alpha grid (default 0 .5 .75 .9 1 1.1 1.25)")
+        list[float] | None,
+        typer.Option(
+            help="alpha grid, repeatable (default: the paper's .75 .9 .95 1 1.05 1.1 1.25; "
+            "other values are flagged extra in the outputs)"
+        ),
     ] = None,
     max_prompt_tokens: int = typer.Option(512, help="skip longer (jailbreak) prompts"),
     seed: int = typer.Option(0, help="sampling seed"),
