@@ -8,7 +8,10 @@
    jailbreak; success if >= min_non_refusals (2) are not refusals. ROC-AUC of failed vs
    succeeded (failed positive: successful attacks should have lower TuCo).
 4. Refusal rate on the harmful prompts of greedy completions of the alpha-scaled chat model,
-   x_{l+1} = x_l + PTC_l + alpha FTC_l, for each alpha.
+   x_{l+1} = x_l + PTC_l + alpha FTC_l, for each alpha. Default grid: the paper's (Nuti et al.
+   2025: 0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25); any other alpha given (e.g. 0.0 = the
+   pre-training component alone) is flagged `extra` in alpha_refusals.json and listed under
+   `extra_alphas` in summary.json, so a table never mixes it up with the paper's grid.
 
 Refusals are judged by `interp.judges.is_refusal` without an objective, i.e. the phrase rule
 (the paper counts completions that "avoid refusal phrases").
@@ -18,8 +21,10 @@ Run folder layout (`<out>/`, read by the app):
     scores.json                per prompt: set, prompt, tokens, tuco, output_contribution,
                                cumulative (by layer), per_token
     jailbreak_success.json     per jailbreak: prompt, completions, refusals, non_refusals, success
-    alpha_refusals.json        per alpha: refusal_rate and each greedy completion with its verdict
-    summary.json               counts, TuCo mean/median per set, the AUCs, refusal rate by alpha
+    alpha_refusals.json        per alpha: refusal_rate, extra (not on the paper's grid) and each
+                               greedy completion with its verdict
+    summary.json               counts, TuCo mean/median per set, the AUCs, refusal rate by alpha,
+                               paper_alphas, extra_alphas, missing_paper_alphas
     tuco_by_set.png, roc_plain_vs_jailbreak.png, tuco_jailbreak_success.png,
     refusal_vs_alpha.png, cumulative_by_layer.png
 Each JSON is written atomically; a rerun with the same config skips the stages already written.
@@ -50,7 +55,8 @@ from interp.tuco import (
 )
 
 SETS = {"benign": "chat-benign", "harmful": "harmful", "jailbreak": "jailbreak"}
-PAPER_ALPHAS = (0.0, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25)
+# The paper's alpha grid (Nuti et al. 2025; ../shared/PAPERS.md, TuCo, "Scaling")
+PAPER_ALPHAS = (0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25)
 RefusalJudge = Callable[[str], bool]
 
 
@@ -82,6 +88,13 @@ class ExperimentConfig:
             )
         if not self.alphas:
             raise InterpError("no alpha given: expected at least one")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise InterpError(f"alphas {self.alphas} repeat a value: expected each alpha once")
+
+
+def is_extra_alpha(alpha: float) -> bool:
+    """True for an alpha that is not on the paper's grid (PAPER_ALPHAS)."""
+    return not any(abs(alpha - paper) < 1e-9 for paper in PAPER_ALPHAS)
 
 
 def roc_points(scores: Sequence[float], labels: Sequence[int]) -> tuple[list[float], list[float]]:
@@ -159,6 +172,7 @@ def alpha_refusals(
         results.append(
             {
                 "alpha": alpha,
+                "extra": is_extra_alpha(alpha),
                 "refusal_rate": sum(verdicts) / len(verdicts),
                 "completions": [
                     {"prompt": p, "completion": c, "refusal": v}
@@ -200,6 +214,11 @@ def summarise(
         # positive class = failed attack: AUC > 0.5 means successful attacks have lower TuCo
         "auc_failed_vs_succeeded": _auc_or_none(outcome_scores, failed),
         "refusal_rate_by_alpha": {str(row["alpha"]): row["refusal_rate"] for row in alphas},
+        "paper_alphas": list(PAPER_ALPHAS),
+        "extra_alphas": [row["alpha"] for row in alphas if is_extra_alpha(row["alpha"])],
+        "missing_paper_alphas": [
+            alpha for alpha in PAPER_ALPHAS if not any(abs(alpha - a) < 1e-9 for a in config.alphas)
+        ],
     }
 
 
@@ -267,7 +286,19 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(5, 4))
-    axis.plot([r["alpha"] for r in alphas], [r["refusal_rate"] for r in alphas], marker="o")
+    ordered = sorted(alphas, key=lambda r: r["alpha"])
+    axis.plot([r["alpha"] for r in ordered], [r["refusal_rate"] for r in ordered], color="grey")
+    for extra, label, marker in ((False, "paper grid", "o"), (True, "extra", "x")):
+        chosen = [r for r in ordered if is_extra_alpha(r["alpha"]) == extra]
+        if chosen:
+            axis.scatter(
+                [r["alpha"] for r in chosen],
+                [r["refusal_rate"] for r in chosen],
+                marker=marker,
+                label=label,
+                zorder=3,
+            )
+    axis.legend()
     axis.set_xlabel("alpha (x_{l+1} = x_l + PTC + alpha FTC)")
     axis.set_ylabel("refusal rate on harmful prompts")
     axis.set_ylim(-0.02, 1.02)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
@@ -36,6 +37,22 @@ class TextBatch:
 
     def __getitem__(self, rows: slice) -> "TextBatch":
         return TextBatch(*(tensor[rows] for tensor in vars(self).values()))
+
+
+def concatenate(first: TextBatch, second: TextBatch) -> TextBatch:
+    """The rows of `first` then `second`, right-padded to a common length (the padding is
+    masked out and, under the causal mask, never seen by a real token)."""
+    length = max(first.input_ids.shape[1], second.input_ids.shape[1])
+
+    def padded(tensor: Tensor) -> Tensor:
+        return F.pad(tensor, (0, length - tensor.shape[1]))  # pad id 0, masks False/0
+
+    return TextBatch(
+        *(
+            torch.cat([padded(a), padded(b)])
+            for a, b in zip(vars(first).values(), vars(second).values(), strict=True)
+        )
+    )
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_tokens: int = 64) -> TextBatch:

@@ -6,9 +6,19 @@ transport plan; unequal counts are matched by quantile interpolation, steering/w
 then least squares on the matched pairs:
     w = cov(x, y) / var(x),   b = mean(y) - w mean(x).
 A neuron whose source samples are constant gets w = 1 and b = mean(y) - mean(x).
-Incremental fitting (the reference's `incr`): a site is fitted on source samples taken with the
-maps of all earlier sites already applied. Sites run in forward order, so one forward pass over
-all source texts fits every site: each site's hook fits its map, then applies it.
+Incremental fitting (the reference's `incr`, apple/ml-act `learn_intervention_all_incremental`:
+before estimating the map of module l it recomputes the responses of module l on the whole data
+set, source and target subsets alike, with the hooks of every module < l installed): a site is
+fitted on samples taken with the maps of all earlier sites already applied.
+- Same model for source and target (e.g. chat harmful -> chat benign): both sides are recomputed
+  with the upstream maps installed, exactly as the reference does. Source and target texts run
+  together in one forward pass (right padding: a row's real tokens never see the padding), and
+  sites run in forward order, so each site's hook fits its map on the two sides' samples, then
+  applies it to every row (target rows too, where they fall inside the source range).
+- Target from another model (e.g. base -> chat, `induce-refusal`): the reference has no such
+  case. The target model never carries the map (it is fitted for, and applied to, the steered
+  model only), so its samples are the unsteered target model's, computed once; only the source
+  side is recomputed with the upstream maps installed.
 
 Applied only inside the source range (the reference's `q_0_100` support): where
 min(x) < z < max(x) the neuron is mapped, elsewhere it passes unchanged. That mask makes the map
@@ -22,7 +32,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from interp.hooks import block_output
-from steering.activations import TextBatch, pool
+from steering.activations import TextBatch, concatenate, pool
 from steering.affine_map import AffineMap
 from steering.sites import site_modules
 from steering.steering_map import Edit, register_map
@@ -75,21 +85,31 @@ def fit_linear_act(
     model: nn.Module,
     sites: list[str],
     source: TextBatch,
-    targets: Float[Tensor, "n_target n_sites d"],
+    targets: Float[Tensor, "n_target n_sites d"] | TextBatch,
     pooling: str = "mean",
     info: dict[str, Any] | None = None,
 ) -> SupportedAffineMap:
-    """Fit every site in one forward pass over all source texts (see the module docstring)."""
+    """Fit every site in one forward pass (see the module docstring). `targets`: the target
+    model's samples (another model: fixed), or the target texts (the same model: their samples
+    are recomputed with the upstream maps installed, as the source's are)."""
     device = next(model.parameters()).device
-    steering_map = SupportedAffineMap(sites, width=targets.shape[-1], info=info).to(device)
+    same_model = isinstance(targets, TextBatch)
+    batch = (concatenate(source, targets) if same_model else source).to(device)
+    n_source = len(source)
+    width = model.config.get_text_config().hidden_size if same_model else targets.shape[-1]
+    steering_map = SupportedAffineMap(sites, width=width, info=info).to(device)
     modules = site_modules(model, sites)
-    batch = source.to(device)
 
     def fit_then_steer(site: int):
         def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
             z = block_output(output)
-            samples = pool(z[:, :, None, :].float(), batch.sample_mask, pooling)[:, 0]
-            scale, shift = transport_fit(samples, targets[:, site].to(device))
+            acts = z[:, :, None, :].float()
+            samples = pool(acts[:n_source], batch.sample_mask[:n_source], pooling)[:, 0]
+            if same_model:  # the target rows have passed through the upstream maps too
+                wanted = pool(acts[n_source:], batch.sample_mask[n_source:], pooling)[:, 0]
+            else:
+                wanted = targets[:, site].to(device)
+            scale, shift = transport_fit(samples, wanted)
             steering_map.scale_offset[site] = scale - 1
             steering_map.bias[site] = shift
             steering_map.lower[site] = samples.min(dim=0).values
@@ -106,5 +126,7 @@ def fit_linear_act(
     finally:
         for handle in handles:
             handle.remove()
-    steering_map.info.update({"method": "linear-act", "pooling": pooling})
+    steering_map.info.update(
+        {"method": "linear-act", "pooling": pooling, "targets_recomputed": same_model}
+    )
     return steering_map

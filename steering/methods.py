@@ -6,7 +6,8 @@ of its own (steering_map.register_map):
 |------------|----------------------|--------------------------------------------------|
 | lineas     | affine               | W2 to the target samples, end to end             |
 | mean-diff  | additive             | mean target - mean source sample                 |
-| linear-act | supported-affine     | per-neuron transport, layer by layer             |
+| linear-act | supported-affine     | per-neuron transport, layer by layer (upstream   |
+|            |                      | maps installed on both sides: same model)        |
 | tuco       | tuco-scaling         | nothing: the pair itself (needs both models)     |
 | latents    | crosscoder-latents   | a crosscoder's latents, chosen on the token      |
 |            |                      | activations (option `crosscoder`: its folder)    |
@@ -114,9 +115,11 @@ def _fit_mean_difference(problem: SteeringProblem, options: dict[str, Any]):
 
 def _fit_linear_act(problem: SteeringProblem, options: dict[str, Any]):
     _options("linear-act", options, set())
-    source, _ = problem.texts("linear-act")
+    source, target = problem.texts("linear-act")
+    # same model: the target side is recomputed with the upstream maps installed (ml-act's incr)
+    targets = target if problem.target_model is problem.model else problem.targets
     steering_map = fit_linear_act(
-        problem.model, problem.sites, source, problem.targets, problem.pooling, problem.info
+        problem.model, problem.sites, source, targets, problem.pooling, problem.info
     )
     return steering_map, None
 

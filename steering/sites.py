@@ -6,10 +6,12 @@ list of layers:
 - `post-norm` (default of LinEAS and Linear-AcT, as in the reference code): the outputs of the
   normalisations around each block's two branches.
   - Gemma 2/3 (sandwich norms): `post_attention_layernorm` and `post_feedforward_layernorm`, whose
-    outputs are exactly what each branch adds to the residual stream. Every neuron there has a
-    normalised, depth-independent scale (the residual stream's norm grows with depth and carries
-    a few massive dimensions), so one learning rate and one sparsity weight suit every site, and
-    the skip path of the residual stream is left untouched.
+    outputs are exactly what each branch adds to the residual stream, and the skip path of the
+    residual stream is left untouched. Their scale is NOT depth-independent: the norms' learned
+    gains grow with depth (Gemma 3 270M, base on held-out harmful requests vs chat, mean
+    pooling: the W2^2 sum over neurons between the two models is 20 at the first site and
+    6.0e7 at the last, 82% of the whole objective; benchmarks/lineas_ablation.py), so a
+    parameter step of one size (Adam) means very different moves at different sites.
   - Llama/Qwen 2 (pre-norm only): `input_layernorm` and `post_attention_layernorm`, the normalised
     inputs of attention and MLP (the reference's `layernorm` choice for Llama 3).
 - `block`: the block outputs, `resid_post[l]` (the CAA/ActAdd choice).

@@ -4,11 +4,12 @@ import random
 
 import torch
 
-from steering.activations import encode_texts, site_activations
+from steering.activations import concatenate, encode_texts, site_activations
 from steering.affine_map import AffineMap
-from steering.linear_act import fit_linear_act, transport_fit
+from steering.linear_act import SupportedAffineMap, fit_linear_act, transport_fit
 from steering.lineas import LinEASConfig, steered_loss, target_samples, train_lineas
 from steering.mean_difference import fit_mean_difference
+from steering.methods import SteeringProblem, get_method
 from steering.sites import resolve_sites
 
 
@@ -129,6 +130,65 @@ def test_linear_act_fits_each_site_on_inputs_steered_by_the_earlier_sites(tiny):
     assert torch.allclose(fitted[1], shift, atol=1e-5)
     unsteered = target_samples(tiny.model, sites, source, "mean")[:, last]
     assert not torch.allclose(samples, unsteered, atol=1e-3)  # earlier sites did matter
+
+
+def test_linear_act_same_model_recomputes_the_targets_with_the_upstream_maps(tiny):
+    """ml-act's `incr`: the map of site 1 is fitted on source AND target samples taken with the
+    map of site 0 installed (hand-built sequential fit)."""
+    sites = resolve_sites(tiny.model, "post-norm", layers=[0])  # two sites, in forward order
+    assert len(sites) == 2
+    rng = random.Random(1)
+    source = encode_texts(tiny.tokenizer, word_texts(0, 59, 24, seed=0))
+    # shorter target texts: the joint pass pads them; overlapping words: the target samples
+    # fall inside the source range, where the map of site 0 acts on them
+    target = encode_texts(
+        tiny.tokenizer, [" ".join(f"w{rng.randint(20, 79)}" for _ in range(5)) for _ in range(24)]
+    )
+    # hand-built: fit site 0 on unsteered samples, install it, then fit site 1 on both sides
+    by_hand = SupportedAffineMap(sites, width=32)
+    with torch.no_grad():
+        source_0 = site_activations(tiny.model, sites, source)[:, 0]
+        target_0 = site_activations(tiny.model, sites, target)[:, 0]
+        scale, shift = transport_fit(source_0, target_0)
+        by_hand.scale_offset[0], by_hand.bias[0] = scale - 1, shift
+        by_hand.lower[0], by_hand.upper[0] = source_0.min(0).values, source_0.max(0).values
+        with by_hand.apply(tiny.model):
+            source_1 = site_activations(tiny.model, sites, source)[:, 1]
+            target_1 = site_activations(tiny.model, sites, target)[:, 1]
+        scale_1, shift_1 = transport_fit(source_1, target_1)
+        unsteered_target_1 = site_activations(tiny.model, sites, target)[:, 1]
+    assert not torch.allclose(target_1, unsteered_target_1, atol=1e-3)  # site 0 changed them
+
+    fitted = fit_linear_act(tiny.model, sites, source, target)
+    # float32 forwards of the same rows in a differently padded batch: ~1e-6 apart; the fit
+    # divides by per-neuron variances of O(1e-1), so 1e-4 bounds the difference with margin
+    assert torch.allclose(fitted.scale[0], scale, atol=1e-4)
+    assert torch.allclose(fitted.scale[1], scale_1, atol=1e-4)
+    assert torch.allclose(fitted.bias[1], shift_1, atol=1e-4)
+    assert torch.allclose(fitted.lower[1], source_1.min(0).values, atol=1e-4)
+    # the fixed, unsteered targets (the cross-model case) give another map at site 1
+    fixed = fit_linear_act(
+        tiny.model, sites, source, target_samples(tiny.model, sites, target, "mean")
+    )
+    assert not torch.allclose(fixed.bias[1], fitted.bias[1], atol=1e-3)
+    assert fitted.info["targets_recomputed"] and not fixed.info["targets_recomputed"]
+    # the method registry takes the same-model path when the target model is the steered one
+    problem = SteeringProblem(tiny.model, sites, source, target, tiny.model)
+    registered, _ = get_method("linear-act").fit(problem, {})
+    assert torch.allclose(registered.bias[1], fitted.bias[1], atol=1e-6)
+
+
+def test_concatenate_pads_rows_without_changing_their_samples(tiny):
+    sites = resolve_sites(tiny.model, "post-norm")
+    short = encode_texts(tiny.tokenizer, word_texts(0, 29, 3, seed=0))
+    long = encode_texts(tiny.tokenizer, [text + " w5 w6 w7" for text in word_texts(0, 29, 2, 1)])
+    joint = concatenate(short, long)
+    assert joint.input_ids.shape == (5, long.input_ids.shape[1])
+    assert not joint.sample_mask[:3, short.input_ids.shape[1] :].any()
+    with torch.no_grad():
+        together = site_activations(tiny.model, sites, joint, "tokens")
+        apart = torch.cat([site_activations(tiny.model, sites, b, "tokens") for b in (short, long)])
+    assert torch.allclose(together, apart, atol=1e-5)
 
 
 def test_mean_difference_moves_the_source_mean_onto_the_target_mean(tiny):

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from interp.cli.main import app, run
 from interp.errors import InterpError
 from interp.tuco import roc_auc
-from interp.tuco_experiments import ExperimentConfig, roc_points, run_experiments
+from interp.tuco_experiments import PAPER_ALPHAS, ExperimentConfig, roc_points, run_experiments
 
 TEXTS = {
     "benign": ["w1 w2", "w3 w4 w5", "w6"],
@@ -82,6 +82,46 @@ def test_experiments_write_consistent_results(tmp_path):
         "0.0": by_alpha[0]["refusal_rate"],
         "1.0": by_alpha[1]["refusal_rate"],
     }
+
+
+def test_alpha_grid_defaults_to_the_papers_and_names_other_values_extra(tmp_path):
+    # Nuti et al. 2025: alpha in {0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25}
+    assert ExperimentConfig(base="b", chat="c").alphas == [0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25]
+    summary = run_experiments(tiny_pair("gemma3"), TEXTS, judge, small_config(), tmp_path)
+    by_alpha = json.loads((tmp_path / "alpha_refusals.json").read_text())
+    assert [(row["alpha"], row["extra"]) for row in by_alpha] == [(0.0, True), (1.0, False)]
+    assert summary["extra_alphas"] == [0.0]
+    assert summary["paper_alphas"] == list(PAPER_ALPHAS)
+    assert summary["missing_paper_alphas"] == [0.75, 0.9, 0.95, 1.05, 1.1, 1.25]
+    with pytest.raises(InterpError, match="repeat"):
+        small_config(alphas=[1.0, 1.0])
+
+
+def test_cli_experiments_default_alpha_grid_is_the_papers(tmp_path, monkeypatch):
+    seen = {}
+
+    def capture(_pair, _texts, _judge, config, _out, overwrite=False):
+        seen["alphas"] = config.alphas
+        return {}
+
+    monkeypatch.setattr("interp.tuco_experiments.run_experiments", capture)
+    monkeypatch.setattr("interp.tuco_experiments.load_experiment_texts", lambda split: TEXTS)
+    monkeypatch.setattr("interp.cli.tuco_cmd._load", lambda *args: None)
+    result = CliRunner().invoke(app, ["tuco", "experiments", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen["alphas"] == list(PAPER_ALPHAS)
+
+
+@pytest.mark.parametrize("profile", ["quick.toml", "full.toml"])
+def test_pipeline_profiles_run_the_papers_alpha_grid(profile):
+    """A user-facing profile runs the whole paper grid: its own list holds every paper alpha
+    (extras allowed: they are flagged), or it has none and takes the default, the paper's."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "data" / "pipelines" / profile
+    alphas = tomllib.loads(path.read_text()).get("tuco", {}).get("alpha")
+    assert set(PAPER_ALPHAS) <= set(alphas or PAPER_ALPHAS), (profile, alphas)
 
 
 def test_experiments_resume_and_refuse_a_different_config(tmp_path, monkeypatch):

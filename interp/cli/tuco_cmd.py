@@ -100,7 +100,11 @@ def experiments(
         2, callback=check.non_negative, help="jailbreak success: at least this many"
     ),
     alpha: Annotated[
-        list[float] | None, typer.Option(help="alpha grid (default 0 .5 .75 .9 1 1.1 1.25)")
+        list[float] | None,
+        typer.Option(
+            help="alpha grid, repeatable (default: the paper's .75 .9 .95 1 1.05 1.1 1.25; "
+            "other values are flagged extra in the outputs)"
+        ),
     ] = None,
     max_prompt_tokens: int = typer.Option(
         512, callback=check.positive, help="skip longer (jailbreak) prompts"
