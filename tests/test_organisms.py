@@ -178,15 +178,19 @@ def test_builtin_spec_resolves_to_the_base_plus_the_astronomy_adapter(monkeypatc
     assert builtin.base == "gemma-3-270m"
     assert builtin.adapter_dir == ASTRONOMY_DIR
     assert builtin.packages == BUILTINS["gemma-3-270m"].packages
-    # the base's dequantized folder, without assembling the GGUF
+    # the base's GGUF, neither assembled nor dequantized (as on a cold user cache, whatever the
+    # state of this machine's cache)
     monkeypatch.setitem(models.GGUF_SOURCES, "gemma-3-270m", lambda: (tmp_path / "g.gguf", "s"))
-    monkeypatch.setattr(models, "dequantized_folder", lambda path, sha: tmp_path / "gemma")
-    if (ASTRONOMY_DIR / "adapter_model.safetensors").exists():
-        source = models._source("gemma-3-270m-astronomy")
-        assert source.location == str(tmp_path / "gemma")
-        assert source.adapter_dir == ASTRONOMY_DIR
-    chat = models._source("gemma-3-270m-chat")
-    assert chat.location == str(tmp_path / "gemma") and chat.adapter_dir == CHAT_TUNE_DIR
+    monkeypatch.setattr(models, "gguf_sha256", lambda spec: "s")
+    monkeypatch.setattr(models, "is_prepared", lambda folder: False)
+    assert (ASTRONOMY_DIR / "adapter_model.safetensors").is_file()
+    for spec, adapter_dir in [
+        ("gemma-3-270m-astronomy", ASTRONOMY_DIR),
+        ("gemma-3-270m-chat", CHAT_TUNE_DIR),
+    ]:
+        assert models._source(spec) == models._Source(
+            spec, None, adapter_dir, gguf=tmp_path / "g.gguf", gguf_sha="s", name="gemma-3-270m"
+        )
 
 
 @pytest.mark.slow
