@@ -148,7 +148,7 @@ def killing(self, index):
 ModelStream.batch = killing
 from interp.cli.main import main
 sys.argv = ["interp", *{args!r}]
-main()
+sys.exit(main())
 """
 
 

@@ -102,7 +102,7 @@ def test_an_installed_wheel_finds_its_data_from_any_folder(wheel, tmp_path):
         sys.argv = ["interp", "models"]
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            main()
+            assert main() == 0
         print(json.dumps({
             "module": interp.__file__,
             "data": str(PROJECT_DATA_DIR),
