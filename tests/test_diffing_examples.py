@@ -71,6 +71,21 @@ def test_examples_are_one_per_sequence_and_windows_stay_in_their_sequence():
     assert lengths[0] == 3  # token 59 ends its sequence: 2 before, none after
 
 
+def test_a_dictionary_with_no_firing_latent_gives_no_windows():
+    """A dead dictionary (seen: the L1 crosscoder of the science profile on the narrow organism)
+    selects no example; pass 2 must get empty windows, not an index error on a float column."""
+    seq_ids = np.repeat(np.arange(3), 4)
+    settings = ExampleSettings(
+        n_top=3, quantiles=(0.5,), n_per_quantile=1, sample_size=12, window_before=2, window_after=2
+    )
+    collector = ExampleCollector(2, settings, seed=0)
+    collector.update(Firings.of(torch.zeros(12, 2)), torch.from_numpy(seq_ids), 0)
+    examples = select_examples(collector, seq_ids)
+    assert len(examples) == 0
+    requests = WindowRequests.build(examples, seq_ids, settings)
+    assert len(requests.token) == 0 and requests.row_offsets.tolist() == [0]
+
+
 def test_token_subsets_from_ids():
     start, end, role, newline, word = 4, 5, 6, 8, 20
     # sequence 0: a chat turn; sequence 1: plain text

@@ -171,7 +171,7 @@ class WindowRequests:
         cls, examples: pd.DataFrame, seq_ids: np.ndarray, settings: ExampleSettings
     ) -> "WindowRequests":
         starts, ends = sequence_bounds(seq_ids)
-        token = examples["token"].to_numpy()
+        token = examples["token"].to_numpy(dtype=np.int64)  # int even when no latent fired
         first = np.maximum(token - settings.window_before, starts[token])
         last = np.minimum(token + settings.window_after, ends[token])
         lengths = last - first + 1
@@ -179,7 +179,7 @@ class WindowRequests:
         row_of_slot = np.repeat(np.arange(len(examples)), lengths)
         within = np.arange(row_offsets[-1]) - row_offsets[row_of_slot]
         tokens = first[row_of_slot] + within
-        latents = examples["latent"].to_numpy()[row_of_slot]
+        latents = examples["latent"].to_numpy(dtype=np.int64)[row_of_slot]
         order = np.argsort(tokens, kind="stable")
         return cls(tokens[order], latents[order], order, row_offsets, first)
 
