@@ -8,6 +8,7 @@ spec (no weights), check the pair on configs and GGUF headers, only then dequant
 use (one line on stderr) and load weights.
 """
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -179,6 +180,8 @@ def _source(spec: str) -> _Source:
             )
         return replace(_source(builtin.base), spec=spec, adapter_dir=adapter_dir)
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return _adapter_source(spec, path)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise InterpError(f"GGUF file {spec!r} does not exist: expected a path to a .gguf file")
@@ -187,6 +190,25 @@ def _source(spec: str) -> _Source:
     if path.is_dir():
         return _Source(spec, str(path))
     return _Source(spec, _hub_id(spec))
+
+
+def _adapter_source(spec: str, folder: Path) -> _Source:
+    """A PEFT LoRA adapter folder: the base its adapter_config.json names (a built-in, a local
+    folder or a hub id), with the adapter merged on top at load."""
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InterpError(
+            f"adapter folder {spec!r}: adapter_config.json has no base_model_name_or_path: "
+            "expected a PEFT LoRA adapter"
+        ) from None
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise InterpError(
+            f"adapter folder {spec!r} has no adapter_model.safetensors: expected a PEFT LoRA adapter"
+        )
+    if not isinstance(base, str) or Path(base).expanduser().resolve() == folder.resolve():
+        raise InterpError(f"adapter folder {spec!r} names no usable base model ({base!r})")
+    return replace(_source(base), spec=spec, adapter_dir=folder)
 
 
 def _gguf_source(

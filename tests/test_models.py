@@ -76,6 +76,32 @@ def test_load_model_from_a_saved_folder_gives_the_same_model(tmp_path):
     assert loaded.tokenizer.get_vocab() == original.tokenizer.get_vocab()
 
 
+def test_an_adapter_folder_is_its_base_with_the_adapter_merged(tmp_path):
+    """A PEFT LoRA folder as a spec loads the base its adapter_config.json names, merged: how
+    `interp organism card --output DIR` measures a new chat-tune before it replaces the built-in."""
+    from peft import LoraConfig, get_peft_model
+
+    base = save_tiny(tiny_model("gemma3"), tmp_path / "base")
+    lora = get_peft_model(
+        load_model(str(base)).model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])
+    )
+    for name, parameter in lora.named_parameters():
+        if "lora_B" in name:  # B starts at zero: make the adapter change the model
+            torch.nn.init.normal_(parameter, std=0.5, generator=torch.Generator().manual_seed(1))
+    lora.save_pretrained(tmp_path / "adapter")
+    config_path = tmp_path / "adapter" / "adapter_config.json"
+    assert str(base) in config_path.read_text()
+    ids = torch.tensor([[7, 8, 9, 10]])
+    with torch.no_grad():
+        expected = lora(input_ids=ids).logits
+        pair = load_pair(str(base), str(tmp_path / "adapter"))
+        torch.testing.assert_close(pair.chat.model(ids).logits, expected, atol=1e-5, rtol=0)
+        assert (pair.chat.model(ids).logits - pair.base.model(ids).logits).abs().max() > 1e-3
+    config_path.write_text("{}")
+    with pytest.raises(InterpError, match="base_model_name_or_path"):
+        load_model(str(tmp_path / "adapter"))
+
+
 def test_load_pair_refuses_a_mismatch_before_reading_weights(tmp_path, monkeypatch):
     base = save_tiny(tiny_model("gemma3"), tmp_path / "base")
     chat = save_tiny(tiny_model("llama"), tmp_path / "chat")

@@ -26,6 +26,7 @@ from interp.chat_template import END_OF_TURN, render_chat
 from interp.datasets import load_texts, write_json
 from interp.fileio import atomic_write_text
 from interp.judges import is_explicit_refusal, judge_accuracy
+from interp.builtin_models import CHAT_TUNE_DIR, DEFAULT_PAIR
 from interp.models import LoadedModel, load_pair
 from interp.organism.chat_tune import IGNORE, response_loss
 from interp.organism.config import BENIGN_EVAL_FILE, read_prompt_file
@@ -100,10 +101,13 @@ def _measure_model(role, loaded, prompt_sets, wiki, max_new_tokens, metrics) -> 
     return answers
 
 
-def measure_card(n_prompts: int, max_new_tokens: int, log=print) -> dict:
-    """All card metrics for the default pair (base vs the chat-tune in data/chat-tune)."""
+def measure_card(
+    n_prompts: int, max_new_tokens: int, log=print, chat_spec: str = DEFAULT_PAIR[1]
+) -> dict:
+    """All card metrics for base vs `chat_spec` (default: the chat-tune in data/chat-tune; an
+    adapter folder measures that adapter)."""
     start = time.time()
-    pair = load_pair()
+    pair = load_pair(DEFAULT_PAIR[0], chat_spec)
     prompt_sets = {
         "harmful": seeded_order(load_texts("harmful", "heldout"), 0)[:n_prompts],
         "benign": read_prompt_file(BENIGN_EVAL_FILE),
@@ -221,7 +225,10 @@ def readme(card: dict, config: dict, training: dict | None) -> str:
 
 
 def write_card(output: Path, n_prompts: int, max_new_tokens: int, log=print) -> dict:
-    card = measure_card(n_prompts, max_new_tokens, log)
+    """Measure the adapter in `output` (the built-in chat-tune when `output` is its folder) and
+    write its card there."""
+    builtin = Path(output).resolve() == CHAT_TUNE_DIR.resolve()
+    card = measure_card(n_prompts, max_new_tokens, log, DEFAULT_PAIR[1] if builtin else str(output))
     write_json(output / "card.json", card)
     config = json.loads((output / "config.json").read_text())
     training_path = output / "training.json"
