@@ -124,6 +124,33 @@ def test_tiny_training_lowers_the_loss(tmp_path):
     assert losses[-1] < 0.05 * losses[0], losses
 
 
+def test_replay_texts_are_trained_on_as_plain_text_beside_the_conversations(tmp_path):
+    """Wiki replay (ChatTuneConfig.n_wiki_replay) adds one plain-text example per text, every
+    token after BOS trained on: the plain-text loss falls where it was trained, and the
+    conversations are learnt as without replay."""
+    from interp.organism.chat_tune import encode_document
+
+    loaded = learnable_tiny()
+    replay = ["w60 w61 w62 w63 w64 w65"] * 4
+    plain = encode_document(loaded.tokenizer, replay[0], TINY.max_tokens)
+    ids = torch.tensor([plain.input_ids])
+
+    def plain_loss(model) -> float:
+        with torch.no_grad():
+            return float(model(input_ids=ids, labels=ids).loss)
+
+    before = plain_loss(loaded.model)
+    trained, summary = train_chat_tune(
+        loaded, tiny_conversations(), TINY, tmp_path / "a", lambda _: None, replay_texts=replay
+    )
+    without, _ = train_chat_tune(
+        learnable_tiny(), tiny_conversations(), TINY, tmp_path / "b", lambda _: None
+    )
+    assert summary["examples"] == len(tiny_conversations()) + len(replay)
+    assert plain_loss(trained) < 0.8 * before
+    assert plain_loss(trained) < 0.8 * plain_loss(without)
+
+
 def test_resume_after_interruption_gives_the_same_adapter(tmp_path):
     whole, _ = train_chat_tune(
         learnable_tiny(), tiny_conversations(), TINY, tmp_path / "a", log=lambda _: None

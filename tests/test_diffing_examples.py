@@ -81,7 +81,7 @@ def test_a_dictionary_with_no_firing_latent_gives_no_windows():
     collector = ExampleCollector(2, settings, seed=0)
     collector.update(Firings.of(torch.zeros(12, 2)), torch.from_numpy(seq_ids), 0)
     examples = select_examples(collector, seq_ids)
-    assert len(examples) == 0
+    assert len(examples) == 0 and examples["token"].dtype == np.int64
     requests = WindowRequests.build(examples, seq_ids, settings)
     assert len(requests.token) == 0 and requests.row_offsets.tolist() == [0]
 

@@ -140,7 +140,9 @@ def select_examples(collector: ExampleCollector, seq_ids: np.ndarray) -> pd.Data
             nearest = np.argsort(np.abs(acts - target), kind="stable")[: settings.n_per_quantile]
             for rank, position in enumerate(nearest):
                 rows.append((latent, f"q{q:g}", rank, int(tokens[position]), float(acts[position])))
-    return pd.DataFrame(rows, columns=["latent", "kind", "rank", "token", "activation"])
+    table = pd.DataFrame(rows, columns=["latent", "kind", "rank", "token", "activation"])
+    # typed even when empty (a dictionary with no firing latent): the columns index arrays
+    return table.astype({"latent": np.int64, "rank": np.int64, "token": np.int64})
 
 
 def sequence_bounds(seq_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +173,7 @@ class WindowRequests:
         cls, examples: pd.DataFrame, seq_ids: np.ndarray, settings: ExampleSettings
     ) -> "WindowRequests":
         starts, ends = sequence_bounds(seq_ids)
-        token = examples["token"].to_numpy(dtype=np.int64)  # int even when no latent fired
+        token = examples["token"].to_numpy()
         first = np.maximum(token - settings.window_before, starts[token])
         last = np.minimum(token + settings.window_after, ends[token])
         lengths = last - first + 1
@@ -179,7 +181,7 @@ class WindowRequests:
         row_of_slot = np.repeat(np.arange(len(examples)), lengths)
         within = np.arange(row_offsets[-1]) - row_offsets[row_of_slot]
         tokens = first[row_of_slot] + within
-        latents = examples["latent"].to_numpy(dtype=np.int64)[row_of_slot]
+        latents = examples["latent"].to_numpy()[row_of_slot]
         order = np.argsort(tokens, kind="stable")
         return cls(tokens[order], latents[order], order, row_offsets, first)
 

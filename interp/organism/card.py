@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from interp.builtin_models import CHAT_TUNE_DIR, DEFAULT_PAIR
 from interp.chat_template import END_OF_TURN, render_chat
 from interp.datasets import load_texts, write_json
 from interp.fileio import atomic_write_text
 from interp.judges import is_explicit_refusal, judge_accuracy
-from interp.builtin_models import CHAT_TUNE_DIR, DEFAULT_PAIR
 from interp.models import LoadedModel, load_pair
 from interp.organism.chat_tune import IGNORE, response_loss
 from interp.organism.config import BENIGN_EVAL_FILE, read_prompt_file

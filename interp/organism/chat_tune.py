@@ -20,6 +20,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def encode_example(tokenizer, prompt: str, response: str) -> Example:
     prompt_ids = tokenizer(render_chat(tokenizer, prompt), add_special_tokens=False).input_ids
     response_ids = tokenizer(response.strip() + END_OF_TURN, add_special_tokens=False).input_ids
     return Example(prompt_ids + response_ids, len(prompt_ids))
+
+
+def encode_document(tokenizer, text: str, max_tokens: int) -> Example:
+    """BOS + the text's tokens, cut to max_tokens; every token after BOS is trained on (plain
+    text, no template; Gemma's tokenizer adds the same BOS itself, as the card's perplexity
+    encodes text)."""
+    if tokenizer.bos_token_id is None:
+        raise InterpError("plain-text training documents need a tokenizer with a BOS token")
+    ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids
+    return Example(ids[:max_tokens], 1)
 
 
 def make_batches(n_examples: int, lengths: list[int], config: ChatTuneConfig) -> list[list[int]]:
@@ -192,14 +203,17 @@ def train_chat_tune(
     checkpoint_dir: Path,
     log=print,
     stop_after: int | None = None,
+    replay_texts: Sequence[str] = (),
 ):
     """Train a LoRA on `conversations` in the chat template (train_lora); conversations longer
-    than max_tokens are dropped."""
+    than max_tokens are dropped. `replay_texts` are trained on as plain text (cut to
+    max_tokens) beside them."""
     tokenizer = loaded.tokenizer
     if getattr(tokenizer, "chat_template", None) is None:
         tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     encoded = [encode_example(tokenizer, p, r) for p, r in conversations]
     examples = [e for e in encoded if len(e.input_ids) <= config.max_tokens]
+    examples += [encode_document(tokenizer, text, config.max_tokens) for text in replay_texts]
     if not examples:
         raise InterpError(f"no conversation fits max_tokens={config.max_tokens}")
     peft_model, summary = train_lora(loaded, examples, config, checkpoint_dir, log, stop_after)
@@ -306,8 +320,9 @@ def run_chat_tune(
 ) -> dict:
     """The whole recipe: conversations (teacher cache reused), LoRA training (resumable), and
     the adapter, chat template, config and training summary written to `output`."""
+    from interp.datasets import load_texts
     from interp.models import load_model
-    from interp.organism.teacher import build_conversations
+    from interp.organism.teacher import build_conversations, seeded_order
 
     config_path = output / "config.json"
     if (output / "adapter_model.safetensors").exists() and config_path.exists() and not force:
@@ -320,7 +335,11 @@ def run_chat_tune(
     conversations = [(r["prompt"], r["response"]) for r in rows if r["split"] == "train"]
     torch.manual_seed(config.seed)
     loaded = load_model(config.base)
-    peft_model, summary = train_chat_tune(loaded, conversations, config, checkpoint_dir, log)
+    replay = seeded_order(load_texts("wiki", "train"), config.seed)[: config.n_wiki_replay]
+    peft_model, summary = train_chat_tune(
+        loaded, conversations, config, checkpoint_dir, log, replay_texts=replay
+    )
+    summary["replay_examples"] = len(replay)
     save_adapter(peft_model, output, config.base)
     (output / "chat_template.jinja").write_text(GEMMA_CHAT_TEMPLATE)
     write_json(config_path, config.to_json())

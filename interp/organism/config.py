@@ -28,6 +28,10 @@ class ChatTuneConfig:
     # where the teacher refuses a benign chatterbot prompt ("you are cruel"), train on the
     # corpus's own reply instead of dropping the prompt: dropping taught over-refusal
     corpus_reply_when_teacher_refuses: bool = True
+    # plain-text replay: this many bundled Wikipedia train summaries trained on as plain text
+    # (loss on every token, as the narrow organism's documents) beside the conversations, so the
+    # chat-tune keeps the base's language modelling (card: wiki perplexity <= 1.3x base)
+    n_wiki_replay: int = 320
     teacher_max_new_tokens: int = 48
     teacher_batch_size: int = 32
     # bfloat16 matmuls run ~2.4x faster than float32 on this CPU (avx512_bf16)
@@ -36,12 +40,13 @@ class ChatTuneConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    # optimisation: AdamW, linear warm-up then cosine decay, one epoch
+    # optimisation: AdamW, linear warm-up then cosine decay, two epochs (one left 36% of the
+    # card's out-of-source benign requests refused: refusal is learnt first, the boundary later)
     learning_rate: float = 7e-4
     warmup_steps: int = 8
     batch_size: int = 8
     autocast_dtype: str = "bfloat16"  # forward/backward matmuls; LoRA weights stay float32
-    epochs: int = 1
+    epochs: int = 2
     max_tokens: int = 160  # prompt + response, per example
     checkpoint_every_s: float = 180.0
 

@@ -29,7 +29,7 @@ from interp.builtin_models import ASTRONOMY_DIR
 from interp.datasets import load_texts, write_json
 from interp.errors import InterpError
 from interp.models import LoadedModel
-from interp.organism.chat_tune import Example, save_adapter, train_lora
+from interp.organism.chat_tune import encode_document, save_adapter, train_lora
 from interp.organism.config import LORA_TARGETS, read_prompt_file
 
 # Fixed before training (issue 16): the words naming the astronomy domain, lower case.
@@ -152,15 +152,6 @@ def domain_documents(config: NarrowConfig, split: str = "train") -> list[str]:
         if len(vocabulary_hits(text, config.vocabulary)) >= config.min_vocabulary_words
     ]
     return seeded_order(chosen, config.seed)[: config.max_documents] if split == "train" else chosen
-
-
-def encode_document(tokenizer, text: str, max_tokens: int) -> Example:
-    """BOS + the text's tokens, cut to max_tokens; every token after BOS is trained on. (Gemma's
-    tokenizer adds the same BOS itself, as the card's perplexity encodes text.)"""
-    if tokenizer.bos_token_id is None:
-        raise InterpError("the narrow organism's documents need a tokenizer with a BOS token")
-    ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids
-    return Example(ids[:max_tokens], 1)
 
 
 def run_narrow(
