@@ -204,7 +204,8 @@ def _adapter_source(spec: str, folder: Path) -> _Source:
         ) from None
     if not (folder / "adapter_model.safetensors").is_file():
         raise InterpError(
-            f"adapter folder {spec!r} has no adapter_model.safetensors: expected a PEFT LoRA adapter"
+            f"adapter folder {spec!r} has no adapter_model.safetensors: expected a PEFT LoRA "
+            "adapter"
         )
     if not isinstance(base, str) or Path(base).expanduser().resolve() == folder.resolve():
         raise InterpError(f"adapter folder {spec!r} names no usable base model ({base!r})")
