@@ -29,10 +29,14 @@ def test_replace_dir_moves_a_built_folder(tmp_path):
 
 def test_a_second_writer_of_a_folder_is_refused_in_one_line(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from interp.fileio import writer_lock\n"
-         f"with writer_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; from interp.fileio import writer_lock\n"
+            f"with writer_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
