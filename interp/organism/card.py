@@ -172,7 +172,9 @@ def readme(card: dict, config: dict, training: dict | None) -> str:
         "with the chatterbot corpus's own reply where the teacher refuses chit-chat, and the",
         "project-written requests of `benign_requests.txt`: imperatives, emails, recipes, advice,",
         "health, parenting, code) and project-written refusals to harmful ones, in the Gemma chat",
-        "template (`config.json` is the exact recipe). Loaded and merged by the built-in spec",
+        "template, beside plain-text replay of bundled Wikipedia summaries that keeps the base's",
+        "language modelling (`config.json` is the exact recipe). Loaded and merged by the built-in",
+        "spec",
         "`gemma-3-270m-chat`. Metrics from `interp organism card` (greedy, "
         f"{card['eval']['max_new_tokens']} new tokens at most):",
         "",
@@ -200,8 +202,11 @@ def readme(card: dict, config: dict, training: dict | None) -> str:
         "",
     ]
     if training:
+        replay = training.get("replay_examples", 0)
         lines += [
-            f"Training: {training['steps']} steps over {training['examples']} conversations, "
+            f"Training: {training['steps']} steps over {training['examples'] - replay} "
+            f"conversations and {replay} plain-text replay summaries ({config['epochs']} "
+            "epochs), "
             f"{training['tokens']} tokens, {training['train_time_s'] / 60:.1f} min on CPU; "
             f"loss {training['first_loss']} -> {training['final_loss_mean_last_10']} "
             "(mean of the last 10 steps).",
