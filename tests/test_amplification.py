@@ -95,7 +95,9 @@ def test_map_strengths_follow_alpha_on_both_steered_models(pair_and_prompts):
 def test_map_round_trip_and_registered_method(tmp_path):
     pair = tiny_pair("gemma3")
     folders = {role: save_tiny(getattr(pair, role), tmp_path / role) for role in ("base", "chat")}
-    on_disk = ModelPair(base=load_model(str(folders["base"])), chat=load_model(str(folders["chat"])))
+    on_disk = ModelPair(
+        base=load_model(str(folders["base"])), chat=load_model(str(folders["chat"]))
+    )
     method = get_method("amplification")
     source = encode_texts(on_disk.tokenizer, PROMPTS)
     problem = SteeringProblem(
