@@ -117,6 +117,10 @@ def test_adapter_spectrum_equals_the_merged_difference(adapter_and_merged, tmp_p
     assert from_adapter["n_changed"] == 8
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert set(summary["intruders_by_layer"]) == {"0", "1", "2", "3"}
+    similarities = [s for row in adapter_table["max_similarity"] for s in row]
+    assert summary["intruders_by_epsilon"]["0.5"] == summary["intruders"]
+    assert summary["intruders_by_epsilon"]["0.9"] == sum(s < 0.9 for s in similarities)
+    assert summary["min_max_similarity"] == min(similarities)
 
 
 def test_mismatches_are_one_line_errors(adapter_and_merged, tmp_path):

@@ -54,6 +54,7 @@ DEFAULT_INTRUDER_K = 10  # top-k fine-tuned singular vectors examined (the paper
 DEFAULT_EPSILON = 0.5  # cosine threshold (the paper sweeps it; lower = stricter)
 DEFAULT_TOP_R = 8
 KEPT_SINGULAR_VALUES = 32  # per matrix in the table
+EPSILON_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the paper sweeps epsilon
 LAYER_PATTERN = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.weight$")
 
 
@@ -317,6 +318,7 @@ def summarize(table: pd.DataFrame, unchanged: list[str], config: WeightsConfig) 
         .fillna(0)
         .astype(int)
     )
+    similarities = [s for row in table["max_similarity"] for s in row]
     return {
         "n_changed": len(table),
         "n_unchanged": len(unchanged),
@@ -324,6 +326,11 @@ def summarize(table: pd.DataFrame, unchanged: list[str], config: WeightsConfig) 
         "intruders": int(table["intruders"].sum()),
         "intruder_k": config.intruder_k,
         "epsilon": config.epsilon,
+        # every matrix's top-k similarities read again at other thresholds (no new SVD)
+        "intruders_by_epsilon": {
+            str(epsilon): sum(s < epsilon for s in similarities) for epsilon in EPSILON_SWEEP
+        },
+        "min_max_similarity": min(similarities),
         "mean_effective_rank": float(table["effective_rank"].mean()),
         "mean_top1_share": float(table["top1_share"].mean()),
         "mean_top_r_share": float(table["top_r_share"].mean()),
