@@ -123,3 +123,41 @@ def test_map_round_trip_and_registered_method(tmp_path):
         method.fit(problem, {})
     with pytest.raises(InterpError, match="takes no option"):
         method.fit(problem, {"alpha": 2})
+
+
+def test_evaluation_points_at_full_strength_are_the_other_models():
+    """In `interp steer eval`: strength 1 on remove-refusal (chat steered) gives base's
+    perplexity and responses, on induce-refusal (base steered) chat's."""
+    from test_steering_training import word_texts
+
+    from steering.evaluate import EvalConfig, perplexity, run_evaluation, steered_responses
+
+    pair = tiny_pair("gemma3")
+    recipes = {"harmful": (0, 29), "chat-benign": (50, 79), "wiki": (30, 49)}
+
+    def load_texts(recipe: str, split: str) -> list[str]:
+        first, last = recipes[recipe]
+        return word_texts(first, last, 24, seed=0 if split == "train" else 1)
+
+    config = EvalConfig(
+        methods=["amplification"],
+        n=4,
+        n_eval=3,
+        n_perplexity=3,
+        max_new_tokens=4,
+        strengths={"amplification": [0.0, 1.0, 2.0]},
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        table = run_evaluation(
+            pair, config, out, load_texts, judge=lambda r: "w5" in r, progress=lambda _: None
+        )
+    wiki = load_texts("wiki", "heldout")[:3]
+    full = table[table.strength == 1.0].set_index("task")
+    assert full.loc["remove-refusal", "perplexity"] == pytest.approx(perplexity(pair.base, wiki))
+    assert full.loc["induce-refusal", "perplexity"] == pytest.approx(perplexity(pair.chat, wiki))
+    prompts = load_texts("harmful", "heldout")[:3]
+    chat_rate = sum("w5" in r for r in steered_responses(pair.chat, prompts, None, 0, 4)) / 3
+    assert full.loc["induce-refusal", "concept_rate"] == pytest.approx(chat_rate)
+    assert len(table) == 2 * 3
