@@ -125,7 +125,7 @@ def test_map_round_trip_and_registered_method(tmp_path):
         method.fit(problem, {"alpha": 2})
 
 
-def test_evaluation_points_at_full_strength_are_the_other_models():
+def test_evaluation_points_at_full_strength_are_the_other_models(tmp_path):
     """In `interp steer eval`: strength 1 on remove-refusal (chat steered) gives base's
     perplexity and responses, on induce-refusal (base steered) chat's."""
     from test_steering_training import word_texts
@@ -147,12 +147,9 @@ def test_evaluation_points_at_full_strength_are_the_other_models():
         max_new_tokens=4,
         strengths={"amplification": [0.0, 1.0, 2.0]},
     )
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as out:
-        table = run_evaluation(
-            pair, config, out, load_texts, judge=lambda r: "w5" in r, progress=lambda _: None
-        )
+    table = run_evaluation(
+        pair, config, tmp_path, load_texts, judge=lambda r: "w5" in r, progress=lambda _: None
+    )
     wiki = load_texts("wiki", "heldout")[:3]
     full = table[table.strength == 1.0].set_index("task")
     assert full.loc["remove-refusal", "perplexity"] == pytest.approx(perplexity(pair.base, wiki))
