@@ -140,7 +140,8 @@ def horizon_rows(
                 attention_mask=mask.to(reader.device),
                 use_cache=False,
             ).logits
-            entropies[model_role] = entropy(logits).cpu()
+            # row by row: float64 softmax of [seq, 262k] logits for a whole batch is gigabytes
+            entropies[model_role] = torch.stack([entropy(row) for row in logits]).cpu()
         for index, prompt in enumerate(prompts):
             real = mask[index].bool()
             sequence = ids[index][real].tolist()
