@@ -20,6 +20,7 @@ from crosscoders.diffing.token_subsets import TemplateTokens
 from interp.chat_template import render_chat
 from interp.errors import InterpError
 from interp.models import ModelPair
+from interp.tuco import tokenize_prompts
 
 PROMPTS = ["w1 w2 w3", "w4 w5 w6 w7 w8", "w9 w10"]
 
@@ -114,3 +115,41 @@ def test_bad_input_is_one_line(tmp_path):
         run_horizon(pair, [], tmp_path)
     with pytest.raises(InterpError, match=">= 1"):
         run_horizon(pair, PROMPTS, tmp_path, HorizonConfig(max_new_tokens=0))
+
+
+def test_rows_stay_aligned_when_a_generation_stops_early(tmp_path, monkeypatch):
+    """A response that stops at once leaves masked positions after it: every reading must still
+    sit at its own position (the prompt's entropies do not depend on who generated the rest,
+    and the first response token's entropy is the prompt's last position's)."""
+    import crosscoders.diffing.horizon as horizon
+
+    pair = tiny_pair("gemma3")
+    eos, w5, w6 = pair.tokenizer.convert_tokens_to_ids(["<eos>", "w5", "w6"])
+    planted = {
+        id(pair.base.model): torch.tensor([[w5, eos, 0, 0], [w5, w6, w5, w6]]),
+        id(pair.chat.model): torch.tensor([[w6, w5, w6, w5], [w6, eos, 0, 0]]),
+    }
+    monkeypatch.setattr(horizon, "complete", lambda loaded, *a, **k: planted[id(loaded.model)])
+    prompts = ["w1 w2 w3 w4", "w9"]  # different lengths: the second row is left-padded
+    run_horizon(pair, prompts, tmp_path, HorizonConfig(max_new_tokens=4, first_k=1))
+    table = pd.read_parquet(tmp_path / "positions.parquet")
+    for model in ("base", "chat"):
+        prompt_rows = table[(table["model"] == model) & (table["offset"] < 0)]
+        by_generator = {
+            g: rows.sort_values(["prompt", "offset"])["entropy"].tolist()
+            for g, rows in prompt_rows.groupby("generator")
+        }
+        assert by_generator["base"] == pytest.approx(by_generator["chat"], abs=1e-6)
+    batch = tokenize_prompts(pair, prompts[1:], padding_side="left")
+    with torch.no_grad():
+        last = float(entropy(pair.chat.model(**batch).logits[0, -1]))
+    first = table[
+        (table["generator"] == "chat") & (table["model"] == "chat") & (table["prompt"] == 1)
+        & (table["offset"] == 0)
+    ]  # fmt: skip
+    assert first["entropy"].item() == pytest.approx(last, abs=1e-5)
+    # the stopped row keeps its response tokens up to and including the stop token
+    stopped = table[
+        (table["generator"] == "chat") & (table["prompt"] == 1) & (table["offset"] >= 0)
+    ]
+    assert sorted(set(stopped["offset"])) == [0, 1]

@@ -145,7 +145,7 @@ def horizon_rows(
         for index, prompt in enumerate(prompts):
             real = mask[index].bool()
             sequence = ids[index][real].tolist()
-            start = int((~real).sum())  # left padding of this row
+            start = int((prompt_mask[index] == 0).sum())  # left padding of this row
             prompt_length = int(prompt_mask[index].sum())
             classes = prediction_classes(sequence, prompt_length, template, config.first_k)
             generations.append({"prompt": prompt, "generator": generator, "response": texts[index]})
