@@ -1,6 +1,6 @@
 """Steering maps that edit a model's activations: LinEAS and its baselines (mean-difference,
-Linear-AcT, TuCo alpha-scaling, crosscoder latent steering, logit amplification). Importing the package registers
-every map type, so `load_map` reads any of them."""
+Linear-AcT, TuCo alpha-scaling, crosscoder latent steering, logit amplification). Importing the
+package registers every map type, so `load_map` reads any of them."""
 
 from steering import (  # noqa: F401  (register map types)
     affine_map,
