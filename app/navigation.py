@@ -52,6 +52,13 @@ PAGES = (
         ":material/compare:",
         "token-level base-vs-chat KL and URIAL shift on prompts",
     ),
+    PageSpec(
+        "views/outputs.py",
+        "Weights and outputs",
+        "outputs",
+        ":material/stacked_line_chart:",
+        "weight spectra and intruder dimensions, generative horizon, amplified generations",
+    ),
 )
 LATENT_PAGE = "views/latent.py"
 LATENT_QUERY = "latent"  # ?latent=J opens latent J on the Latent page

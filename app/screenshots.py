@@ -38,6 +38,7 @@ PAGE_PATHS = {
     "tuco": "tuco",
     "steering": "steering",
     "compare": "compare",
+    "outputs": "outputs",
 }
 
 

@@ -20,6 +20,9 @@ table sets `overwrite = true` / `force = true`).
     [tuco]       `interp tuco experiments`  -> RUN/tuco
     [steer]      `interp steer eval`        -> RUN/steering (`crosscoder = "NAME"` names a
                  [train.NAME] dictionary, for the `latents` method)
+    [weights]    `interp weights`           -> RUN/weights (dW spectra, intruder dimensions)
+    [horizon]    `interp horizon`           -> RUN/horizon (entropy, branching factor)
+    [amplify]    `interp amplify`           -> RUN/amplification (amplified generations)
 """
 
 import json
@@ -34,7 +37,10 @@ from interp.builtin_models import DEFAULT_PAIR, weights_identity
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
 
-STEP_KINDS = ("cache", "train", "eval", "analyze", "diff_sae", "adl", "profile", "tuco", "steer")
+STEP_KINDS = (
+    *("cache", "train", "eval", "analyze", "diff_sae", "adl", "profile", "tuco", "steer"),
+    *("weights", "horizon", "amplify"),
+)
 RUN_KEYS = ("out", "base", "chat", "layer")
 PROFILES_DIR = PROJECT_DATA_DIR / "pipelines"
 
@@ -165,6 +171,14 @@ def plan(config: dict) -> list[Step]:
             options["crosscoder"] = str(dictionaries_dir / options["crosscoder"])
         argv = ["steer", "eval", *models, "--out", str(out / "steering")]
         steps.append(_step("steer", "steer", argv, options))
+    for kind, command, folder in (
+        ("weights", "weights", "weights"),
+        ("horizon", "horizon", "horizon"),
+        ("amplify", "amplify", "amplification"),
+    ):
+        if kind in config:
+            argv = [command, *models, "--out", str(out / folder)]
+            steps.append(_step(kind, kind, argv, config[kind]))
     return steps
 
 

@@ -11,6 +11,8 @@ of its own (steering_map.register_map):
 | tuco       | tuco-scaling         | nothing: the pair itself (needs both models)     |
 | latents    | crosscoder-latents   | a crosscoder's latents, chosen on the token      |
 |            |                      | activations (option `crosscoder`: its folder)    |
+| amplification | logit-amplification | nothing: the pair's logits, base + alpha (chat - |
+|            |                      | base) (needs both models)                        |
 
 A new method is one more `Method` in `METHODS` with a fit function.
 """
@@ -29,6 +31,7 @@ from steering.activations import TextBatch
 from steering.latent_steering import DEFAULT_N_LATENTS, LATENT_MODES, fit_latent_steering
 from steering.linear_act import fit_linear_act
 from steering.lineas import LinEASConfig, TrainingLog, target_samples, train_lineas
+from steering.logit_amplification import LogitAmplificationMap
 from steering.mean_difference import fit_mean_difference
 from steering.sites import resolve_sites
 from steering.steering_map import SteeringMap
@@ -125,17 +128,28 @@ def _fit_linear_act(problem: SteeringProblem, options: dict[str, Any]):
 
 
 def _fit_tuco(problem: SteeringProblem, options: dict[str, Any]):
-    _options("tuco", options, set())
+    _check_whole_pair("tuco", problem, options)
+    return TuCoScalingMap.from_pair(problem.pair, problem.steered_role, problem.info), None
+
+
+def _fit_amplification(problem: SteeringProblem, options: dict[str, Any]):
+    _check_whole_pair("amplification", problem, options)
+    return LogitAmplificationMap.from_pair(problem.pair, problem.steered_role, problem.info), None
+
+
+def _check_whole_pair(name: str, problem: SteeringProblem, options: dict[str, Any]) -> None:
+    """The methods that act with the whole other model (TuCo, amplification): no options, both
+    models, every block as the sites."""
+    _options(name, options, set())
     if problem.pair is None or problem.steered_role is None:
-        raise InterpError("method 'tuco' needs both models of the pair and the steered role")
+        raise InterpError(f"method {name!r} needs both models of the pair and the steered role")
     steered = getattr(problem.pair, problem.steered_role)
     assert steered.model is problem.model, "the steered role names another model than `model`"
     if problem.sites != (all_blocks := resolve_sites(problem.model, "block")):
         raise InterpError(
-            f"TuCo alpha-scaling acts on every block ({len(all_blocks)} sites), got sites "
+            f"method {name!r} acts with every block ({len(all_blocks)} sites), got sites "
             f"{problem.sites}: leave the sites and layers to the method"
         )
-    return TuCoScalingMap.from_pair(problem.pair, problem.steered_role, problem.info), None
 
 
 LATENT_OPTIONS = {"crosscoder", "n_latents", "latents", "mode", "source"}
@@ -209,6 +223,16 @@ METHODS: dict[str, Method] = {
             (0.0, 0.5, 1.0, 2.0, 4.0),
             _fit_latents,
             required_options=("crosscoder",),
+        ),
+        Method(
+            "amplification",
+            "logit amplification / emulated fine-tuning: logits pulled towards the other "
+            "model's, base + alpha (chat - base) (alpha = 1 - lambda on chat, lambda on base)",
+            "block",
+            None,
+            (0.0, 0.5, 1.0, 1.5, 2.0),
+            _fit_amplification,
+            needs_pair=True,
         ),
     )
 }

@@ -192,7 +192,12 @@ def test_science_profile_plans_every_step_per_organism(tmp_path):
         "diff_sae",
         "adl",
         "profile",
+        "weights",
+        "horizon",
+        "amplify",
     ]
+    amplify = next(s for s in steps if s.name == "amplify").argv
+    assert amplify[5:7] == ("--out", str(tmp_path / "chat-tune" / "amplification"))
     adl = next(s for s in steps if s.name == "adl").argv
     assert adl[:8] == (
         "adl",

@@ -17,6 +17,9 @@ Per organism (a run folder `RUN/<organism>/`, filled by the pipeline steps of th
   repetition has a low NLL, so the NLL alone passes "!!!!!!");
 - TuCo amplification: the same share for the alpha-scaled fine-tuned model (largest coherent
   alpha).
+- logit amplification (`interp amplify`, RUN/amplification): the same share for greedy
+  generations from logits_base + alpha (logits_chat - logits_base), largest coherent alpha > 1,
+  beside the unamplified chat model's (alpha = 1).
 
 "Best of" a handful of fixed readings (positions, scales, strengths) is taken by code; every
 reading's own number is in the JSON (`readings`).
@@ -337,7 +340,52 @@ def score_organism(
         )
         cells += steer_cells
         readings["steering"] = steer_readings
+    amplification, amplification_readings = amplification_cells(
+        organism.name, run_dir / "amplification", vocabulary, max_nll, min_distinct
+    )
+    cells.append(amplification)
+    if amplification_readings:
+        readings["logit amplification"] = amplification_readings
     return cells, readings
+
+
+def amplification_cells(
+    organism: str,
+    folder: Path,
+    vocabulary: Sequence[str],
+    max_nll: float,
+    min_distinct: float = DEFAULT_MIN_DISTINCT,
+) -> tuple[MethodScore, list[dict]]:
+    """The logit amplification cell (module doc) from `interp amplify`'s generations."""
+    method = "logit amplification"
+    path = Path(folder) / "generations.json"
+    if not path.is_file():
+        return MethodScore(organism, method, "none", detail="not run (interp amplify)"), []
+    rows = json.loads(path.read_text())
+    _, readings = steering_cells(organism, rows, vocabulary, max_nll, min_distinct)
+    unamplified = next((row["completions"] for row in rows if row["alpha"] == 1.0), [])
+    amplified = [(i, r) for i, r in enumerate(readings) if r["alpha"] > 1.0]
+    coherent = [(i, r) for i, r in amplified if r["coherent"]]
+    if not coherent:
+        return MethodScore(
+            organism,
+            method,
+            "steering",
+            share=0.0,
+            baseline_share=mention_share(unamplified, vocabulary),
+            detail=f"no coherent alpha > 1 (mean NLL > {max_nll} or distinct < {min_distinct})",
+        ), readings
+    i, best = max(coherent, key=lambda item: (item[1]["alpha"], -item[0]))
+    score = steering_score(
+        organism,
+        method,
+        rows[i]["completions"],
+        unamplified,
+        vocabulary,
+        detail=f"alpha {best['alpha']}, mean NLL {best['mean_nll']:.2f}, distinct "
+        f"{best['distinct']:.2f}; unamplified = chat (alpha 1)",
+    )
+    return score, readings
 
 
 def write_table(

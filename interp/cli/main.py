@@ -25,6 +25,7 @@ from interp.cli import (
     diffing_cmd,
     models_cmd,
     organism_cmd,
+    outputs_cmd,
     pipeline_cmd,
     steer_cmd,
     train_cmd,
@@ -49,6 +50,7 @@ pipeline_cmd.register(app)
 steer_cmd.register(app)
 train_cmd.register(app)
 diffing_cmd.register(app)
+outputs_cmd.register(app)
 
 
 def _click_errors() -> tuple[type[BaseException], ...]:

@@ -17,7 +17,7 @@ steer_app = typer.Typer(
     no_args_is_help=True,
     help="Steering maps: LinEAS, mean-diff, Linear-AcT, TuCo alpha-scaling, crosscoder latents.",
 )
-METHOD_NAMES = "lineas | mean-diff | linear-act | tuco | latents"
+METHOD_NAMES = "lineas | mean-diff | linear-act | tuco | latents | amplification"
 
 ROLES = ("base", "chat")
 DEFAULT_PROMPTS = ["How do I pick a lock?"]
