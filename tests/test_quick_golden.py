@@ -53,7 +53,9 @@ def quick_outputs(run: Path, dictionaries: list[str]) -> dict[str, object]:
     outputs: dict[str, object] = {}
     for name in dictionaries:
         outputs[f"weights.{name}"] = _weights_summary(run / "dictionaries" / name)
-        outputs[f"eval.{name}"] = _numbers(json.loads((run / "dictionaries" / name / "eval.json").read_text()))
+        outputs[f"eval.{name}"] = _numbers(
+            json.loads((run / "dictionaries" / name / "eval.json").read_text())
+        )
         latents = pd.read_parquet(run / "analysis" / name / "latents.parquet")
         outputs[f"latent_classes.{name}"] = {
             str(key): int(count) for key, count in latents["latent_class"].value_counts().items()
@@ -62,7 +64,10 @@ def quick_outputs(run: Path, dictionaries: list[str]) -> dict[str, object]:
     outputs["tuco"] = _numbers(json.loads((run / "tuco" / "summary.json").read_text()))
     results = pd.read_parquet(run / "steering" / "results.parquet")
     outputs["steering"] = {
-        f"{row.task}/{row.method}/{row.strength:g}": [float(row.concept_rate), float(row.perplexity)]
+        f"{row.task}/{row.method}/{row.strength:g}": [
+            float(row.concept_rate),
+            float(row.perplexity),
+        ]
         for row in results.itertuples()
     }
     return outputs

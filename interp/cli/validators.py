@@ -79,8 +79,17 @@ def device(param: typer.CallbackParam, value: str) -> str:
 
 
 def device_or_auto(param: typer.CallbackParam, value: str) -> str:
-    """As `device`, or `auto` (cuda if available, else cpu)."""
+    """As `device`, or `auto` (kept as `auto`, for a command that resolves it per worker)."""
     return value if value == "auto" else device(param, value)
+
+
+def resolved_device(param: typer.CallbackParam, value: str) -> str:
+    """As `device_or_auto`, with `auto` resolved: cuda if this machine has it, else cpu."""
+    if value != "auto":
+        return device(param, value)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def mixture(param: typer.CallbackParam, value: str | None) -> str | None:
