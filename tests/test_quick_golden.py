@@ -8,6 +8,7 @@ for a change that is meant to change the outputs, and say so in the commit)."""
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -93,12 +94,15 @@ def _assert_close(actual: object, expected: object, where: str) -> None:
 
 @pytest.mark.slow
 def test_quick_profile_on_the_tiny_pair_matches_the_recorded_outputs(tmp_path):
+    from interp.cli.main import root_command
     from interp.cli.pipeline_cmd import invoke_interp
+
+    invoke = partial(invoke_interp, root_command())
 
     base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     config = load_config(PROFILES_DIR / "tiny.toml")
     config["run"].update(out=str(tmp_path / "run"), base=base, chat=chat)
-    run_pipeline(config, invoke_interp, echo=lambda _: None)
+    run_pipeline(config, invoke, echo=lambda _: None)
     outputs = quick_outputs(tmp_path / "run", sorted(config["train"]))
     if os.environ.get("INTERP_WRITE_GOLDEN") == "1":
         FIXTURE.parent.mkdir(exist_ok=True)

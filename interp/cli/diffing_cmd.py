@@ -3,6 +3,7 @@ diffing methods with known answers and their score (crosscoders.diffing.{adl, di
 change_profile, evaluate}). This layer only parses and calls."""
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -223,6 +224,7 @@ def change_profile(
 
 
 def evaluate_diffing(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="science profile (data/pipelines/science.toml)")],
     out: Annotated[
         Path | None,
@@ -244,9 +246,20 @@ def evaluate_diffing(
     """Run every diffing method on every organism of the profile and write one table
     (RUN/diffing.json + RUN/diffing.md)."""
     from crosscoders.diffing.science import evaluate
+    from interp.cli.pipeline_cmd import check_steps, invoke_interp
 
+    root = ctx.find_root().command
     chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
-    json_path, md_path = evaluate(config, out, chosen, score_only, max_nll, min_distinct)
+    json_path, md_path = evaluate(
+        config,
+        partial(invoke_interp, root),
+        partial(check_steps, root),
+        out,
+        chosen,
+        score_only,
+        max_nll,
+        min_distinct,
+    )
     typer.echo(json.dumps({"json": str(json_path), "markdown": str(md_path)}))
 
 
