@@ -12,12 +12,14 @@ from interp.pipeline import PROFILES_DIR, load_config, options_to_argv, plan, ru
 
 
 def test_options_become_cli_flags():
-    argv = options_to_argv({"dict_size": 64, "splice": False, "force": True, "alpha": [0.0, 1.0]})
+    argv = options_to_argv(
+        {"dict_size": 64, "splice": False, "overwrite": True, "alpha": [0.0, 1.0]}
+    )
     assert argv == [
         "--dict-size",
         "64",
         "--no-splice",
-        "--force",
+        "--overwrite",
         "--alpha",
         "0.0",
         "--alpha",

@@ -14,7 +14,7 @@ import typer
 
 from crosscoders.train_options import StreamSpec, TrainOptions
 from interp.cli import validators as check
-from interp.cli.options import DEVICE_HELP, options_from
+from interp.cli.options import DEVICE_HELP, DeviceOption, options_from
 from interp.cli.torchrun import relaunch_under_torchrun
 from interp.errors import InterpError
 
@@ -139,13 +139,13 @@ def evaluate(
             help="splice-in texts, one per line (default: held-out wiki)",
         ),
     ] = None,
-    max_length: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
+    ctx: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
     massive_ratio: float = typer.Option(
         5.0,
         callback=check.non_negative,
         help="FVE also without tokens of norm > this x the median (0: off)",
     ),
-    device: str = typer.Option("cpu", callback=check.device, help="cpu, cuda, ..."),
+    device: DeviceOption = "auto",
 ) -> None:
     """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
     on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
@@ -170,7 +170,7 @@ def evaluate(
             [loaded[spec] for spec in specs],
             [source.layer for source in coder.config.sources],
             _splice_texts(texts_file)[:texts],
-            max_length=max_length,
+            max_length=ctx,
         )
     write_json(Path(dictionary) / "eval.json", result)
     typer.echo(json.dumps(result, indent=2))

@@ -121,6 +121,19 @@ def storage_dtype(param: typer.CallbackParam, value: str | None) -> str | None:
     return value
 
 
+def model_dtype(param: typer.CallbackParam, value: str) -> str:
+    """A model dtype in either spelling (bf16 or bfloat16, fp16 / float16 / half, fp32 or
+    float32), returned as torch names it: bfloat16, float16, float32."""
+    from interp.cache.config import canonical_dtype
+
+    try:
+        return canonical_dtype(value)
+    except InterpError:
+        raise BadOption(
+            param, value, "expected bf16, fp16 or fp32 (or bfloat16, float16, float32)"
+        ) from None
+
+
 def cache_split(param: typer.CallbackParam, value: str) -> str:
     """A split of an activation cache (interp.cache.reader.SPLITS)."""
     from interp.cache.reader import SPLITS
