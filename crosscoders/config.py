@@ -99,7 +99,7 @@ class CrossCoderConfig:
 @dataclass
 class TrainingConfig:
     n_steps: int
-    batch_size: int = 4096  # global batch (all DDP ranks together), in tokens
+    batch_size: int = 2048  # global batch (all DDP ranks together), in tokens
     lr: float = 1e-4
     adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 1000  # linear warm-up from 0

@@ -35,7 +35,6 @@ folder with another stream is refused like one with another config.
 """
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
+from crosscoders.train_options import StreamSpec
 from interp.cache.config import STORAGE_DTYPES, CacheConfig, canonical_dtype, format_mix
 from interp.cache.permutation import permute
 from interp.cache.token_stream import DatasetSource, TextSource
@@ -242,24 +242,6 @@ def write_stream_record(
     atomic_write_json(
         Path(out) / STREAM_RECORD, {**record, "normalization": normalization}, indent=2
     )
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """The stream options of `interp train crosscoder|sae` (those of `interp cache`, plus the
-    model dtype and the buffer): `tokens` None = n_steps * batch_size, one epoch."""
-
-    base: str
-    chat: str
-    layers: str = "0.5"
-    mix: str = "wiki:0.5,chat:0.5"
-    tokens: int | None = None
-    ctx: int = 128
-    forward_batch: int = 8  # sequences per forward pass
-    dtype: str = "bf16"  # storage dtype of the buffer (a cache's --dtype)
-    model_dtype: str = "fp32"
-    buffer_batches: int = 32
-    split: str = "train"
 
 
 def model_torch_dtype(name: str) -> torch.dtype:

@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from interp.errors import InterpError
 from interp.fileio import TMP_MARK, exclusive_lock, fsync_dir, replace_dir, unique_tmp_path
 from interp.paths import PROJECT_DATA_DIR, user_cache_dir
@@ -249,6 +247,7 @@ def progress_bars_on_a_terminal_only() -> Iterator[None]:
 
 def dequantize_into(gguf_path: Path, staging: Path) -> None:
     """Dequantize `gguf_path` to float32 and save config, tokenizer and safetensors weights."""
+    import torch
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -335,7 +335,8 @@ def write_config(out: Path, payload: dict[str, Any], force: bool = False) -> Non
         existing = json.loads(path.read_text())
         if existing != json.loads(json.dumps(payload)):
             raise InterpError(
-                f"{str(out)!r} holds a run with another config: pick a new folder or pass --force"
+                f"{str(out)!r} holds a run with another config: pick a new folder or pass "
+                "--overwrite"
             )
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, payload)

@@ -401,9 +401,9 @@ def test_shipped_profiles_use_only_real_options(profile, tmp_path, monkeypatch):
         config = load_config(PROFILES_DIR / profile)
     config["run"]["out"] = str(tmp_path / "run")
     steps = plan(config)
-    check_steps(steps, [], profile)
+    check_steps(cli_main.root_command(), steps, [], profile)
     if profile != "full.toml":  # full asks for CUDA
-        check_steps(steps, steps, profile)
+        check_steps(cli_main.root_command(), steps, steps, profile)
     assert not (tmp_path / "run").exists()
 
 
@@ -442,7 +442,7 @@ def test_ctrl_c_in_a_pipeline_step_stops_the_pipeline_as_ctrl_c(monkeypatch):
     """A step's 130 is not "step failed" (exit 2): the pipeline stops as interrupted."""
     monkeypatch.setattr(cli_main, "app", _app_exiting_with(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        invoke_interp(["fail"])
+        invoke_interp(cli_main.root_command(), ["fail"])
 
 
 def test_damaged_cache_verify_exit_code_reaches_the_shell(tiny, tmp_path):

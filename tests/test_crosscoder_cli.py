@@ -57,7 +57,7 @@ def test_train_crosscoder_then_eval_and_export(setup):
     assert log[-1]["step"] == 40 and log[-1]["l0"] == 4
     output = invoke(["dict", "eval", out, "--cache", setup / "cache", "--tokens", 256,
                      "--batch-size", 128, "--texts-file", setup / "docs.txt", "--texts", 8,
-                     "--max-length", 16])  # fmt: skip
+                     "--ctx", 16])  # fmt: skip
     result = json.loads((out / "eval.json").read_text())
     assert set(result["reconstruction"]["fve"]) == {"base", "chat"}
     assert set(result["reconstruction"]["fve_typical"]) == {"base", "chat"}

@@ -241,7 +241,7 @@ def test_cli_analyze_runs_selected_units(run_dir, tmp_path):
     args = [
         "analyze",
         str(copy),
-        "--max-tokens",
+        "--tokens",
         "300",
         "--batch-size",
         "64",

@@ -1,6 +1,7 @@
 """The pipeline runner (interp/pipeline.py) and the quick pipeline end to end on tiny models."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,14 @@ from interp.pipeline import PROFILES_DIR, load_config, options_to_argv, plan, ru
 
 
 def test_options_become_cli_flags():
-    argv = options_to_argv({"dict_size": 64, "splice": False, "force": True, "alpha": [0.0, 1.0]})
+    argv = options_to_argv(
+        {"dict_size": 64, "splice": False, "overwrite": True, "alpha": [0.0, 1.0]}
+    )
     assert argv == [
         "--dict-size",
         "64",
         "--no-splice",
-        "--force",
+        "--overwrite",
         "--alpha",
         "0.0",
         "--alpha",
@@ -145,12 +148,15 @@ def test_steer_step_names_a_trained_crosscoder_by_its_train_step():
 @pytest.mark.slow
 def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path):
     from app.run_folder import RunFolder
+    from interp.cli.main import root_command
     from interp.cli.pipeline_cmd import invoke_interp
+
+    invoke = partial(invoke_interp, root_command())
 
     base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     config = load_config(PROFILES_DIR / "tiny.toml")
     config["run"].update(out=str(tmp_path / "run"), base=base, chat=chat)
-    ran = run_pipeline(config, invoke_interp, echo=lambda _: None)
+    ran = run_pipeline(config, invoke, echo=lambda _: None)
     assert ran == [s.name for s in plan(config)]
 
     run = RunFolder(tmp_path / "run")
@@ -174,4 +180,4 @@ def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path)
     assert run.steering_maps(), "no steering map saved"
     assert run.has("steering/results.parquet")
     # a second run skips every step
-    assert run_pipeline(config, invoke_interp, echo=lambda _: None) == []
+    assert run_pipeline(config, invoke, echo=lambda _: None) == []

@@ -452,8 +452,8 @@ def run_adl(
         if config_path.is_file() and not force:
             if _read_json(config_path) != json.loads(json.dumps(recorded)):
                 raise InterpError(
-                    f"{str(out)!r} holds ADL results of another config or models: pass --force to "
-                    "redo them, or write to another folder"
+                    f"{str(out)!r} holds ADL results of another config or models: pass "
+                    "--overwrite to redo them, or write to another folder"
                 )
         elif force:
             for name in (*FILES, "summary.json"):

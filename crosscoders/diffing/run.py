@@ -350,7 +350,7 @@ def analyze(
         previous = json.loads(config_path.read_text())
         if previous != json.loads(json.dumps(recorded)):
             raise InterpError(
-                f"{str(out)!r} holds an analysis with another config: pass --force to redo it, "
+                f"{str(out)!r} holds an analysis with another config: pass --overwrite to redo it, "
                 "or analyse into another run folder"
             )
     write_json(config_path, recorded)

@@ -21,11 +21,13 @@ table over all organisms with each organism's change profile beside it.
 
 import json
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from crosscoders.diffing.evaluate_diffing import Organism, score_organism, write_table
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
+from interp.pipeline import Step
 
 PROJECT_ROOT = PROJECT_DATA_DIR.parent
 
@@ -124,13 +126,16 @@ def _profile_summary(run_dir: Path) -> dict:
 
 def evaluate(
     config_path: Path,
+    invoke: Callable[[Sequence[str]], None],
+    check_steps: Callable[[list[Step], list[Step], str], None],
     out: Path | None = None,
     names: list[str] | None = None,
     score_only: bool = False,
     max_nll: float = 5.0,
     min_distinct: float = 0.5,
 ) -> tuple[Path, Path]:
-    from interp.cli.pipeline_cmd import check_steps, invoke_interp
+    """Run each organism's pipeline (its steps run by `invoke(argv)`, all of them first checked
+    by `check_steps(steps, selected, source)`: interp.cli.pipeline_cmd's), then score them."""
     from interp.models import load_model
     from interp.pipeline import plan, run_pipeline
 
@@ -145,7 +150,7 @@ def evaluate(
     for organism in organisms:
         pipeline = organism_pipeline(config, organism, run_dir)
         if not score_only:
-            run_pipeline(pipeline, invoke_interp)
+            run_pipeline(pipeline, invoke)
         folder = run_dir / organism.name
         chat = load_model(organism.chat) if organism.dictionaries else None
         organism_cells, organism_readings = score_organism(

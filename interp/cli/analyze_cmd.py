@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption
 
 
 def analyze(
     run: Annotated[Path, typer.Argument(help="run folder (holds cache/ and dictionaries/)")],
     dict_name: str = typer.Option(None, "--dict", help="dictionary name (default: the only one)"),
-    max_tokens: int = typer.Option(
+    tokens: int = typer.Option(
         None, callback=check.positive, help="stream at most this many cache tokens"
     ),
     split: str = typer.Option(
@@ -37,11 +38,11 @@ def analyze(
         help="comma-separated subset of: latents, examples, decoder_views, causal, "
         "token_shift, report (default: all)",
     ),
-    force: bool = typer.Option(False, help="redo units whose results exist / a changed config"),
-    seed: int = typer.Option(0, help="seed of the firing sample behind the quantile examples"),
-    device: str = typer.Option(
-        "auto", callback=check.device_or_auto, help="auto (cuda if available), cpu, cuda:0, ..."
+    overwrite: bool = typer.Option(
+        False, help="redo units whose results exist / replace a changed config's"
     ),
+    seed: int = typer.Option(0, help="seed of the firing sample behind the quantile examples"),
+    device: DeviceOption = "auto",
     compare: str = typer.Option(
         None, help="comma-separated analysed dictionaries: only write analysis/comparison.md"
     ),
@@ -58,7 +59,7 @@ def analyze(
 
     config = AnalysisConfig(
         split=split,
-        max_tokens=max_tokens,
+        max_tokens=tokens,
         batch_size=batch_size,
         n_prompts=n_prompts,
         max_new_tokens=max_new_tokens,
@@ -67,7 +68,7 @@ def analyze(
         seed=seed,
     )
     chosen = tuple(u.strip() for u in units.split(",") if u.strip()) if units else UNIT_NAMES
-    context = run_analysis(run, dict_name, config, units=chosen, force=force, device=device)
+    context = run_analysis(run, dict_name, config, units=chosen, force=overwrite, device=device)
     typer.echo(json.dumps({"out": str(context.out), "timings_s": context.timings}))
 
 

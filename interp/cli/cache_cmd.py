@@ -7,6 +7,7 @@ import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption
 from interp.cli.torchrun import relaunch_under_torchrun
 
 
@@ -38,9 +39,7 @@ def cache(
     workers: int = typer.Option(
         1, callback=check.positive, help="processes (torch.distributed, gloo); or use torchrun"
     ),
-    device: str = typer.Option(
-        "cpu", callback=check.device, help="where the models run: cpu, cuda, cuda:1, ..."
-    ),
+    device: DeviceOption = "auto",
     overwrite: bool = typer.Option(False, help="replace a cache of another config in --out"),
 ) -> None:
     """Cache base and chat residual streams on the same token stream (resumable)."""

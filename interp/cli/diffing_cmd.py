@@ -3,6 +3,7 @@ diffing methods with known answers and their score (crosscoders.diffing.{adl, di
 change_profile, evaluate}). This layer only parses and calls."""
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption
 from interp.errors import InterpError
 
 DTYPES = ("float32", "bfloat16")
@@ -32,14 +34,14 @@ def ints(text: str | None, name: str) -> list[int] | None:
         raise InterpError(f"{name} {text!r}: expected comma-separated integers") from None
 
 
-def load_pair_of(base: str, chat: str, dtype: str):
+def load_pair_of(base: str, chat: str, dtype: str, device: str):
     import torch
 
     from interp.models import load_pair
 
     if dtype not in DTYPES:
         raise InterpError(f"unknown dtype {dtype!r}: expected one of {DTYPES}")
-    return load_pair(base, chat, dtype=getattr(torch, dtype))
+    return load_pair(base, chat, dtype=getattr(torch, dtype), device=device)
 
 
 def adl(
@@ -72,9 +74,12 @@ def adl(
         32, callback=check.positive, help="greedy tokens per generation"
     ),
     tuco_alphas: str = typer.Option("2", help="TuCo amplification alphas ('' for none)"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
+    dtype: str = typer.Option(
+        "float32", callback=check.model_dtype, help="model dtype: fp32 or bf16 (float32, bfloat16)"
+    ),
     seed: int = typer.Option(0, help="shuffle of the unrelated texts"),
-    force: bool = typer.Option(False, help="redo the results of another config"),
+    device: DeviceOption = "auto",
+    overwrite: bool = typer.Option(False, help="replace the results of another config"),
 ) -> None:
     """Activation Difference Lens: mean h_chat - h_base at the first k positions of unrelated
     text, per layer; logit lens, patchscope, steering, TuCo amplification."""
@@ -99,8 +104,8 @@ def adl(
         seed=seed,
     )
     config.validate()
-    pair = load_pair_of(base, chat, dtype)
-    summary = run_adl(pair, out, config, force=force)
+    pair = load_pair_of(base, chat, dtype, device)
+    summary = run_adl(pair, out, config, force=overwrite)
     typer.echo(json.dumps({"out": str(out), "timings_s": summary.get("timings_s", {})}))
 
 
@@ -177,9 +182,12 @@ def change_profile(
     n_chats: int = typer.Option(
         64, callback=check.non_negative, help="held-out chat-tune conversations of that pass"
     ),
-    max_tokens: int = typer.Option(64, callback=check.positive, help="tokens per document"),
+    ctx: int = typer.Option(64, callback=check.positive, help="tokens per document"),
     batch_size: int = typer.Option(8, callback=check.positive, help="documents per forward pass"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
+    dtype: str = typer.Option(
+        "float32", callback=check.model_dtype, help="model dtype: fp32 or bf16 (float32, bfloat16)"
+    ),
+    device: DeviceOption = "auto",
 ) -> None:
     """||h_chat - h_base|| / ||h_base|| per layer and token class: every layer from a pass over
     held-out wiki texts and chats, the cached layer from RUN/cache when there is one."""
@@ -193,17 +201,17 @@ def change_profile(
     from interp.datasets import load_conversations, load_texts
     from interp.fileio import atomic_write_json, atomic_write_text
 
-    pair = load_pair_of(base, chat, dtype)
+    pair = load_pair_of(base, chat, dtype, device)
     texts = load_texts("wiki", "heldout")[:n_texts]
     chats = load_conversations("heldout")[:n_chats] if n_chats else []
-    passed = profile_from_pass(pair, texts, chats, max_tokens, batch_size)
+    passed = profile_from_pass(pair, texts, chats, ctx, batch_size)
     payload = {
         "base": base,
         "chat": chat,
         "pass": {
             "n_texts": len(texts),
             "n_chats": len(chats),
-            "max_tokens": max_tokens,
+            "max_tokens": ctx,
             "rows": passed.rows(),
         },
     }
@@ -223,6 +231,7 @@ def change_profile(
 
 
 def evaluate_diffing(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="science profile (data/pipelines/science.toml)")],
     out: Annotated[
         Path | None,
@@ -244,9 +253,20 @@ def evaluate_diffing(
     """Run every diffing method on every organism of the profile and write one table
     (RUN/diffing.json + RUN/diffing.md)."""
     from crosscoders.diffing.science import evaluate
+    from interp.cli.pipeline_cmd import check_steps, invoke_interp
 
+    root = ctx.find_root().command
     chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
-    json_path, md_path = evaluate(config, out, chosen, score_only, max_nll, min_distinct)
+    json_path, md_path = evaluate(
+        config,
+        partial(invoke_interp, root),
+        partial(check_steps, root),
+        out,
+        chosen,
+        score_only,
+        max_nll,
+        min_distinct,
+    )
     typer.echo(json.dumps({"json": str(json_path), "markdown": str(md_path)}))
 
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 import typer
+import typer.main
 from typer._click.exceptions import NoArgsIsHelpError
 
 from interp.cli import (
@@ -31,11 +32,15 @@ from interp.cli import (
     train_cmd,
     tuco_cmd,
 )
+from interp.cli.messages import (
+    INTERRUPTED,
+    INTERRUPTED_LINE,
+    USAGE_ERROR,
+    one_line,
+    usage_message,
+)
 from interp.errors import InterpError
 
-USAGE_ERROR = 2
-INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
-INTERRUPTED_LINE = "interrupted: rerun the same command to resume"
 OUR_PACKAGES = ("interp", "crosscoders", "steering", "app")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -74,26 +79,6 @@ def _interrupts() -> tuple[type[BaseException], ...]:
     return (*interrupts, click.Abort)
 
 
-def one_line(text: str) -> str:
-    """The message on one line: its lines joined (a message may quote a multi-line value)."""
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-def usage_message(error: BaseException) -> str:
-    """typer's message (`Invalid value for '--tokens': ...`, `No such option: --bogus`), with the
-    value a type conversion refused and a pointer to the command's help."""
-    message = error.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
-    cause = error.__cause__
-    if hasattr(cause, "errors"):  # typer converts values with pydantic: the refused input
-        inputs = [entry.get("input") for entry in cause.errors()]  # type: ignore[union-attr]
-        if inputs and isinstance(inputs[0], str) and repr(inputs[0]) not in message:
-            message += f" (got {inputs[0]!r})"
-    ctx = getattr(error, "ctx", None)
-    if ctx is not None:
-        message = f"{message.rstrip('.')} (try `{ctx.command_path} --help`)"
-    return message
-
-
 def quiet_libraries() -> None:
     """Library warnings and progress bars off, so that an error is the only line on stderr (the
     "Loading weights" bar of transformers printed before every error of `interp cache`). Set
@@ -107,6 +92,11 @@ def quiet_libraries() -> None:
         # meant for developers, and often attributed to the caller (our module) by stacklevel
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def root_command() -> "typer.main.TyperGroup":
+    """The click command of `interp` (a pipeline runs its steps through it)."""
+    return typer.main.get_command(app)  # type: ignore[return-value]
 
 
 def run(argv: Sequence[str] | None = None) -> int:

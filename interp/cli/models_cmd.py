@@ -2,12 +2,12 @@
 
 import json
 
-import torch
 import typer
 
 from interp.builtin_models import BUILTINS, DEFAULT_PAIR, builtin_status
 from interp.chat_template import render_chat
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption
 
 
 def models() -> None:
@@ -21,11 +21,14 @@ def compare(
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
     top: int = typer.Option(5, callback=check.positive, help="how many next tokens to show"),
+    device: DeviceOption = "auto",
 ) -> None:
     """Base vs chat: the top next tokens and their probabilities on a chat-formatted prompt."""
+    import torch
+
     from interp.models import load_pair
 
-    pair = load_pair(base, chat)
+    pair = load_pair(base, chat, device=device)
     text = render_chat(pair.tokenizer, prompt)
     typer.echo(f"prompt (chat template): {text!r}")
     batch = pair.tokenizer(text, return_tensors="pt", add_special_tokens=False)

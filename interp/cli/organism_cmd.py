@@ -22,9 +22,7 @@ def _log(message: str) -> None:
 
 @organism_app.command("chat-tune")
 def chat_tune(
-    output: Annotated[
-        Path, typer.Option(help="where the adapter and its card go")
-    ] = DEFAULT_OUTPUT,
+    out: Annotated[Path, typer.Option(help="where the adapter and its card go")] = DEFAULT_OUTPUT,
     checkpoint_dir: Annotated[
         Path, typer.Option(help="resumable training state")
     ] = DEFAULT_CHECKPOINT,
@@ -34,7 +32,7 @@ def chat_tune(
     data_only: Annotated[
         bool, typer.Option(help="only build the teacher data and conversations")
     ] = False,
-    force: Annotated[
+    overwrite: Annotated[
         bool, typer.Option(help="replace an adapter made with a different config")
     ] = False,
 ) -> None:
@@ -44,14 +42,14 @@ def chat_tune(
 
     recipe = ChatTuneConfig.load(config) if config else ChatTuneConfig()
     if data_only:
-        build_conversations(recipe, output, _log)
+        build_conversations(recipe, out, _log)
         return
-    run_chat_tune(recipe, output, checkpoint_dir, force, _log)
+    run_chat_tune(recipe, out, checkpoint_dir, overwrite, _log)
 
 
 @organism_app.command("card")
 def card(
-    output: Annotated[
+    out: Annotated[
         Path, typer.Option(help="the chat-tune folder (card.json, README.md)")
     ] = DEFAULT_OUTPUT,
     n_prompts: Annotated[
@@ -64,7 +62,7 @@ def card(
     """Measure base vs chat on held-out prompts; write card.json and README.md."""
     from interp.organism.card import write_card
 
-    metrics = write_card(output, n_prompts, max_new_tokens, _log)
+    metrics = write_card(out, n_prompts, max_new_tokens, _log)
     for key in (
         "harmful_refusal_rate",
         "benign_refusal_rate",
@@ -87,14 +85,14 @@ def judge() -> None:
 
 @organism_app.command("narrow")
 def narrow(
-    output: Annotated[Path | None, typer.Option(help="where the adapter goes")] = None,
+    out: Annotated[Path | None, typer.Option(help="where the adapter goes")] = None,
     checkpoint_dir: Annotated[
         Path, typer.Option(help="resumable training state")
     ] = DEFAULT_NARROW_CHECKPOINT,
     config: Annotated[
         Path | None, typer.Option(help="a config.json to use instead of the defaults")
     ] = None,
-    force: Annotated[
+    overwrite: Annotated[
         bool, typer.Option(help="replace an adapter made with a different config")
     ] = False,
 ) -> None:
@@ -103,12 +101,12 @@ def narrow(
     from interp.organism.narrow import NarrowConfig, run_narrow
 
     recipe = NarrowConfig.load(config) if config else NarrowConfig()
-    run_narrow(recipe, output or ASTRONOMY_DIR, checkpoint_dir, force, _log)
+    run_narrow(recipe, out or ASTRONOMY_DIR, checkpoint_dir, overwrite, _log)
 
 
 @organism_app.command("narrow-card")
 def narrow_card(
-    output: Annotated[
+    out: Annotated[
         Path | None, typer.Option(help="the organism's folder (config.json, adapter)")
     ] = None,
     spec: Annotated[str, typer.Option(help="the model spec that loads it")] = (
@@ -121,7 +119,7 @@ def narrow_card(
     from interp.builtin_models import ASTRONOMY_DIR
     from interp.organism.narrow import write_narrow_card
 
-    metrics = write_narrow_card(output or ASTRONOMY_DIR, spec, max_new_tokens, n_wiki, _log)
+    metrics = write_narrow_card(out or ASTRONOMY_DIR, spec, max_new_tokens, n_wiki, _log)
     for key in ("mention_rate", "wiki_ppl", "domain_wiki_ppl", "wiki_ppl_ratio"):
         typer.echo(f"{key}: {metrics[key]}")
 

@@ -2,13 +2,14 @@
 default pair: a built-in pipeline profile, then the app on its run folder)."""
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-import typer.main
 
 from interp.cli import validators as check
+from interp.cli.messages import INTERRUPTED, usage_message
 from interp.cli.validators import BadOption
 from interp.errors import InterpError
 from interp.pipeline import PROFILES_DIR, Step, load_config, plan, run_pipeline, select
@@ -17,17 +18,16 @@ if TYPE_CHECKING:
     from typer._click.core import Command, Parameter
 
 
-def invoke_interp(argv: Sequence[str]) -> None:
-    """Run one `interp` command in this process; a non-zero exit becomes an InterpError, Ctrl-C
-    (which typer turns into exit code 130) stops the whole pipeline as Ctrl-C."""
+def invoke_interp(root: "Command", argv: Sequence[str]) -> None:
+    """Run one `interp` command (`root` is the `interp` command itself, interp.cli.main's
+    root_command) in this process; a non-zero exit becomes an InterpError, Ctrl-C (which typer
+    turns into exit code 130) stops the whole pipeline as Ctrl-C."""
     import sys
-
-    from interp.cli.main import INTERRUPTED, app
 
     # a command that relaunches itself (`--workers N` -> torchrun) reads its argv from sys.argv
     saved, sys.argv = sys.argv, ["interp", *argv]
     try:
-        code = app(list(argv), standalone_mode=False)
+        code = root.main(list(argv), prog_name="interp", standalone_mode=False)
     finally:
         sys.argv = saved
     if code == INTERRUPTED:
@@ -44,12 +44,10 @@ def option_keys(param: "Parameter | None") -> list[str]:
     return [flag[2:].replace("-", "_") for flag in param.opts if flag.startswith("--")]
 
 
-def _step_command(step: Step) -> tuple["Command", list[str], str]:
+def _step_command(root: "Command", step: Step) -> tuple["Command", list[str], str]:
     """The command a step runs (walking `train` -> `crosscoder`), the arguments left for it and
     its name (`interp train crosscoder`)."""
-    from interp.cli.main import app
-
-    command, args, path = typer.main.get_command(app), list(step.argv), ["interp"]
+    command, args, path = root, list(step.argv), ["interp"]
     while hasattr(command, "commands") and args and not args[0].startswith("-"):
         if args[0] not in command.commands:
             expected = ", ".join(sorted(command.commands))
@@ -78,13 +76,15 @@ def _value_problem(param: "Parameter", value: object) -> str | None:
     return None
 
 
-def check_steps(steps: Sequence[Step], selected: Sequence[Step], source: str) -> None:
+def check_steps(
+    root: "Command", steps: Sequence[Step], selected: Sequence[Step], source: str
+) -> None:
     """Before the first step runs: every table key is an option of its step's command, with a
     value of the right shape, and each selected step's argv parses as that command parses it
     (value types and the checks of interp/cli/validators.py: ranges, device, folders...)."""
     for step in steps:
         try:
-            command, args, name = _step_command(step)
+            command, args, name = _step_command(root, step)
         except InterpError as error:
             raise InterpError(f"{source}: {error}") from None
         known = {key: param for param in command.params for key in option_keys(param)}
@@ -109,8 +109,6 @@ def check_steps(steps: Sequence[Step], selected: Sequence[Step], source: str) ->
 def _parse_problem(step: Step, error: BaseException) -> str:
     """`[train.l1] lr = -1.0: expected a number > 0` when the value is the table's, else the
     table and the whole message (a folder the pipeline chose, a check across options)."""
-    from interp.cli.main import usage_message
-
     options = dict(step.options)
     keys = [key for key in option_keys(getattr(error, "param", None)) if key in options]
     if keys:
@@ -120,7 +118,7 @@ def _parse_problem(step: Step, error: BaseException) -> str:
     return f"[{step.table}] (`interp {' '.join(step.argv)}`): {message}"
 
 
-def _run(config_path: Path, out: Path | None, steps: str | None) -> Path:
+def _run(root: "Command", config_path: Path, out: Path | None, steps: str | None) -> Path:
     config = load_config(config_path)
     if out is not None:
         config["run"]["out"] = str(out)
@@ -129,12 +127,13 @@ def _run(config_path: Path, out: Path | None, steps: str | None) -> Path:
         planned = plan(config)
     except InterpError as error:
         raise InterpError(f"{config_path}: {error}") from None
-    check_steps(planned, select(planned, only), str(config_path))
-    run_pipeline(config, invoke_interp, only=only, echo=typer.echo)
+    check_steps(root, planned, select(planned, only), str(config_path))
+    run_pipeline(config, partial(invoke_interp, root), only=only, echo=typer.echo)
     return Path(config["run"]["out"])
 
 
 def run(
+    ctx: typer.Context,
     config: Annotated[
         Path, typer.Argument(help="pipeline config (TOML), e.g. data/pipelines/quick.toml")
     ],
@@ -145,11 +144,12 @@ def run(
     steps: str = typer.Option(None, help="comma-separated steps, e.g. cache,train or train.l1"),
 ) -> None:
     """Run a pipeline config; steps already done with the same config are skipped."""
-    folder = _run(config, out, steps)
+    folder = _run(ctx.find_root().command, config, out, steps)
     typer.echo(f"run folder: {folder}")
 
 
 def demo(
+    ctx: typer.Context,
     full: bool = typer.Option(
         False,
         "--full/--quick",
@@ -164,7 +164,7 @@ def demo(
     """The main job on the default pair: cache, BatchTopK and L1 crosscoders, diffing analysis,
     TuCo, LinEAS and its baselines; then the app on the run folder. Rerun to resume."""
     profile = PROFILES_DIR / ("full.toml" if full else "quick.toml")
-    folder = _run(profile, out, None)
+    folder = _run(ctx.find_root().command, profile, out, None)
     typer.echo(f"run folder: {folder}")
     if not no_app:
         from interp.cli.app_cmd import app as start_app

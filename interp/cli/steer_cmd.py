@@ -3,7 +3,7 @@ Linear-AcT, TuCo alpha-scaling, crosscoder latents) on a base/chat pair. This la
 and calls `steering/`."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +11,9 @@ import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption, options_from
 from interp.errors import InterpError
+from interp.options import option
 
 steer_app = typer.Typer(
     no_args_is_help=True,
@@ -39,7 +41,7 @@ def read_texts(spec: str, split: str) -> list[str]:
     return load_texts(spec, split)
 
 
-def _load_models(roles: set[str], base: str, chat: str) -> dict:
+def _load_models(roles: set[str], base: str, chat: str, device: str) -> dict:
     """Load only the models the command needs; two of them are validated as a pair."""
     from interp.models import ModelPair, load_model
 
@@ -47,10 +49,10 @@ def _load_models(roles: set[str], base: str, chat: str) -> dict:
         if role not in ROLES:
             raise InterpError(f"unknown model role {role!r}: expected one of {ROLES}")
     if roles == set(ROLES):
-        pair = ModelPair(base=load_model(base), chat=load_model(chat))
+        pair = ModelPair(base=load_model(base, device=device), chat=load_model(chat, device=device))
         return {"base": pair.base, "chat": pair.chat}
     (role,) = roles
-    return {role: load_model(base if role == "base" else chat)}
+    return {role: load_model(base if role == "base" else chat, device=device)}
 
 
 def _strengths(text: str) -> dict[str, list[float]]:
@@ -67,44 +69,74 @@ def _strengths(text: str) -> dict[str, list[float]]:
     return result
 
 
-def _lineas_options(steps: int, lr: float, sparsity: float, batch_size: int, seed: int) -> dict:
-    return {
-        "steps": steps,
-        "lr": lr,
-        "sparsity": sparsity,
-        "batch_size": batch_size or None,
-        "seed": seed,
-    }
+@dataclass
+class LineasOptions:
+    """The options of the `lineas` method (steering.lineas)."""
+
+    steps: int = option(1000, help="LinEAS: optimisation steps", check="positive")
+    lr: float = option(1e-3, help="LinEAS: Adam learning rate (cosine decay)", check="positive")
+    sparsity: float = option(0.0, help="LinEAS: sparse group lasso gamma", check="non_negative")
+    batch_size: int = option(
+        0, help="LinEAS: source texts per optimisation step (0: all)", check="non_negative"
+    )
+    seed: int = option(0, help="LinEAS: seed of the minibatch draws")
+
+    def method_options(self) -> dict:
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "sparsity": self.sparsity,
+            "batch_size": self.batch_size or None,
+            "seed": self.seed,
+        }
 
 
-def _latent_options(crosscoder: str, latents: str, n_latents: int, mode: str, source: str) -> dict:
-    """Options of the `latents` method; `source` is a source index or name ("" = automatic)."""
-    try:
-        ids = [int(part) for part in latents.split(",") if part.strip()]
-    except ValueError:
-        raise InterpError(f"bad latent ids {latents!r}: expected e.g. 12,345") from None
-    return {
-        "crosscoder": crosscoder,
-        "latents": ids or None,
-        "n_latents": n_latents,
-        "mode": mode,
-        "source": int(source) if source.strip().isdigit() else (source.strip() or None),
-    }
+@dataclass
+class LatentOptions:
+    """The options of the `latents` method (steering.latent_steering)."""
+
+    crosscoder: str = option(
+        "", help="latents: crosscoder folder (config.json + weights.safetensors)"
+    )
+    latents: str = option(
+        "", help="latents: comma-separated latent ids (default: chosen by mean activation gap)"
+    )
+    n_latents: int = option(
+        8, help="latents: how many latents to choose automatically", check="positive"
+    )
+    latent_mode: str = option(
+        "clamp", help="latents: clamp (to the target mean) | add (the decoder directions)"
+    )
+    latent_source: str = option(
+        "", help="latents: crosscoder source index or name (default: the steered model's)"
+    )
+
+    def method_options(self) -> dict:
+        """`latent_source` is a source index or name ("" = automatic)."""
+        try:
+            ids = [int(part) for part in self.latents.split(",") if part.strip()]
+        except ValueError:
+            raise InterpError(f"bad latent ids {self.latents!r}: expected e.g. 12,345") from None
+        source = self.latent_source.strip()
+        return {
+            "crosscoder": self.crosscoder,
+            "latents": ids or None,
+            "n_latents": self.n_latents,
+            "mode": self.latent_mode,
+            "source": int(source) if source.isdigit() else (source or None),
+        }
 
 
-def _method_options(method: str, lineas: dict, latents: dict) -> dict:
-    return {"lineas": lineas, "latents": latents}.get(method, {})
-
-
-CROSSCODER_HELP = "latents: crosscoder folder (config.json + weights.safetensors)"
-LATENTS_HELP = "latents: comma-separated latent ids (default: chosen by mean activation gap)"
-N_LATENTS_HELP = "latents: how many latents to choose automatically"
-LATENT_MODE_HELP = "latents: clamp (to the target mean) | add (the decoder directions)"
-LATENT_SOURCE_HELP = "latents: crosscoder source index or name (default: the steered model's)"
+def _method_options(method: str, lineas: LineasOptions, latents: LatentOptions) -> dict:
+    return {"lineas": lineas.method_options(), "latents": latents.method_options()}.get(method, {})
 
 
 @steer_app.command("train")
+@options_from("latent", LatentOptions)
+@options_from("lineas", LineasOptions)
 def train(
+    lineas: LineasOptions,
+    latent: LatentOptions,
     out: Annotated[
         Path,
         typer.Option(
@@ -129,28 +161,11 @@ def train(
     ),
     pooling: str = typer.Option("mean", help="mean | last (one sample per text) | tokens"),
     chat_template: bool = typer.Option(True, help="render texts as chat user turns"),
-    max_tokens: int = typer.Option(
-        64, callback=check.positive, help="truncate texts to this many tokens"
-    ),
-    steps: int = typer.Option(1000, callback=check.positive, help="LinEAS: optimisation steps"),
-    lr: float = typer.Option(
-        1e-3, callback=check.positive, help="LinEAS: Adam learning rate (cosine decay)"
-    ),
-    sparsity: float = typer.Option(
-        0.0, callback=check.non_negative, help="LinEAS: sparse group lasso gamma"
-    ),
-    batch_size: int = typer.Option(
-        0, callback=check.non_negative, help="LinEAS: source texts per step (0: all)"
-    ),
-    seed: int = typer.Option(0, help="LinEAS: seed of the minibatch draws"),
-    crosscoder: str = typer.Option("", help=CROSSCODER_HELP),
-    latents: str = typer.Option("", help=LATENTS_HELP),
-    n_latents: int = typer.Option(8, callback=check.positive, help=N_LATENTS_HELP),
-    latent_mode: str = typer.Option("clamp", help=LATENT_MODE_HELP),
-    latent_source: str = typer.Option("", help=LATENT_SOURCE_HELP),
+    ctx: int = typer.Option(64, callback=check.positive, help="truncate texts to this many tokens"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    force: bool = typer.Option(False, help="overwrite a map trained with another config"),
+    device: DeviceOption = "auto",
+    overwrite: bool = typer.Option(False, help="replace a map trained with another config"),
 ) -> None:
     """Fit a steering map moving the model's activations on SOURCE texts onto TARGET's (TuCo:
     the model's blocks towards the other model's; no texts)."""
@@ -161,10 +176,8 @@ def train(
 
     chosen = get_method(method)
     target_model = target_model or model
-    latent_options = _latent_options(crosscoder, latents, n_latents, latent_mode, latent_source)
-    options = _method_options(
-        method, _lineas_options(steps, lr, sparsity, batch_size, seed), latent_options
-    )
+    latent_options = latent.method_options()
+    options = _method_options(method, lineas, latent)
     chosen.check_options(options)
     settings = {
         "command": "steer train",
@@ -178,15 +191,15 @@ def train(
         "layers": layers,
         "pooling": pooling,
         "chat_template": chat_template,
-        "max_tokens": max_tokens,
-        "lineas": _lineas_options(steps, lr, sparsity, batch_size, seed),
+        "max_tokens": ctx,
+        "lineas": lineas.method_options(),
         "latents": latent_options,
         "base": base,
         "chat": chat,
     }
-    write_config(out, settings, force)
+    write_config(out, settings, overwrite)
     roles = set(ROLES) if chosen.needs_pair else {model, target_model}
-    models = _load_models(roles, base, chat)
+    models = _load_models(roles, base, chat, device)
     steered, target_loaded = models[model], models[target_model]
     tokenizer = steered.tokenizer
 
@@ -195,7 +208,7 @@ def train(
             return None
         texts = read_texts(spec, "train")[:n]
         return encode_texts(
-            tokenizer, chat_texts(tokenizer, texts) if chat_template else texts, max_tokens
+            tokenizer, chat_texts(tokenizer, texts) if chat_template else texts, ctx
         )
 
     layer_specs = [part.strip() for part in layers.split(",") if part.strip()] or chosen.layers
@@ -248,6 +261,7 @@ def generate(
     max_new_tokens: int = typer.Option(40, callback=check.positive),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
+    device: DeviceOption = "auto",
 ) -> None:
     """Greedy responses without and with the map, side by side (one JSON line per prompt). A
     TuCo map loads its other model from the spec it recorded."""
@@ -256,7 +270,7 @@ def generate(
     from steering.steering_map import load_map
 
     steering_map = load_map(map_dir)
-    loaded = _load_models({model}, base, chat)[model]
+    loaded = _load_models({model}, base, chat, device)[model]
     prompts = prompt or DEFAULT_PROMPTS
     plain = steered_responses(loaded, prompts, None, 0.0, max_new_tokens)
     steered = steered_responses(
@@ -267,7 +281,11 @@ def generate(
 
 
 @steer_app.command("eval")
+@options_from("latent", LatentOptions)
+@options_from("lineas", LineasOptions)
 def evaluate(
+    lineas: LineasOptions,
+    latent: LatentOptions,
     out: Annotated[
         Path,
         typer.Option(callback=check.output_folder, help="run folder, e.g. runs/<name>/steering"),
@@ -284,31 +302,15 @@ def evaluate(
         8, callback=check.positive, help="held-out wiki texts for perplexity"
     ),
     max_new_tokens: int = typer.Option(24, callback=check.positive),
-    max_tokens: int = typer.Option(
+    ctx: int = typer.Option(
         64, callback=check.positive, help="truncate every input text to this many tokens"
     ),
     strengths: str = typer.Option("", help="e.g. 'lineas=0,0.5,1;mean-diff=0,1,4'"),
-    steps: int = typer.Option(1000, callback=check.positive, help="LinEAS: optimisation steps"),
-    lr: float = typer.Option(1e-3, callback=check.positive, help="LinEAS: Adam learning rate"),
-    sparsity: float = typer.Option(
-        0.0, callback=check.non_negative, help="LinEAS: sparse group lasso gamma"
-    ),
-    batch_size: int = typer.Option(
-        0, callback=check.non_negative, help="LinEAS: source texts per step (0: all)"
-    ),
-    seed: int = typer.Option(0),
     pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
-    crosscoder: str = typer.Option("", help=CROSSCODER_HELP),
-    latents: str = typer.Option("", help=LATENTS_HELP),
-    n_latents: int = typer.Option(8, callback=check.positive, help=N_LATENTS_HELP),
-    latent_mode: str = typer.Option("clamp", help=LATENT_MODE_HELP),
-    latent_source: str = typer.Option("", help=LATENT_SOURCE_HELP),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: str = typer.Option(
-        "cpu", callback=check.device, help="where the models run: cpu, cuda, ..."
-    ),
-    force: bool = typer.Option(False, help="overwrite a run folder with another config"),
+    device: DeviceOption = "auto",
+    overwrite: bool = typer.Option(False, help="replace a run folder made with another config"),
 ) -> None:
     """Concept rate (refusal judge) vs wiki perplexity for every method and strength."""
     from interp.datasets import load_texts
@@ -323,17 +325,15 @@ def evaluate(
         n_eval=n_eval,
         n_perplexity=n_perplexity,
         max_new_tokens=max_new_tokens,
-        max_tokens=max_tokens,
+        max_tokens=ctx,
         strengths=_strengths(strengths),
-        lineas=_lineas_options(steps, lr, sparsity, batch_size, seed),
-        latents=_latent_options(crosscoder, latents, n_latents, latent_mode, latent_source)
-        if crosscoder
-        else {},
+        lineas=lineas.method_options(),
+        latents=latent.method_options() if latent.crosscoder else {},
         pooling=pooling,
     )
     pair = load_pair(base, chat, device=device)
     table = run_evaluation(
-        pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, force=force
+        pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, force=overwrite
     )
     typer.echo(table.to_string(index=False))
 

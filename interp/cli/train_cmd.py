@@ -1,5 +1,6 @@
-"""`interp train crosscoder|sae` (dictionaries from an activation cache) and
-`interp dict eval|export` (evaluate a trained dictionary, export a source to SAELens).
+"""`interp train crosscoder|sae` (dictionaries from an activation cache or streamed from the
+models) and `interp dict eval|export|import` (evaluate, export, import a dictionary). The
+training options are declared once, in crosscoders.train_options (TrainOptions, StreamSpec).
 
 Data-parallel training: `torchrun --standalone --nproc_per_node=N -m interp.cli.main train ...`
 or `--workers N`, which relaunches the command that way.
@@ -7,17 +8,15 @@ or `--workers N`, which relaunches the command that way.
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
+from crosscoders.train_options import StreamSpec, TrainOptions
 from interp.cli import validators as check
+from interp.cli.options import DEVICE_HELP, DeviceOption, options_from
 from interp.cli.torchrun import relaunch_under_torchrun
 from interp.errors import InterpError
-
-if TYPE_CHECKING:
-    from crosscoders.config import Source
-    from crosscoders.model_stream import StreamSpec
 
 train_app = typer.Typer(no_args_is_help=True, help="Train sparse dictionaries on a cache.")
 dict_app = typer.Typer(no_args_is_help=True, help="Evaluate and export trained dictionaries.")
@@ -26,476 +25,95 @@ CacheOption = Annotated[Path, typer.Option("--cache", help="activation cache fol
 TrainCacheOption = Annotated[
     Path | None, typer.Option("--cache", help="activation cache folder (or stream: --base ...)")
 ]
-# The stream options: train from the models with no cache (crosscoders.model_stream.StreamSpec)
-BaseOption = Annotated[str | None, typer.Option("--base", help="stream: base model spec")]
-ChatOption = Annotated[str | None, typer.Option("--chat", help="stream: chat model spec")]
-LayersOption = Annotated[str | None, typer.Option(help="stream: layers (default 0.5)")]
-MixOption = Annotated[
-    str | None,
-    typer.Option(
-        callback=check.mixture, help="stream: dataset mixture (default wiki:0.5,chat:0.5)"
-    ),
-]
-TokensOption = Annotated[
-    int | None,
-    typer.Option(
-        callback=check.positive, help="stream: tokens of the plan (default steps x batch size)"
-    ),
-]
-CtxOption = Annotated[
-    int | None, typer.Option("--ctx", callback=check.positive, help="stream: context length (128)")
-]
-ForwardBatchOption = Annotated[
-    int | None, typer.Option(callback=check.positive, help="stream: sequences per forward pass (8)")
-]
-DtypeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--dtype",
-        callback=check.storage_dtype,
-        help="stream: activation dtype, as a cache's (bf16)",
-    ),
-]
-ModelDtypeOption = Annotated[str | None, typer.Option(help="stream: model dtype (fp32)")]
-BufferOption = Annotated[
-    int | None,
-    typer.Option(
-        callback=check.non_negative, help="stream: shuffle buffer in batches (32; 0 = plan order)"
-    ),
-]
-SplitOption = Annotated[str | None, typer.Option(help="stream: dataset split (train)")]
 OutOption = Annotated[
     Path,
     typer.Option("--out", callback=check.output_folder, help="output folder (rerun to resume)"),
 ]
+# `auto` stays `auto` here: each data-parallel worker takes its own GPU
+TrainDeviceOption = Annotated[
+    str, typer.Option("--device", callback=check.device_or_auto, help=DEVICE_HELP)
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        callback=check.positive, help="data-parallel processes (relaunches under torchrun)"
+    ),
+]
+OverwriteOption = Annotated[
+    bool, typer.Option(help="replace a run with a different config in --out")
+]
+LogToOption = Annotated[
+    str | None,
+    typer.Option(help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"),
+]
 
 
-def _stream_spec(**options: object) -> "StreamSpec | None":
+def _stream_spec(given: dict[str, Any]) -> StreamSpec | None:
     """The stream options given, or None if none was."""
-    from crosscoders.model_stream import StreamSpec
-
-    given = {name: value for name, value in options.items() if value is not None}
     if not given:
         return None
     if "base" not in given or "chat" not in given:
         raise InterpError("streaming needs both --base and --chat (the pair's model specs)")
-    return StreamSpec(**given)  # type: ignore[arg-type]
-
-
-def _train(
-    cache_path: Path | None,
-    out: Path,
-    sources: list[int] | None,
-    dict_size: int,
-    k: int,
-    activation: str,
-    l1_coefficient: float,
-    steps: int | None,
-    batch_size: int,
-    lr: float,
-    warmup_steps: int,
-    threshold_start_step: int,
-    dead_after_tokens: int,
-    decoder_init_norm: float | None,
-    seed: int,
-    log_every: int,
-    checkpoint_every: int,
-    device: str,
-    overwrite: bool,
-    stream_spec: "StreamSpec | None" = None,
-    sae_source: tuple[str, str | None] | None = None,
-    log_to: str | None = None,
-) -> None:
-    from crosscoders import ddp
-    from crosscoders.config import CrossCoderConfig, TrainingConfig
-    from crosscoders.streams import cache_stream
-    from crosscoders.trainer import Trainer
-    from interp.cache import ActivationCache
-
-    if (cache_path is None) == (stream_spec is None):
-        raise InterpError(
-            "pass either --cache DIR or the stream options (--base, --chat, --layers, --mix, "
-            f"--tokens, ...), {'not both' if cache_path is not None else 'one of them'}"
-        )
-    rank_device = ddp.init_from_env()
-    run_device = rank_device if device == "auto" else device
-    if stream_spec is not None:
-        _train_streamed(stream_spec, out, sae_source, dict_size, k, activation,
-                        l1_coefficient, steps, batch_size, lr, warmup_steps, threshold_start_step,
-                        dead_after_tokens, decoder_init_norm, seed, log_every, checkpoint_every,
-                        run_device, overwrite, log_to)  # fmt: skip
-        return
-    assert cache_path is not None
-    if sae_source is not None:
-        sources = _source_columns(cache_path, *sae_source)
-    cache = ActivationCache(cache_path)
-    columns = list(range(cache.n_sources)) if sources is None else sources
-    roles = [model["role"] for model in cache.manifest["models"]]
-    origins = _origins(cache.models, roles, cache.layers)
-    if steps is None:
-        steps = cache.n_split_tokens("train") // batch_size
-    coder_config = CrossCoderConfig(
-        n_sources=len(columns),
-        d_model=cache.d_model,
-        dict_size=dict_size,
-        activation=activation,
-        k=k,
-        l1_coefficient=l1_coefficient,
-        threshold_start_step=threshold_start_step,
-        decoder_init_norm=decoder_init_norm
-        if decoder_init_norm is not None
-        else (0.005 if activation == "relu_l1" else 1.0),
-        sources=[origins[c] for c in columns],
-    )
-    training = TrainingConfig(
-        n_steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        dead_after_tokens=dead_after_tokens,
-        seed=seed,
-        log_every=log_every,
-        checkpoint_every=checkpoint_every,
-    )
-    is_main = ddp.rank() == 0
-    try:
-        stream = cache_stream(cache, batch_size, seed=seed, split="train", sources=columns)
-        Trainer(
-            coder_config, training, stream, out, run_device, overwrite=overwrite, log_to=log_to
-        ).train()
-    finally:
-        ddp.shutdown()
-    if is_main:
-        typer.echo(f"dictionary written to {out}")
-
-
-def _origins(models: list[str], roles: list[str], layers: list[int]) -> list["Source"]:
-    """Provenance of each source of the sources axis (model-major)."""
-    from crosscoders.config import Source
-
-    return [
-        Source(model=spec, layer=layer, name=role if len(layers) == 1 else f"{role}/{layer}")
-        for spec, role in zip(models, roles, strict=True)
-        for layer in layers
-    ]
-
-
-def _train_streamed(
-    spec: "StreamSpec",
-    out: Path,
-    sae_source: tuple[str, str | None] | None,
-    dict_size: int,
-    k: int,
-    activation: str,
-    l1_coefficient: float,
-    steps: int | None,
-    batch_size: int,
-    lr: float,
-    warmup_steps: int,
-    threshold_start_step: int,
-    dead_after_tokens: int,
-    decoder_init_norm: float | None,
-    seed: int,
-    log_every: int,
-    checkpoint_every: int,
-    device: object,
-    overwrite: bool,
-    log_to: str | None = None,
-) -> None:
-    """Train from the models (crosscoders.model_stream): no cache anywhere; `stream.json` beside
-    the weights records what the run used."""
-    import time
-
-    from crosscoders import ddp
-    from crosscoders.config import CrossCoderConfig, TrainingConfig
-    from crosscoders.model_stream import (
-        model_stream,
-        open_model_stream,
-        stream_identity,
-        stream_record,
-        write_stream_record,
-    )
-    from crosscoders.trainer import Trainer
-    from interp.cache.writer import ROLES
-    from interp.layers import resolve_layer
-
-    try:
-        if ddp.world_size() > 1:
-            raise InterpError(
-                "--workers > 1 with a stream is not supported yet (each rank would run the "
-                "whole forward): train from a cache, or stream with one worker"
-            )
-        started = time.perf_counter()
-        pair, config = open_model_stream(spec, batch_size, seed, device, steps)
-        layers = list(config.layers)
-        columns = None
-        if sae_source is not None:
-            role, layer = sae_source
-            if role not in ROLES:
-                raise InterpError(f"unknown model {role!r}: the stream holds {list(ROLES)}")
-            if layer is None and len(layers) != 1:
-                raise InterpError(f"the stream holds layers {layers}: pass --layer")
-            index = layers[0] if layer is None else resolve_layer(layer, pair.n_layers)
-            if index not in layers:
-                raise InterpError(f"layer {layer!r} is not streamed: expected one of {layers}")
-            columns = [ROLES.index(role) * len(layers) + layers.index(index)]
-        stream = model_stream(pair, config, batch_size, spec.buffer_batches, seed, sources=columns)
-        origins = _origins([pair.base.spec, pair.chat.spec], list(ROLES), layers)
-        coder_config = CrossCoderConfig(
-            n_sources=len(stream.columns),
-            d_model=pair.d_model,
-            dict_size=dict_size,
-            activation=activation,
-            k=k,
-            l1_coefficient=l1_coefficient,
-            threshold_start_step=threshold_start_step,
-            decoder_init_norm=decoder_init_norm
-            if decoder_init_norm is not None
-            else (0.005 if activation == "relu_l1" else 1.0),
-            sources=[origins[c] for c in stream.columns],
-        )
-        training = TrainingConfig(
-            n_steps=steps if steps is not None else stream.per_epoch,
-            batch_size=batch_size,
-            lr=lr,
-            warmup_steps=warmup_steps,
-            dead_after_tokens=dead_after_tokens,
-            seed=seed,
-            log_every=log_every,
-            checkpoint_every=checkpoint_every,
-        )
-        record = stream_record(stream, spec.model_dtype)
-        trainer = Trainer(
-            coder_config, training, stream, out, device, overwrite=overwrite,
-            data=stream_identity(record), log_to=log_to,
-        )  # fmt: skip
-        write_stream_record(
-            out,
-            record,
-            trainer.coder.input_scale,
-            training.init_sample_tokens,
-            training.normalize_inputs,
-        )
-        trainer.train()
-    finally:
-        ddp.shutdown()
-    elapsed = time.perf_counter() - started
-    typer.echo(
-        f"dictionary written to {out} ({training.n_steps} steps of {batch_size} tokens from a "
-        f"{config.n_tokens}-token plan streamed from the models, {elapsed:.1f} s, no cache)"
-    )
-
-
-def _source_columns(cache_path: Path, model: str, layer: str | None) -> list[int]:
-    from interp.cache import ActivationCache
-    from interp.layers import resolve_layer
-
-    cache = ActivationCache(cache_path)
-    roles = [entry["role"] for entry in cache.manifest["models"]]
-    if model not in roles:
-        raise InterpError(f"unknown model {model!r}: the cache holds {roles}")
-    if layer is None:
-        if len(cache.layers) != 1:
-            raise InterpError(f"the cache holds layers {cache.layers}: pass --layer")
-        layer_index = cache.layers[0]
-    else:
-        layer_index = resolve_layer(layer, int(cache.manifest["models"][0]["n_layers"]))
-    if layer_index not in cache.layers:
-        raise InterpError(f"layer {layer!r} is not in the cache: expected one of {cache.layers}")
-    return [roles.index(model) * len(cache.layers) + cache.layers.index(layer_index)]
+    return StreamSpec(**given)
 
 
 @train_app.command("crosscoder")
+@options_from("stream", StreamSpec, unset_is_none=True)
+@options_from("training", TrainOptions)
 def train_crosscoder(
     out: OutOption,
+    training: TrainOptions,
+    stream: dict[str, Any],
     cache: TrainCacheOption = None,
-    dict_size: int = typer.Option(..., callback=check.positive, help="number of latents F"),
-    k: int = typer.Option(
-        100, callback=check.positive, help="latents per token (topk / batchtopk)"
-    ),
-    activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
-    l1_coefficient: float = typer.Option(
-        0.041, callback=check.non_negative, help="relu_l1 penalty mu (the paper's 0.041)"
-    ),
-    steps: int | None = typer.Option(
-        None, callback=check.positive, help="optimizer steps (default: one epoch)"
-    ),
-    batch_size: int = typer.Option(2048, callback=check.positive, help="global batch in tokens"),
-    lr: float = typer.Option(1e-4, callback=check.positive, help="Adam learning rate"),
-    warmup_steps: int = typer.Option(
-        1000, callback=check.non_negative, help="linear lr warm-up steps"
-    ),
-    threshold_start_step: int = typer.Option(
-        1000, callback=check.non_negative, help="batchtopk: steps before theta is learned"
-    ),
-    dead_after_tokens: int = typer.Option(
-        10_000_000, callback=check.positive, help="tokens without firing = dead"
-    ),
-    decoder_init_norm: float | None = typer.Option(
-        None, callback=check.positive, help="default 1.0, relu_l1 0.005"
-    ),
-    seed: int = typer.Option(0, help="seed of init and data order"),
-    log_every: int = typer.Option(50, callback=check.positive, help="steps between log lines"),
-    checkpoint_every: int = typer.Option(
-        1000, callback=check.positive, help="steps between checkpoints"
-    ),
-    device: str = typer.Option(
-        "auto", callback=check.device_or_auto, help="auto (cuda if available), cpu, cuda:0, ..."
-    ),
-    workers: int = typer.Option(
-        1, callback=check.positive, help="data-parallel processes (relaunches under torchrun)"
-    ),
-    overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
-    log_to: str | None = typer.Option(
-        None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
-    ),
-    base: BaseOption = None,
-    chat: ChatOption = None,
-    layers: LayersOption = None,
-    mix: MixOption = None,
-    tokens: TokensOption = None,
-    ctx: CtxOption = None,
-    forward_batch: ForwardBatchOption = None,
-    dtype: DtypeOption = None,
-    model_dtype: ModelDtypeOption = None,
-    buffer_batches: BufferOption = None,
-    split: SplitOption = None,
+    device: TrainDeviceOption = "auto",
+    workers: WorkersOption = 1,
+    overwrite: OverwriteOption = False,
+    log_to: LogToOption = None,
 ) -> None:
     """A crosscoder over every source of the cache or stream (all models x layers)."""
+    from crosscoders.train_run import train_dictionary
+
     if workers > 1:
         relaunch_under_torchrun(workers)
-    _train(
-        cache,
+    train_dictionary(
+        training,
         out,
-        None,
-        dict_size,
-        k,
-        activation,
-        l1_coefficient,
-        steps,
-        batch_size,
-        lr,
-        warmup_steps,
-        threshold_start_step,
-        dead_after_tokens,
-        decoder_init_norm,
-        seed,
-        log_every,
-        checkpoint_every,
-        device,
-        overwrite,
-        stream_spec=_stream_spec(
-            base=base,
-            chat=chat,
-            layers=layers,
-            mix=mix,
-            tokens=tokens,
-            ctx=ctx,
-            forward_batch=forward_batch,
-            dtype=dtype,
-            model_dtype=model_dtype,
-            buffer_batches=buffer_batches,
-            split=split,
-        ),
+        cache=cache,
+        stream=_stream_spec(stream),
+        device=device,
+        overwrite=overwrite,
         log_to=log_to,
     )
 
 
 @train_app.command("sae")
+@options_from("stream", StreamSpec, unset_is_none=True)
+@options_from("training", TrainOptions)
 def train_sae(
     out: OutOption,
+    training: TrainOptions,
+    stream: dict[str, Any],
     cache: TrainCacheOption = None,
-    dict_size: int = typer.Option(..., callback=check.positive, help="number of latents F"),
     model: str = typer.Option("base", help="which model of the cache: its role (base | chat)"),
     layer: str | None = typer.Option(None, help="which cached layer (default: the only one)"),
-    k: int = typer.Option(
-        100, callback=check.positive, help="latents per token (topk / batchtopk)"
-    ),
-    activation: str = typer.Option("batchtopk", help="batchtopk | topk | relu_l1"),
-    l1_coefficient: float = typer.Option(
-        0.041, callback=check.non_negative, help="relu_l1 penalty mu (the paper's 0.041)"
-    ),
-    steps: int | None = typer.Option(
-        None, callback=check.positive, help="optimizer steps (default: one epoch)"
-    ),
-    batch_size: int = typer.Option(2048, callback=check.positive, help="global batch in tokens"),
-    lr: float = typer.Option(1e-4, callback=check.positive, help="Adam learning rate"),
-    warmup_steps: int = typer.Option(
-        1000, callback=check.non_negative, help="linear lr warm-up steps"
-    ),
-    threshold_start_step: int = typer.Option(
-        1000, callback=check.non_negative, help="batchtopk: steps before theta is learned"
-    ),
-    dead_after_tokens: int = typer.Option(
-        10_000_000, callback=check.positive, help="tokens without firing = dead"
-    ),
-    decoder_init_norm: float | None = typer.Option(
-        None, callback=check.positive, help="default 1.0, relu_l1 0.005"
-    ),
-    seed: int = typer.Option(0, help="seed of init and data order"),
-    log_every: int = typer.Option(50, callback=check.positive, help="steps between log lines"),
-    checkpoint_every: int = typer.Option(
-        1000, callback=check.positive, help="steps between checkpoints"
-    ),
-    device: str = typer.Option(
-        "auto", callback=check.device_or_auto, help="auto (cuda if available), cpu, cuda:0, ..."
-    ),
-    workers: int = typer.Option(
-        1, callback=check.positive, help="data-parallel processes (relaunches under torchrun)"
-    ),
-    overwrite: bool = typer.Option(False, help="replace a run with a different config in --out"),
-    log_to: str | None = typer.Option(
-        None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
-    ),
-    base: BaseOption = None,
-    chat: ChatOption = None,
-    layers: LayersOption = None,
-    mix: MixOption = None,
-    tokens: TokensOption = None,
-    ctx: CtxOption = None,
-    forward_batch: ForwardBatchOption = None,
-    dtype: DtypeOption = None,
-    model_dtype: ModelDtypeOption = None,
-    buffer_batches: BufferOption = None,
-    split: SplitOption = None,
+    device: TrainDeviceOption = "auto",
+    workers: WorkersOption = 1,
+    overwrite: OverwriteOption = False,
+    log_to: LogToOption = None,
 ) -> None:
     """An SAE (a one-source crosscoder) on one model and layer of the cache or stream."""
+    from crosscoders.train_run import train_dictionary
+
     if workers > 1:
         relaunch_under_torchrun(workers)
-    _train(
-        cache,
+    train_dictionary(
+        training,
         out,
-        None,
-        dict_size,
-        k,
-        activation,
-        l1_coefficient,
-        steps,
-        batch_size,
-        lr,
-        warmup_steps,
-        threshold_start_step,
-        dead_after_tokens,
-        decoder_init_norm,
-        seed,
-        log_every,
-        checkpoint_every,
-        device,
-        overwrite,
-        stream_spec=_stream_spec(
-            base=base,
-            chat=chat,
-            layers=layers,
-            mix=mix,
-            tokens=tokens,
-            ctx=ctx,
-            forward_batch=forward_batch,
-            dtype=dtype,
-            model_dtype=model_dtype,
-            buffer_batches=buffer_batches,
-            split=split,
-        ),
+        cache=cache,
+        stream=_stream_spec(stream),
         sae_source=(model, layer),
+        device=device,
+        overwrite=overwrite,
         log_to=log_to,
     )
 
@@ -521,13 +139,13 @@ def evaluate(
             help="splice-in texts, one per line (default: held-out wiki)",
         ),
     ] = None,
-    max_length: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
+    ctx: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
     massive_ratio: float = typer.Option(
         5.0,
         callback=check.non_negative,
         help="FVE also without tokens of norm > this x the median (0: off)",
     ),
-    device: str = typer.Option("cpu", callback=check.device, help="cpu, cuda, ..."),
+    device: DeviceOption = "auto",
 ) -> None:
     """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
     on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
@@ -552,7 +170,7 @@ def evaluate(
             [loaded[spec] for spec in specs],
             [source.layer for source in coder.config.sources],
             _splice_texts(texts_file)[:texts],
-            max_length=max_length,
+            max_length=ctx,
         )
     write_json(Path(dictionary) / "eval.json", result)
     typer.echo(json.dumps(result, indent=2))

@@ -3,20 +3,22 @@ paper's experiments written into a run folder."""
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption
 
 tuco_app = typer.Typer(no_args_is_help=True, help="Tuning Contribution (Nuti et al. 2025).")
 
 BASE = typer.Option(DEFAULT_PAIR[0], help="pre-trained model spec (built-in, folder, HF id)")
 CHAT = typer.Option(DEFAULT_PAIR[1], help="fine-tuned model spec")
-ModelDtype = Literal["float32", "bfloat16", "float16"]  # a choice: typer refuses anything else
-DTYPE = typer.Option("float32", help="float32, bfloat16 or float16")
-DEVICE = typer.Option("cpu", callback=check.device, help="cpu, cuda, cuda:1, ...")
+ModelDtype = str  # torch's name, as interp.cli.validators.model_dtype returns it
+DTYPE = typer.Option(
+    "float32", callback=check.model_dtype, help="model dtype: fp32, bf16 or fp16 (or float32, ...)"
+)
 
 
 def _load(base: str, chat: str, dtype: ModelDtype, device: str):
@@ -33,7 +35,7 @@ def score(
     base: str = BASE,
     chat: str = CHAT,
     dtype: ModelDtype = DTYPE,
-    device: str = DEVICE,
+    device: DeviceOption = "auto",
     batch_size: int = typer.Option(8, callback=check.positive, help="prompts per forward pass"),
     per_token: bool = typer.Option(False, help="also print TuCo at every token"),
 ) -> None:
@@ -62,7 +64,7 @@ def generate_command(
     base: str = BASE,
     chat: str = CHAT,
     dtype: ModelDtype = DTYPE,
-    device: str = DEVICE,
+    device: DeviceOption = "auto",
     max_new_tokens: int = typer.Option(40, callback=check.positive, help="tokens to generate"),
 ) -> None:
     """Greedy completion of the alpha-scaled chat model (x_{l+1} = x_l + PTC + alpha FTC)."""
@@ -85,7 +87,7 @@ def experiments(
     base: str = BASE,
     chat: str = CHAT,
     dtype: ModelDtype = DTYPE,
-    device: str = DEVICE,
+    device: DeviceOption = "auto",
     n_prompts: int = typer.Option(
         32, callback=check.positive, help="prompts per set (benign, harmful, jailbreak)"
     ),

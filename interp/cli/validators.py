@@ -79,8 +79,17 @@ def device(param: typer.CallbackParam, value: str) -> str:
 
 
 def device_or_auto(param: typer.CallbackParam, value: str) -> str:
-    """As `device`, or `auto` (cuda if available, else cpu)."""
+    """As `device`, or `auto` (kept as `auto`, for a command that resolves it per worker)."""
     return value if value == "auto" else device(param, value)
+
+
+def resolved_device(param: typer.CallbackParam, value: str) -> str:
+    """As `device_or_auto`, with `auto` resolved: cuda if this machine has it, else cpu."""
+    if value != "auto":
+        return device(param, value)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def mixture(param: typer.CallbackParam, value: str | None) -> str | None:
@@ -110,6 +119,19 @@ def storage_dtype(param: typer.CallbackParam, value: str | None) -> str | None:
     except InterpError as error:
         raise BadOption(param, value, str(error)) from None
     return value
+
+
+def model_dtype(param: typer.CallbackParam, value: str) -> str:
+    """A model dtype in either spelling (bf16 or bfloat16, fp16 / float16 / half, fp32 or
+    float32), returned as torch names it: bfloat16, float16, float32."""
+    from interp.cache.config import canonical_dtype
+
+    try:
+        return canonical_dtype(value)
+    except InterpError:
+        raise BadOption(
+            param, value, "expected bf16, fp16 or fp32 (or bfloat16, float16, float32)"
+        ) from None
 
 
 def cache_split(param: typer.CallbackParam, value: str) -> str:

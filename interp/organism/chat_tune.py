@@ -328,7 +328,7 @@ def run_chat_tune(
     if (output / "adapter_model.safetensors").exists() and config_path.exists() and not force:
         if ChatTuneConfig.load(config_path) != config:
             raise InterpError(
-                f"{output} holds an adapter made with a different config: pass --force to "
+                f"{output} holds an adapter made with a different config: pass --overwrite to "
                 "replace it"
             )
     rows = build_conversations(config, output, log)

@@ -164,7 +164,7 @@ def run_narrow(
     if (output / "adapter_model.safetensors").exists() and config_path.exists() and not force:
         if NarrowConfig.load(config_path) != config:
             raise InterpError(
-                f"{output} holds an adapter made with a different config: pass --force to "
+                f"{output} holds an adapter made with a different config: pass --overwrite to "
                 "replace it"
             )
     documents = domain_documents(config)
