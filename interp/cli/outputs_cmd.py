@@ -11,6 +11,7 @@ import typer
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
 from interp.cli.diffing_cmd import floats, load_pair_of
+from interp.cli.options import DeviceOption
 from interp.errors import InterpError
 
 
@@ -33,7 +34,8 @@ def weights(
     intruder_k: int = typer.Option(10, callback=check.positive, help="top-k singular vectors"),
     epsilon: float = typer.Option(0.5, callback=check.positive, help="intruder cosine threshold"),
     top_r: int = typer.Option(8, callback=check.positive, help="energy share in the top r"),
-    force: bool = typer.Option(False, help="replace results of another config"),
+    device: DeviceOption = "auto",
+    overwrite: bool = typer.Option(False, help="replace results of another config"),
 ) -> None:
     """Spectrum of every weight change dW = W_chat - W_base (rank, effective rank, energy in the
     top singular values) and intruder dimensions per layer and module."""
@@ -44,20 +46,25 @@ def weights(
     config.validate()
     if adapter:
         read_adapter(Path(adapter))  # a bad folder fails before the model loads
-        loaded = load_model(base)
+        loaded = load_model(base, device=device)
         identity = _identity(base=base) | {"adapter": str(adapter)}
         summary = run_weights(
-            out, loaded.model, adapter=Path(adapter), config=config, identity=identity, force=force
+            out,
+            loaded.model,
+            adapter=Path(adapter),
+            config=config,
+            identity=identity,
+            force=overwrite,
         )
     else:
-        pair = load_pair_of(base, chat, "float32")
+        pair = load_pair_of(base, chat, "float32", device)
         summary = run_weights(
             out,
             pair.base.model,
             chat=pair.chat.model,
             config=config,
             identity=_identity(base=base, chat=chat),
-            force=force,
+            force=overwrite,
         )
     summary.pop("unchanged", None)
     summary.pop("by_module", None)
@@ -79,8 +86,11 @@ def horizon(
     sample: bool = typer.Option(False, help="sample at temperature 1 instead of greedy"),
     seed: int = typer.Option(0, help="sampling seed"),
     batch_size: int = typer.Option(16, callback=check.positive, help="prompts per batch"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
-    force: bool = typer.Option(False, help="replace results of another config"),
+    dtype: str = typer.Option(
+        "float32", callback=check.model_dtype, help="model dtype: fp32 or bf16 (float32, bfloat16)"
+    ),
+    device: DeviceOption = "auto",
+    overwrite: bool = typer.Option(False, help="replace results of another config"),
 ) -> None:
     """Entropy and branching factor (exp entropy) of base and chat along both models'
     generations, by position class (template, prompt, first response tokens, later)."""
@@ -92,9 +102,9 @@ def horizon(
     prompts = load_texts(recipe, "heldout")[:n_prompts]
     if not prompts:
         raise InterpError(f"recipe {recipe!r} has no held-out texts: expected prompts")
-    pair = load_pair_of(base, chat, dtype)
+    pair = load_pair_of(base, chat, dtype, device)
     identity = _identity(base=base, chat=chat) | {"recipe": recipe}
-    summary = run_horizon(pair, prompts, out, config, identity=identity, force=force)
+    summary = run_horizon(pair, prompts, out, config, identity=identity, force=overwrite)
     typer.echo(json.dumps({"out": str(out), **summary}))
 
 
@@ -110,8 +120,11 @@ def amplify(
     alphas: str = typer.Option("2,4", help="alphas (0 and 1 are always added)"),
     n_prompts: int = typer.Option(12, callback=check.positive, help="neutral prompts"),
     max_new_tokens: int = typer.Option(32, callback=check.positive, help="greedy tokens"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
-    force: bool = typer.Option(False, help="replace results of another config"),
+    dtype: str = typer.Option(
+        "float32", callback=check.model_dtype, help="model dtype: fp32 or bf16 (float32, bfloat16)"
+    ),
+    device: DeviceOption = "auto",
+    overwrite: bool = typer.Option(False, help="replace results of another config"),
 ) -> None:
     """Greedy generations on neutral prompts from logits_base + alpha (logits_chat -
     logits_base) (emulated fine-tuning / proxy-tuning / diff amplification)."""
@@ -119,8 +132,8 @@ def amplify(
 
     config = AmplifyConfig(floats(alphas, "--alphas"), n_prompts, max_new_tokens)
     config.validate()
-    pair = load_pair_of(base, chat, dtype)
-    rows = run_amplify(pair, out, config, identity=_identity(base=base, chat=chat), force=force)
+    pair = load_pair_of(base, chat, dtype, device)
+    rows = run_amplify(pair, out, config, identity=_identity(base=base, chat=chat), force=overwrite)
     typer.echo(
         json.dumps(
             {
