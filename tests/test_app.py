@@ -102,7 +102,7 @@ def test_latents_page_lists_every_latent(run):
     at = open_page(run, "latents")
     assert shown_count(at) == N_LATENTS
     assert len(at.dataframe[0].value) == N_LATENTS
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 4  # density, relative norm, cosine, nu scatter
 
 
 def test_latents_filters_match_a_hand_count(run):

@@ -42,6 +42,54 @@ def massive_token_note(name: str, evaluation: dict) -> str | None:
     )
 
 
+def headline_metrics(name: str, evaluation: dict) -> list[tuple[str, str, str]]:
+    """(label, value, help) of a dictionary's headline numbers: the FVE over typical tokens first,
+    the count of massive-norm tokens beside it (they can drive the all-token FVE far below 0), then
+    the all-token FVE, L0 and dead fraction. Empty without a reconstruction evaluation."""
+    reconstruction = evaluation.get("reconstruction", {})
+    if not isinstance(reconstruction.get("fve"), dict):
+        return []
+
+    def pair(values: dict) -> str:
+        return " / ".join(f"{values[s]:.3f}" for s in values)
+
+    sources = " / ".join(reconstruction["fve"])
+    typical = reconstruction.get("fve_typical")
+    shown = []
+    if isinstance(typical, dict):
+        shown.append(
+            (
+                f"FVE, typical tokens ({sources})",
+                pair(typical),
+                "fraction of variance explained over the held-out tokens whose norm is not "
+                "massive: the number to read",
+            )
+        )
+    n_massive = reconstruction.get("n_massive_tokens")
+    if n_massive is not None:
+        shown.append(
+            (
+                "massive-norm tokens",
+                f"{n_massive:,} of {reconstruction.get('n_tokens', 0):,}",
+                f"tokens whose norm is > {reconstruction.get('massive_ratio', '?')}x the median; "
+                "a few of them carry most of the squared error",
+            )
+        )
+    shown.append(
+        (
+            f"FVE, all tokens ({sources})",
+            pair(reconstruction["fve"]),
+            "over every held-out token, massive ones included (caveat: can be far below 0 "
+            "because of one massive-norm token)",
+        )
+    )
+    for key, label in (("l0", "L0"), ("dead_fraction", "dead latents")):
+        if isinstance(reconstruction.get(key), int | float):
+            value = reconstruction[key]
+            shown.append((label, f"{value:.1f}" if key == "l0" else f"{value:.1%}", ""))
+    return shown
+
+
 st.title("Model-diffing run")
 run = load_or_stop(current_run)
 info = load_or_stop(run.info)
@@ -107,10 +155,19 @@ for name in dictionaries:
     rows.append(row)
     if note := massive_token_note(name, evaluation):
         notes.append(note)
-if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+for name in dictionaries:
+    headline = headline_metrics(name, run.dictionary_eval(name) or {})
+    if headline:
+        st.markdown(f"**`{name}`**")
+        for column, (label, value, help_text) in zip(
+            st.columns(len(headline)), headline, strict=True
+        ):
+            column.metric(label, value, help=help_text or None)
 for note in notes:
     st.caption(note)
+if rows:
+    with st.expander("every evaluation number"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 for name in run.analysed_dictionaries():
     st.subheader(f"Analysis of `{name}`")
