@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 from app_fixtures import open_page
+from test_diffing_run import DICT_SIZE, N_CHAT_ONLY, run_dir  # noqa: F401  (module fixture)
 
 from app.render import display_token
-from test_diffing_run import DICT_SIZE, N_CHAT_ONLY, run_dir  # noqa: F401  (module fixture)
 
 
 def test_home_latents_and_compare_render_the_real_analysis(run_dir):  # noqa: F811
