@@ -21,9 +21,9 @@ from app.run_folder import (
 from app.url_state import DICTIONARY_QUERY, RUN_QUERY, from_url, to_url
 
 st.set_page_config(page_title="interp workbench", page_icon=":material/biotech:", layout="wide")
+from_url(RUN_QUERY, RUN_FOLDER_KEY, str.strip, valid=bool)
 if RUN_FOLDER_KEY not in st.session_state:
     st.session_state[RUN_FOLDER_KEY] = os.environ.get(RUN_FOLDER_ENV, "")
-from_url(RUN_QUERY, RUN_FOLDER_KEY, str.strip, valid=bool)
 with st.sidebar:
     st.text_input("Run folder", key=RUN_FOLDER_KEY, help="a folder the pipeline steps wrote")
     try:

@@ -4,10 +4,13 @@ which latents fire on each token of a text, with the latent's class and relative
 crosscoder reads both models at once: the inputs say which model drives the latent at that
 token). Pure: no Streamlit, so tests compare it with the API directly."""
 
+import html
+from urllib.parse import urlencode
+
 import pandas as pd
 import torch
 
-from app.render import visible_whitespace
+from app.render import CLASS_COLORS, TOKENS_CSS, visible_whitespace
 
 TOKEN_COLUMNS = ("position", "token", "rank", "latent", "activation", "latent_class", "delta")
 
@@ -63,3 +66,31 @@ def with_analysis(table: pd.DataFrame, latents: pd.DataFrame | None) -> pd.DataF
         latent_class=table.latent.map(indexed.latent_class).to_numpy(),
         delta=table.latent.map(indexed.rel_norm).to_numpy(),
     )
+
+
+def per_token_html(table: pd.DataFrame, query: dict[str, str]) -> str:
+    """The per-token table as HTML: one line per token, its latents as links to the Latent page
+    (`latent?latent=J` plus `query`: the run and dictionary, so the link opens the same
+    dictionary), coloured by class; `data-position`, `data-latent` and `data-activation` carry the
+    numbers (the browser test reads them)."""
+    lines = []
+    for position, rows in table.groupby("position", sort=True):
+        links = []
+        for row in rows.itertuples():
+            href = "latent?" + urlencode(query | {"latent": str(int(row.latent))})
+            color = CLASS_COLORS.get(str(row.latent_class), "#17becf")
+            delta = "" if pd.isna(row.delta) else f", Δ {row.delta:.2f}"
+            links.append(
+                f'<a class="search-latent" target="_self" href="{html.escape(href)}" '
+                f'data-position="{int(position)}" data-latent="{int(row.latent)}" '
+                f'data-activation="{row.activation!r}" style="color:{color}" '
+                f'title="{html.escape(str(row.latent_class))}{delta}">'
+                f"{int(row.latent)}</a> ({row.activation:.3g})"
+            )
+        token = html.escape(rows.token.iloc[0])
+        lines.append(
+            f"<div><span style='background:#eee;border-radius:3px'>{token}</span> → "
+            + " · ".join(links)
+            + "</div>"
+        )
+    return f'<div class="search-tokens" style="{TOKENS_CSS}">{"".join(lines)}</div>'

@@ -56,11 +56,13 @@ def from_url(
     valid: Callable[[Any], bool] = lambda value: True,
 ) -> None:
     """Before the widget `key` is drawn: put the URL's `query` value, parsed, into its session
-    state when the URL carries a value not applied yet. A value that does not parse or is not
+    state when the URL carries a value not applied yet, or the widget has no state (call it before
+    `with_defaults`). A value that does not parse or is not
     `valid` is ignored (the widget keeps its own)."""
     raw = st.query_params.get(query)
     applied = st.session_state.setdefault(APPLIED, {})
-    if raw is None or applied.get(query) == raw:
+    # a widget's state is dropped when a page without it runs: the URL then fills it again
+    if raw is None or (applied.get(query) == raw and key in st.session_state):
         return
     applied[query] = raw
     try:
@@ -87,6 +89,6 @@ def to_url(query: str, value: Any, default: Any, format: Callable[[Any], str] = 
 
 def with_defaults(key: str, default: Any) -> None:
     """Give a widget its default through session state (a widget given both a default and a
-    session-state value warns), before `from_url` and the widget."""
+    session-state value warns), after `from_url` and before the widget."""
     if key not in st.session_state:
         st.session_state[key] = default

@@ -97,8 +97,8 @@ if not folders:
         f"({EVALUATE} does it per organism)."
     )
     st.stop()
-with_defaults(ORGANISM_KEY, folders[0])
 from_url("organism", ORGANISM_KEY, str, valid=folders.__contains__)
+with_defaults(ORGANISM_KEY, folders[0])
 if st.session_state[ORGANISM_KEY] not in folders:
     st.session_state[ORGANISM_KEY] = folders[0]
 organism = st.selectbox(

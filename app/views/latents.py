@@ -66,8 +66,8 @@ FILTERS = (
     ("nu_all", "latents_nu_all", False, parse_bool, format_bool, lambda v: True),
 )  # fmt: skip
 for query, key, default, parse, _, valid in FILTERS:
-    with_defaults(key, default)
     from_url(query, key, parse, valid)
+    with_defaults(key, default)
 # classes of another dictionary (the sidebar switched) are dropped, not an error
 st.session_state["latents_classes"] = [
     c for c in st.session_state["latents_classes"] if c in all_classes

@@ -13,7 +13,7 @@ from app import live
 from app.navigation import open_latent
 from app.render import CLASS_COLORS, token_html, visible_whitespace
 from app.run_folder import MissingPiece, current_dictionary, current_run, load_or_stop
-from app.search import per_token_latents, with_analysis
+from app.search import per_token_html, per_token_latents, with_analysis
 from app.url_state import from_url, to_url, with_defaults
 
 PENDING = "search_open"
@@ -39,10 +39,10 @@ except MissingPiece as error:
     st.warning(f"{error} (classes and Delta are left out)")
     latents = None
 
-with_defaults(TEXT_KEY, "")
-with_defaults(PER_TOKEN_KEY, 5)
 from_url("text", TEXT_KEY, str)
 from_url("per_token", PER_TOKEN_KEY, int, valid=lambda n: 1 <= n <= 50)
+with_defaults(TEXT_KEY, "")
+with_defaults(PER_TOKEN_KEY, 5)
 text = st.text_area(
     "Text",
     key=TEXT_KEY,
@@ -113,11 +113,13 @@ else:
     )
 
 st.subheader("Latents per token")
+shared = {k: st.query_params[k] for k in ("run", "dictionary") if k in st.query_params}
+st.markdown(per_token_html(table, shared), unsafe_allow_html=True)
 st.caption(
     "activation = the dictionary's latent f_j (the unit of the analysis tables); input_base / "
     "input_chat = each model's encoder input x_m · W_enc^m[:, j]: which model drives the latent "
-    "at that token. Δ = relative decoder norm (0 base-only, 1 chat-only). Select a row to open "
-    "the latent."
+    "at that token. Δ = relative decoder norm (0 base-only, 1 chat-only); colour = class. "
+    "Click a latent (or select a table row) to open it."
 )
 st.dataframe(
     table,
