@@ -62,6 +62,20 @@ def explorer(run_folder: str, dictionary: str):
     return open_run(run_folder, dictionary)
 
 
+@st.cache_resource(show_spinner="Encoding the text...", max_entries=32)
+def search(run_folder: str, dictionary: str, text: str, per_token: int):
+    """(encoded, per-token table, top latents) of `text` (app/search.py, without the analysis
+    columns), kept per text so that every rerun of the Search page after the first is free.
+    Shared and never modified: the page adds the analysis columns into new frames."""
+    from app.search import per_token_latents
+
+    explorer_ = explorer(run_folder, dictionary)
+    encoded = explorer_.encode(text)
+    table = per_token_latents(encoded, explorer_.coder, None, per_token)
+    top = explorer_.top_latents(text, n=20).drop(columns="latent_class", errors="ignore")
+    return encoded, table.drop(columns=["latent_class", "delta"]), top
+
+
 def steer_both(
     explorer,
     latent: int,

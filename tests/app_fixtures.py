@@ -544,3 +544,36 @@ def build_diffing_results(run: Path, organism: str = DIFFING_ORGANISM) -> Path:
     profiles = {organism: {"markdown": markdown(passed.rows()), "note": "pass"}}
     write_table(Path(run), cells, [subject], {organism: readings}, profiles)
     return folder
+
+
+def add_tiny_models(run: Path, dict_size: int, layer: int = 1, dict_name: str = "crosscoder"):
+    """Make a synthetic run folder live: two tiny model folders (run/models/base, chat) named by
+    run.json, and a real (random) crosscoder of `dict_size` latents on their resid_post[layer]
+    as dictionaries/<dict_name> (the Search page and the Latent page's steering load them).
+    Returns the pair."""
+    import torch
+    from tiny_models import save_tiny, tiny_pair
+
+    from crosscoders import CrossCoder, CrossCoderConfig, Source, save_crosscoder
+
+    pair = tiny_pair()
+    base = save_tiny(pair.base, run / "models" / "base")
+    chat = save_tiny(pair.chat, run / "models" / "chat")
+    info = json.loads((run / "run.json").read_text())
+    info |= {"base": str(base), "chat": str(chat), "layer": layer}
+    (run / "run.json").write_text(json.dumps(info))
+    torch.manual_seed(0)
+    config = CrossCoderConfig(
+        n_sources=2,
+        d_model=pair.d_model,
+        dict_size=dict_size,
+        activation="relu_l1",
+        sources=[Source(str(base), layer, "base"), Source(str(chat), layer, "chat")],
+    )
+    coder = CrossCoder(config)
+    with torch.no_grad():
+        coder.W_enc.normal_(0, 0.3)
+        coder.W_dec.normal_(0, 0.3)
+        coder.b_enc.fill_(-0.1)
+    save_crosscoder(coder, run / "dictionaries" / dict_name)
+    return pair

@@ -13,7 +13,7 @@ from app import live
 from app.navigation import open_latent
 from app.render import CLASS_COLORS, token_html, visible_whitespace
 from app.run_folder import MissingPiece, current_dictionary, current_run, load_or_stop
-from app.search import per_token_html, per_token_latents, with_analysis
+from app.search import TOKEN_COLUMNS, per_token_html, with_analysis
 from app.url_state import from_url, to_url, with_defaults
 
 PENDING = "search_open"
@@ -61,20 +61,20 @@ if not text.strip():
     )
     st.stop()
 
-explorer = live.guarded(
+found = live.guarded(
     f"the models and the dictionary `{dictionary}` of {run.root}",
-    live.explorer,
+    live.search,
     str(run.root),
     dictionary,
+    text,
+    per_token,
 )
-if explorer is None:
+if found is None:
     st.stop()
-encoded = explorer.encode(text)
-table = per_token_latents(encoded, explorer.coder, latents, per_token)
-top = with_analysis(
-    explorer.top_latents(text, n=20).drop(columns="latent_class", errors="ignore"), latents
-)
-top["token"] = [visible_whitespace(t) for t in top.token]
+encoded, table, top = found
+table = with_analysis(table, latents)
+table = table[list(TOKEN_COLUMNS) + [c for c in table.columns if c.startswith("input_")]]
+top = with_analysis(top, latents).assign(token=[visible_whitespace(t) for t in top.token])
 
 ordinary = [i for i in range(len(encoded.tokens)) if not bool(encoded.special[i])]
 peak = encoded.latents.max(dim=1).values.numpy()
