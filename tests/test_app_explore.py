@@ -290,9 +290,17 @@ def test_known_answers_page_shows_what_the_writers_wrote(diffing_run):
     )
     assert list(shown.layer) == [r["layer"] for r in at_zero]
     assert shown["top tokens"][0].split("  ")[0] == visible_whitespace(at_zero[0]["tokens"][0])
+    steering = json.loads((adl / "steering.json").read_text())
+    first = steering[0]["completions"]
+    assert [t.value for t in at.text][: len(first)] == first
+    at.session_state["diffing_section"] = "Difference SAE"
+    at.run()
+    assert at.query_params["section"] == "Difference SAE"
     sae = json.loads((diffing_run / DIFFING_ORGANISM / "diff-sae" / "top_latents.json").read_text())
     sae_table = next(d.value for d in at.dataframe if "logit tokens" in d.value.columns)
     assert list(sae_table.latent) == [r["latent"] for r in sae]
+    at.session_state["diffing_section"] = "Change profile"
+    at.run()
     profile = json.loads(
         (diffing_run / DIFFING_ORGANISM / "change_profile" / "profile.json").read_text()
     )
@@ -301,10 +309,6 @@ def test_known_answers_page_shows_what_the_writers_wrote(diffing_run):
     assert list(profile_table.relative_norm) == pytest.approx(
         [r["relative_norm"] for r in expected]
     )
-    steering = json.loads((adl / "steering.json").read_text())
-    assert [t.value for t in at.text][: len(steering[0]["completions"])] == steering[0][
-        "completions"
-    ]
 
 
 def test_known_answers_page_without_results_says_what_writes_them(tmp_path):

@@ -32,6 +32,8 @@ from app.url_state import from_url, to_url, with_defaults
 from interp.errors import InterpError
 
 ORGANISM_KEY = "diffing_organism"
+SECTION_KEY = "diffing_section"
+SECTIONS = ("ADL", "Difference SAE", "Change profile")
 PROFILE_COLORS = {
     "wiki": "#1f77b4",
     "template": "#d62728",
@@ -72,12 +74,7 @@ if run.has("diffing.json"):
             + ", ".join(organism.get("vocabulary", []))
         )
     st.plotly_chart(score_chart(scores), key="diffing_scores")
-    st.dataframe(
-        scores.style.apply(
-            lambda column: [f"color: {method_color(m)}" for m in column], subset=["method"]
-        ),
-        hide_index=True,
-    )
+    st.dataframe(scores, hide_index=True)
     st.caption(
         "recovered: >= 3 planted tokens among a method's top 20 tokens, or >= 50% of steered "
         "generations on neutral prompts mention the domain (crosscoders/diffing/score.py)."
@@ -110,9 +107,13 @@ organism = st.selectbox(
 to_url("organism", organism, folders[0])
 folder = run.root / organism if organism else run.root
 
-adl_tab, sae_tab, profile_tab = st.tabs(["ADL", "Difference SAE", "Change profile"])
+from_url("section", SECTION_KEY, str, valid=SECTIONS.__contains__)
+with_defaults(SECTION_KEY, SECTIONS[0])
+# one section per script run (tabs would run and send all three, every rerun)
+section = st.segmented_control("Method", SECTIONS, key=SECTION_KEY) or SECTIONS[0]
+to_url("section", section, SECTIONS[0])
 
-with adl_tab:
+if section == "ADL":
     try:
         adl = adl_results(folder / "adl")
     except InterpError as error:
@@ -199,7 +200,7 @@ with adl_tab:
             st.markdown(f"*{prompt}* (perplexity {ppl})")
             st.text(completion)
 
-with sae_tab:
+elif section == "Difference SAE":
     try:
         latents = top_latents(folder / "diff-sae")
     except InterpError as error:
@@ -237,7 +238,7 @@ with sae_tab:
             for example in latents[which]["examples"][:10]:
                 st.text(f"{example['activation']:.3g}  {example['text']}")
 
-with profile_tab:
+else:
     path = folder / "change_profile" / "profile.json"
     if not path.is_file():
         st.info(
