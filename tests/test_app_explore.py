@@ -317,3 +317,59 @@ def test_known_answers_page_without_results_says_what_writes_them(tmp_path):
     at = open_page(run, "diffing")
     text = "\n".join(i.value for i in at.info)
     assert "interp evaluate-diffing" in text and "interp adl" in text
+
+
+# --- Home and TuCo: headline numbers with their caveats -----------------------------------------
+
+
+def test_home_leads_with_the_typical_token_fve_and_the_massive_token_count(tmp_path):
+    run = build_run_folder(tmp_path / "run", n_latents=16, n_example_latents=2,
+                           with_tuco=False, with_steering=False)  # fmt: skip
+    reconstruction = {
+        "n_tokens": 100,
+        "fve": {"base": -9.5, "chat": -9.25},
+        "fve_typical": {"base": 0.75, "chat": 0.5},
+        "n_massive_tokens": 1,
+        "massive_ratio": 5.0,
+        "massive_error_share": {"base": 0.99, "chat": 0.98},
+        "l0": 40.0,
+        "dead_fraction": 0.25,
+    }
+    eval_path = run / "dictionaries" / "crosscoder" / "eval.json"
+    eval_path.write_text(json.dumps({"reconstruction": reconstruction}))
+    at = open_page(run)
+    headline = next(d.value for d in at.dataframe if "massive-norm tokens" in d.value.columns)
+    assert list(headline.columns) == [
+        "dictionary",
+        "FVE typical (base)",
+        "FVE typical (chat)",
+        "massive-norm tokens",
+        "FVE all tokens (base)",
+        "FVE all tokens (chat)",
+        "L0",
+        "dead fraction",
+    ]
+    assert headline.iloc[0].tolist() == [
+        "crosscoder",
+        0.75,
+        0.5,
+        "1 of 100",
+        -9.5,
+        -9.25,
+        40.0,
+        0.25,
+    ]
+
+
+def test_tuco_auc_states_its_direction_and_n(tmp_path):
+    run = build_run_folder(tmp_path / "run", n_latents=16, n_example_latents=2,
+                           with_steering=False)  # fmt: skip
+    summary = json.loads((run / "tuco" / "summary.json").read_text())
+    summary["auc_plain_vs_jailbreak"] = 0.0
+    (run / "tuco" / "summary.json").write_text(json.dumps(summary))
+    at = open_page(run, "tuco")
+    caption = next(c.value for c in at.caption if "AUC plain vs jailbreak" in c.value)
+    n = summary["n_prompts"]
+    assert f"n = {n['harmful']} plain harmful and {n['jailbreak']} jailbreak prompts" in caption
+    assert "P(TuCo plain harmful > TuCo jailbreak) = 0.000" in caption
+    assert "higher TuCo than plain ones" in caption

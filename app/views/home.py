@@ -42,52 +42,27 @@ def massive_token_note(name: str, evaluation: dict) -> str | None:
     )
 
 
-def headline_metrics(name: str, evaluation: dict) -> list[tuple[str, str, str]]:
-    """(label, value, help) of a dictionary's headline numbers: the FVE over typical tokens first,
-    the count of massive-norm tokens beside it (they can drive the all-token FVE far below 0), then
-    the all-token FVE, L0 and dead fraction. Empty without a reconstruction evaluation."""
+def headline_row(name: str, evaluation: dict) -> dict | None:
+    """A dictionary's headline numbers, in reading order: the FVE over typical tokens first, the
+    count of massive-norm tokens beside it (one such token can drive the all-token FVE far below
+    0), then the all-token FVE, L0 and the dead fraction. None without a reconstruction
+    evaluation (`crosscoders.evaluate.reconstruction_metrics`)."""
     reconstruction = evaluation.get("reconstruction", {})
     if not isinstance(reconstruction.get("fve"), dict):
-        return []
-
-    def pair(values: dict) -> str:
-        return " / ".join(f"{values[s]:.3f}" for s in values)
-
-    sources = " / ".join(reconstruction["fve"])
-    typical = reconstruction.get("fve_typical")
-    shown = []
-    if isinstance(typical, dict):
-        shown.append(
-            (
-                f"FVE, typical tokens ({sources})",
-                pair(typical),
-                "fraction of variance explained over the held-out tokens whose norm is not "
-                "massive: the number to read",
-            )
+        return None
+    row: dict = {"dictionary": name}
+    for source, value in (reconstruction.get("fve_typical") or {}).items():
+        row[f"FVE typical ({source})"] = value
+    if reconstruction.get("n_massive_tokens") is not None:
+        row["massive-norm tokens"] = (
+            f"{reconstruction['n_massive_tokens']:,} of {reconstruction.get('n_tokens', 0):,}"
         )
-    n_massive = reconstruction.get("n_massive_tokens")
-    if n_massive is not None:
-        shown.append(
-            (
-                "massive-norm tokens",
-                f"{n_massive:,} of {reconstruction.get('n_tokens', 0):,}",
-                f"tokens whose norm is > {reconstruction.get('massive_ratio', '?')}x the median; "
-                "a few of them carry most of the squared error",
-            )
-        )
-    shown.append(
-        (
-            f"FVE, all tokens ({sources})",
-            pair(reconstruction["fve"]),
-            "over every held-out token, massive ones included (caveat: can be far below 0 "
-            "because of one massive-norm token)",
-        )
-    )
-    for key, label in (("l0", "L0"), ("dead_fraction", "dead latents")):
+    for source, value in reconstruction["fve"].items():
+        row[f"FVE all tokens ({source})"] = value
+    for key, label in (("l0", "L0"), ("dead_fraction", "dead fraction")):
         if isinstance(reconstruction.get(key), int | float):
-            value = reconstruction[key]
-            shown.append((label, f"{value:.1f}" if key == "l0" else f"{value:.1%}", ""))
-    return shown
+            row[label] = reconstruction[key]
+    return row
 
 
 st.title("Model-diffing run")
@@ -155,14 +130,23 @@ for name in dictionaries:
     rows.append(row)
     if note := massive_token_note(name, evaluation):
         notes.append(note)
-for name in dictionaries:
-    headline = headline_metrics(name, run.dictionary_eval(name) or {})
-    if headline:
-        st.markdown(f"**`{name}`**")
-        for column, (label, value, help_text) in zip(
-            st.columns(len(headline)), headline, strict=True
-        ):
-            column.metric(label, value, help=help_text or None)
+headline = [r for r in (headline_row(n, run.dictionary_eval(n) or {}) for n in dictionaries) if r]
+if headline:
+    st.dataframe(
+        pd.DataFrame(headline),
+        hide_index=True,
+        key="home_headline",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in headline[0]
+            if c.startswith("FVE") or c == "dead fraction"
+        },
+    )
+    st.caption(
+        "FVE typical: fraction of variance explained over the held-out tokens whose norm is not "
+        "massive (the number to read); the all-token FVE beside it includes the massive-norm "
+        "tokens (threshold in the notes below), which can drive it far below 0."
+    )
 for note in notes:
     st.caption(note)
 if rows:

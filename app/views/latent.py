@@ -13,7 +13,7 @@ import streamlit as st
 from app import live
 from app.latent_tokens import top_token_labels
 from app.navigation import LATENT_QUERY, open_latent
-from app.render import TOKEN_FONTS, bar_histogram, token_html, tokens_of
+from app.render import TOKEN_FONTS, bar_histogram, token_html, tokens_of, visible_whitespace
 from app.run_folder import (
     ANALYZE,
     MissingPiece,
@@ -261,9 +261,9 @@ else:
             st.dataframe(
                 pd.DataFrame(
                     {
-                        "top token": list(model_row.top_tokens),
+                        "top token": [visible_whitespace(t) for t in model_row.top_tokens],
                         "top logit": list(model_row.top_values),
-                        "bottom token": list(model_row.bottom_tokens),
+                        "bottom token": [visible_whitespace(t) for t in model_row.bottom_tokens],
                         "bottom logit": list(model_row.bottom_values),
                     }
                 ),
