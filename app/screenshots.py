@@ -162,7 +162,7 @@ def capture_pages(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     queries = {"latent": {"latent": str(latent)}, "search": {"text": text}}
-    with serve(run_folder) as url, chromium() as page:
+    with serve(run_folder, timeout=600) as url, chromium() as page:
         for name, path in PAGE_PATHS.items():
             query = f"?{urlencode(queries[name])}" if name in queries else ""
             page.goto(f"{url}/{path}{query}")
