@@ -163,6 +163,7 @@ def capture_pages(
     written = []
     queries = {"latent": {"latent": str(latent)}, "search": {"text": text}}
     with serve(run_folder, timeout=600) as url, chromium() as page:
+        page.set_default_timeout(MODEL_LOAD_MS)  # a loaded machine: the first page imports torch
         for name, path in PAGE_PATHS.items():
             query = f"?{urlencode(queries[name])}" if name in queries else ""
             page.goto(f"{url}/{path}{query}")
