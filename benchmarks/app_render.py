@@ -6,8 +6,9 @@ page; the known-answer diffing outputs written by their writers on the tiny pair
 names a real one, then runs each page's script with Streamlit's AppTest (the same script run a
 browser triggers, without the network) and prints one JSON object: per page, `first_s` (cold: the
 page's files are read and cached; Search: the models load and the text is encoded) and `warm_s`
-(median of `--repeats` reruns, the cost of every interaction afterwards). The Search page
-searches `--text`.
+(median of `--repeats` reruns, the cost of every interaction afterwards) and `warm_cpu_s` (the
+same reruns' CPU time of this process: on a shared machine the wall time also counts the time
+other jobs hold the cores). The Search page searches `--text`.
 
     python benchmarks/app_render.py [--run runs/NAME] [--latents 16384] [--repeats 5]
 """
@@ -39,12 +40,17 @@ def time_pages(run: Path, repeats: int, latent: int, text: str) -> dict[str, dic
         at.run()
         first = time.perf_counter() - started
         assert not at.exception, f"{page}: {[e.value for e in at.exception]}"
-        warm = []
+        warm, warm_cpu = [], []
         for _ in range(repeats):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             at.run()
             warm.append(time.perf_counter() - started)
-        timings[page] = {"first_s": round(first, 3), "warm_s": round(statistics.median(warm), 3)}
+            warm_cpu.append(time.process_time() - started_cpu)
+        timings[page] = {
+            "first_s": round(first, 3),
+            "warm_s": round(statistics.median(warm), 3),
+            "warm_cpu_s": round(statistics.median(warm_cpu), 3),
+        }
     return timings
 
 

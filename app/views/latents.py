@@ -35,6 +35,22 @@ def pick_row(latent_ids: np.ndarray) -> None:
         st.session_state[PENDING] = int(latent_ids[rows[0]])
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def figures(_shown, _scattered, key: tuple) -> dict:
+    """The page's figures for one selection (`key`: the latents file, its version and the
+    filters), built once: plotly's figure construction is most of a rerun's cost otherwise."""
+    density, n_dead = density_histogram(_shown.freq.to_numpy())
+    return {
+        "density": density,
+        "n_dead": n_dead,
+        "rel_norm": class_histogram(
+            _shown, "rel_norm", "Relative decoder norm", "0 = base-only, 1 = chat-only"
+        ),
+        "cosine": class_histogram(_shown, "cosine", "Decoder cosine (base vs chat)", "cosine"),
+        "nu": nu_scatter(_scattered),
+    }
+
+
 def pick_point() -> None:
     latent = latent_from_selection(st.session_state["nu_scatter"])
     if latent is not None:
@@ -141,9 +157,16 @@ st.dataframe(
     },
 )
 
-density, n_dead = density_histogram(shown.freq.to_numpy())
+# nu_r and nu_eps are read on chat-only latents (Minder et al.); the others on request
+all_classes_scatter = st.session_state["latents_nu_all"]
+scattered = shown if all_classes_scatter else shown[shown.latent_class == "chat-only"]
+latents_file = run.root / f"analysis/{dictionary}/latents.parquet"
+version = (str(latents_file), latents_file.stat().st_mtime_ns, latents_file.stat().st_size)
+selection = (classes, rel_norm, cosine, min_freq, chat_specific_only, all_classes_scatter)
+drawn = figures(shown, scattered, version + tuple(map(str, selection)))
+n_dead = drawn["n_dead"]
 left, right = st.columns([3, 1])
-left.plotly_chart(density, key="density_hist")
+left.plotly_chart(drawn["density"], key="density_hist")
 right.metric(
     "dead latents (never fired)",
     f"{n_dead:,}",
@@ -157,16 +180,9 @@ right.caption(
 )
 
 left, right = st.columns(2)
-left.plotly_chart(
-    class_histogram(shown, "rel_norm", "Relative decoder norm", "0 = base-only, 1 = chat-only"),
-    key="rel_norm_hist",
-)
-right.plotly_chart(
-    class_histogram(shown, "cosine", "Decoder cosine (base vs chat)", "cosine"), key="cosine_hist"
-)
-# nu_r and nu_eps are read on chat-only latents (Minder et al.); the others on request
-all_classes_scatter = st.toggle("Latent Scaling of every shown latent", key="latents_nu_all")
-scattered = shown if all_classes_scatter else shown[shown.latent_class == "chat-only"]
+left.plotly_chart(drawn["rel_norm"], key="rel_norm_hist")
+right.plotly_chart(drawn["cosine"], key="cosine_hist")
+st.toggle("Latent Scaling of every shown latent", key="latents_nu_all")
 finite = np.isfinite(scattered.nu_r) & np.isfinite(scattered.nu_eps)
 if not finite.any():
     st.info(
@@ -183,6 +199,4 @@ if not finite.any():
         icon=":material/scatter_plot:",
     )
 else:
-    st.plotly_chart(
-        nu_scatter(scattered), key="nu_scatter", on_select=pick_point, selection_mode="points"
-    )
+    st.plotly_chart(drawn["nu"], key="nu_scatter", on_select=pick_point, selection_mode="points")
