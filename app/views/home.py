@@ -142,11 +142,12 @@ if headline:
             if c.startswith("FVE") or c == "dead fraction"
         },
     )
-    st.caption(
-        "FVE typical: fraction of variance explained over the held-out tokens whose norm is not "
-        "massive (the number to read); the all-token FVE beside it includes the massive-norm "
-        "tokens (threshold in the notes below), which can drive it far below 0."
-    )
+    if notes:  # some dictionary's evaluation found massive-norm tokens
+        st.caption(
+            "FVE typical: fraction of variance explained over the held-out tokens whose norm is "
+            "not massive (the number to read); the all-token FVE beside it includes the "
+            "massive-norm tokens (threshold in the notes below), which can drive it far below 0."
+        )
 for note in notes:
     st.caption(note)
 if rows:
