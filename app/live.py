@@ -52,6 +52,53 @@ def dictionary_models(dictionary, info: dict) -> tuple[str | None, str | None]:
     return info.get("base"), info.get("chat")
 
 
+@st.cache_resource(show_spinner="Loading the models and the dictionary...", max_entries=2)
+def explorer(run_folder: str, dictionary: str):
+    """The exploring API on a run's dictionary (`steering.explore.open_run`: the pair run.json
+    names, the dictionary's own sources): the Search page's encoding and the Latent page's
+    steering go through it, so the app shows exactly what the API computes."""
+    from steering.explore import open_run
+
+    return open_run(run_folder, dictionary)
+
+
+@st.cache_resource(show_spinner="Encoding the text...", max_entries=32)
+def search(run_folder: str, dictionary: str, text: str, per_token: int):
+    """(encoded, per-token table, top latents) of `text` (app/search.py, without the analysis
+    columns), kept per text so that every rerun of the Search page after the first is free.
+    Shared and never modified: the page adds the analysis columns into new frames."""
+    from app.search import per_token_latents
+
+    explorer_ = explorer(run_folder, dictionary)
+    encoded = explorer_.encode(text)
+    table = per_token_latents(encoded, explorer_.coder, None, per_token)
+    top = explorer_.top_latents(text, n=20).drop(columns="latent_class", errors="ignore")
+    return encoded, table.drop(columns=["latent_class", "delta"]), top
+
+
+def steer_both(
+    explorer,
+    latent: int,
+    prompt: str,
+    mode: str,
+    value: float,
+    strength: float,
+    max_new_tokens: int,
+) -> dict[str, dict[str, str]]:
+    """{model: {"unsteered": text, "steered": text}} for base and chat: `Explorer.steer` with
+    the latent at `strength` (strength 0 is the unsteered model, bit for bit)."""
+    generations = {}
+    for model in ("base", "chat"):
+        generations[model] = {
+            label: explorer.steer(
+                latent, prompt, strength=lam, value=value, model=model, mode=mode,
+                max_new_tokens=max_new_tokens,
+            )
+            for label, lam in (("unsteered", 0.0), ("steered", strength))
+        }  # fmt: skip
+    return generations
+
+
 @st.cache_resource(show_spinner="Loading the steering map...", max_entries=4)
 def steering_map(folder: str):
     from steering.steering_map import load_map

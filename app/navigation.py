@@ -32,6 +32,13 @@ PAGES = (
         "one latent: examples, logits, neighbours, live activations",
     ),
     PageSpec(
+        "views/search.py",
+        "Search",
+        "search",
+        ":material/manage_search:",
+        "type a text: the latents that fire on each token, read from both models",
+    ),
+    PageSpec(
         "views/tuco.py",
         "TuCo",
         "tuco",
@@ -59,9 +66,18 @@ PAGES = (
         ":material/stacked_line_chart:",
         "weight spectra and intruder dimensions, generative horizon, amplified generations",
     ),
+    PageSpec(
+        "views/diffing.py",
+        "Known answers",
+        "diffing",
+        ":material/fact_check:",
+        "diffing methods on organisms with a planted answer: score table, ADL, difference SAE, "
+        "change profile",
+    ),
 )
 LATENT_PAGE = "views/latent.py"
 LATENT_QUERY = "latent"  # ?latent=J opens latent J on the Latent page
+KEPT_QUERIES = ("run", "dictionary")  # app/url_state.py: kept when a page opens another
 
 
 def st_pages() -> list:
@@ -74,5 +90,6 @@ def st_pages() -> list:
 
 
 def open_latent(latent: int) -> None:
-    """Switch to the Latent page showing `latent`."""
-    st.switch_page(LATENT_PAGE, query_params={LATENT_QUERY: str(int(latent))})
+    """Switch to the Latent page showing `latent` (the run and dictionary stay in the URL)."""
+    kept = {k: st.query_params[k] for k in KEPT_QUERIES if k in st.query_params}
+    st.switch_page(LATENT_PAGE, query_params=kept | {LATENT_QUERY: str(int(latent))})

@@ -21,15 +21,63 @@ CLASS_COLORS = {
     "other": "#bcbd22",
 }
 SHIFT_COLORS = {"unshifted": "#2ca02c", "marginal": "#ff7f0e", "shifted": "#d62728"}
+# One colour per diffing / steering method, on every page and plot (the Steering page's lines,
+# the Diffing page's score table and ADL / TuCo samples). Names are matched case-insensitively
+# on their first word ("crosscoder batchtopk" -> crosscoder, "ADL steering (chat)" -> adl).
+METHOD_COLORS = {
+    "lineas": "#1f77b4",
+    "mean-diff": "#ff7f0e",
+    "latents": "#2ca02c",
+    "tuco": "#9467bd",
+    "adl": "#8c564b",
+    "crosscoder": "#d62728",
+    "difference": "#e377c2",  # difference SAE
+    "linear": "#17becf",
+    "none": "#7f7f7f",
+}
+OTHER_METHOD_COLORS = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+# fonts that cover the tokens the models produce (Latin, Cyrillic, Greek, CJK, symbols, emoji)
+TOKEN_FONTS = (
+    '"DejaVu Sans Mono", "Noto Sans Mono", ui-monospace, "DejaVu Sans", "Noto Sans", '
+    '"Noto Sans CJK SC", "Noto Sans Symbols", "Noto Sans Symbols 2", "Noto Color Emoji", '
+    "monospace"
+)
 TOKENS_CSS = (
-    "font-family: ui-monospace, monospace; font-size: 0.9rem; line-height: 1.9; "
+    f"font-family: {TOKEN_FONTS}; font-size: 0.9rem; line-height: 1.9; "
     "white-space: pre-wrap; word-break: break-word; margin-bottom: 0.3rem"
 )
+WHITESPACE_MARKS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
+SENTENCEPIECE_SPACE = "▁"  # how SentencePiece tokenizers spell a leading space
+
+
+def method_color(method: str) -> str:
+    """The fixed colour of a method (METHOD_COLORS by its first word, lower-cased; other names
+    get a colour from OTHER_METHOD_COLORS chosen by a stable hash of the name)."""
+    name = str(method).strip().lower()
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    first = name.replace("(", " ").split(" ")[0] if name else ""
+    if first in METHOD_COLORS:
+        return METHOD_COLORS[first]
+    return OTHER_METHOD_COLORS[sum(name.encode()) % len(OTHER_METHOD_COLORS)]
+
+
+def visible_whitespace(token: str) -> str:
+    """A token with its whitespace made visible: '·' for a space (SentencePiece's '▁' too), '↵'
+    for a newline, '→' for a tab, so that a leading space is never lost."""
+    token = token.replace(SENTENCEPIECE_SPACE, " ")
+    return "".join(WHITESPACE_MARKS.get(character, character) for character in token)
 
 
 def display_token(token: str) -> str:
-    """A token as shown in the page: newlines and tabs made visible, HTML escaped."""
-    return html.escape(token.replace("\n", "↵").replace("\t", "→"))
+    """A token as shown in the page: whitespace made visible, HTML escaped."""
+    return html.escape(visible_whitespace(token))
+
+
+def log_axis(axis_type_update) -> None:
+    """One tick label per decade on a log axis (plotly's default adds 2 and 5 inside each decade
+    and repeats them: "100, 5, 2, 10, 5, 2, 1")."""
+    axis_type_update(type="log", dtick=1, tickformat="~g")
 
 
 def token_html(
@@ -88,7 +136,7 @@ def histogram(
         margin=dict(l=40, r=10, t=40, b=40),
     )
     if log_y:
-        figure.update_yaxes(type="log")
+        log_axis(figure.update_yaxes)
     return figure
 
 
@@ -125,7 +173,7 @@ def class_histogram(
         height=320,
         margin=dict(l=40, r=10, t=40, b=40),
     )
-    figure.update_yaxes(type="log")
+    log_axis(figure.update_yaxes)
     return figure
 
 
@@ -193,7 +241,7 @@ def bar_histogram(
         margin=dict(l=40, r=10, t=40, b=40),
     )
     if log_y:
-        figure.update_yaxes(type="log")
+        log_axis(figure.update_yaxes)
     return figure
 
 
@@ -219,12 +267,33 @@ def box_by_group(table: pd.DataFrame, group: str, value: str, title: str) -> go.
 
 
 def lines_by_group(table: pd.DataFrame, group: str, x: str, y: str, title: str) -> go.Figure:
+    """One line per group (a method: its fixed colour from `method_color`)."""
     figure = go.Figure()
     for name, rows in table.sort_values(x).groupby(group, sort=True):
         figure.add_scatter(
-            x=rows[x].to_numpy(), y=rows[y].to_numpy(), mode="lines+markers", name=str(name)
+            x=rows[x].to_numpy(),
+            y=rows[y].to_numpy(),
+            mode="lines+markers",
+            name=str(name),
+            line=dict(color=method_color(str(name))),
         )
     figure.update_layout(
         title=title, xaxis_title=x, yaxis_title=y, height=320, margin=dict(l=40, r=10, t=40, b=40)
     )
     return figure
+
+
+def density_histogram(freq: np.ndarray, bins: int = 50) -> tuple[go.Figure, int]:
+    """The feature-density histogram: log10 firing frequency over the latents that fired (a dead
+    latent, frequency 0, has no logarithm: it is counted apart and returned with the figure)."""
+    freq = np.asarray(freq, dtype=float)
+    alive = freq[freq > 0]
+    n_dead = int((freq <= 0).sum())
+    figure = histogram(
+        np.log10(alive),
+        f"Feature density: {alive.size:,} live latents ({n_dead:,} dead, not shown)",
+        "log10 firing frequency (share of tokens where the latent fires)",
+        bins=bins,
+        log_y=False,
+    )
+    return figure, n_dead

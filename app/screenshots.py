@@ -1,10 +1,12 @@
 """Serve the app on a run folder and photograph its pages in headless Chromium.
 
-    python -m app.screenshots RUN_FOLDER OUT_DIR [--latent J] [--small]
+    python -m app.screenshots RUN_FOLDER OUT_DIR [--latent J] [--text TEXT] [--small]
 
-writes OUT_DIR/<page>.png for every page. The browser is Debian's chromium (`apt-get install -y
-chromium`) driven by Playwright; Playwright's own browser download is never used. The end-to-end
-browser test (tests/test_app_browser.py) uses the same `serve` and `chromium`.
+writes OUT_DIR/<page>.png for every page (the Latent page on latent J, the Search page on TEXT:
+it loads the run's models, so the first search waits for them). The browser is Debian's chromium
+(`apt-get install -y chromium`) driven by Playwright; Playwright's own browser download is never
+used. The end-to-end browser test (tests/test_app_browser.py) uses the same `serve` and
+`chromium`.
 """
 
 import argparse
@@ -35,11 +37,15 @@ PAGE_PATHS = {
     "home": "",
     "latents": "latents",
     "latent": "latent",
+    "search": "search",
     "tuco": "tuco",
     "steering": "steering",
     "compare": "compare",
     "outputs": "outputs",
+    "diffing": "diffing",
 }
+SEARCH_TEXT = "I'm sorry, but I cannot help with that."
+MODEL_LOAD_MS = 900_000  # the Search page loads the pair on its first search
 
 
 def free_port() -> int:
@@ -149,13 +155,21 @@ def shrink_png(path: Path, colors: int = 128) -> None:
     palette.save(path, optimize=True)
 
 
-def capture_pages(run_folder: Path, out: Path, latent: int, small: bool = False) -> list[Path]:
+def capture_pages(
+    run_folder: Path, out: Path, latent: int, small: bool = False, text: str = SEARCH_TEXT
+) -> list[Path]:
+    from urllib.parse import urlencode
+
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with serve(run_folder) as url, chromium() as page:
+    queries = {"latent": {"latent": str(latent)}, "search": {"text": text}}
+    with serve(run_folder, timeout=600) as url, chromium() as page:
+        page.set_default_timeout(MODEL_LOAD_MS)  # a loaded machine: the first page imports torch
         for name, path in PAGE_PATHS.items():
-            query = f"?latent={latent}" if name == "latent" else ""
+            query = f"?{urlencode(queries[name])}" if name in queries else ""
             page.goto(f"{url}/{path}{query}")
+            if name == "search":
+                page.wait_for_selector("a.search-latent", timeout=MODEL_LOAD_MS)
             wait_rendered(page)
             target = out / f"{name}.png"
             screenshot_whole_page(page, target)
@@ -171,9 +185,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--latent", type=int, default=0, help="latent shown on the Latent page")
     parser.add_argument("--small", action="store_true", help="palette PNGs (for docs/)")
+    parser.add_argument("--text", default=SEARCH_TEXT, help="searched on the Search page")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    for path in capture_pages(args.run_folder, args.out, args.latent, args.small):
+    for path in capture_pages(args.run_folder, args.out, args.latent, args.small, args.text):
         print(path)
 
 

@@ -458,3 +458,122 @@ def open_page(run_folder: Path | str, page: str | None = None, timeout: float = 
         at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+DIFFING_ORGANISM = "tiny-organism"
+DIFFING_VOCABULARY = ["w10", "w20", "w30"]
+
+
+def build_diffing_results(run: Path, organism: str = DIFFING_ORGANISM) -> Path:
+    """The known-answer diffing outputs of one organism, written into `run/<organism>/` by the
+    writers themselves on the tiny pair (nothing typed): `run_adl` (adl/), a difference SAE
+    trained for a few steps and read by `analyze_difference_sae` (diff-sae/) on a small paired
+    cache, the change profile of a pass and of the cache (change_profile/profile.json, the layout
+    of `interp change-profile`), and the score table of `score_organism` + `write_table`
+    (run/diffing.json). Returns the organism's folder."""
+    from cache_support import documents, mixed_source
+    from tiny_models import tiny_pair
+
+    from crosscoders.config import Source, TrainingConfig
+    from crosscoders.diffing.adl import AdlConfig, run_adl
+    from crosscoders.diffing.change_profile import (
+        markdown,
+        profile_from_cache,
+        profile_from_pass,
+    )
+    from crosscoders.diffing.difference_sae import (
+        analyze_difference_sae,
+        cache_difference_stream,
+        train_difference_sae,
+    )
+    from crosscoders.diffing.evaluate_diffing import Organism, score_organism, write_table
+    from crosscoders.diffing.token_subsets import TemplateTokens
+    from interp.cache import ActivationCache, build_cache, cache_config
+    from interp.fileio import atomic_write_json
+
+    pair = tiny_pair()
+    folder = Path(run) / organism
+    texts = documents(24, seed=5, max_words=20)
+    adl_config = AdlConfig(
+        n_texts=8,
+        positions=3,
+        norm_positions=2,
+        layer="1",
+        batch_size=8,
+        top_tokens=10,
+        patchscope_scales=[1.0, 2.0],
+        steer_strengths=[0.5, 2.0],
+        steer_positions=[1],
+        n_prompts=2,
+        max_new_tokens=6,
+        tuco_alphas=[2.0],
+    )
+    run_adl(pair, folder / "adl", adl_config, texts=texts, progress=False)
+    config = cache_config(pair, [1], "wiki:0.5,chat:0.5", n_tokens=300, ctx=24, dtype="fp32")
+    build_cache(pair, config, folder / "cache", source=mixed_source(), progress=False)
+    cache = ActivationCache(folder / "cache")
+    training = TrainingConfig(
+        n_steps=12, batch_size=64, lr=1e-3, warmup_steps=2, log_every=6, checkpoint_every=12
+    )
+    coder = train_difference_sae(
+        cache_difference_stream(cache, 64, 0, 1),
+        folder / "diff-sae" / "dictionary",
+        cache.d_model,
+        64,
+        4,
+        training,
+        Source(model="tiny chat - base", layer=1, name="chat-base"),
+        progress=False,
+    )
+    analyze_difference_sae(
+        coder, cache, pair.chat.model, pair.tokenizer, folder / "diff-sae", n_latents=8,
+        n_examples=3, batch_size=100, progress=False,
+    )  # fmt: skip
+    chats = list(zip(documents(6, seed=6, max_words=8), documents(6, seed=7), strict=True))
+    passed = profile_from_pass(pair, texts[:8], chats, max_tokens=24, progress=False)
+    cached = profile_from_cache(cache, TemplateTokens.from_tokenizer(pair.tokenizer), 100, False)
+    profile = {
+        "base": pair.base.spec,
+        "chat": pair.chat.spec,
+        "pass": {"n_texts": 8, "n_chats": len(chats), "max_tokens": 24, "rows": passed.rows()},
+        "cache": {"n_tokens": cache.n_tokens, "rows": cached.rows()},
+    }
+    atomic_write_json(folder / "change_profile" / "profile.json", profile)
+    subject = Organism(organism, pair.base.spec, pair.chat.spec, DIFFING_VOCABULARY, "tiny pair")
+    cells, readings = score_organism(subject, folder, pair.chat.model, pair.tokenizer)
+    profiles = {organism: {"markdown": markdown(passed.rows()), "note": "pass"}}
+    write_table(Path(run), cells, [subject], {organism: readings}, profiles)
+    return folder
+
+
+def add_tiny_models(run: Path, dict_size: int, layer: int = 1, dict_name: str = "crosscoder"):
+    """Make a synthetic run folder live: two tiny model folders (run/models/base, chat) named by
+    run.json, and a real (random) crosscoder of `dict_size` latents on their resid_post[layer]
+    as dictionaries/<dict_name> (the Search page and the Latent page's steering load them).
+    Returns the pair."""
+    import torch
+    from tiny_models import save_tiny, tiny_pair
+
+    from crosscoders import CrossCoder, CrossCoderConfig, Source, save_crosscoder
+
+    pair = tiny_pair()
+    base = save_tiny(pair.base, run / "models" / "base")
+    chat = save_tiny(pair.chat, run / "models" / "chat")
+    info = json.loads((run / "run.json").read_text())
+    info |= {"base": str(base), "chat": str(chat), "layer": layer}
+    (run / "run.json").write_text(json.dumps(info))
+    torch.manual_seed(0)
+    config = CrossCoderConfig(
+        n_sources=2,
+        d_model=pair.d_model,
+        dict_size=dict_size,
+        activation="relu_l1",
+        sources=[Source(str(base), layer, "base"), Source(str(chat), layer, "chat")],
+    )
+    coder = CrossCoder(config)
+    with torch.no_grad():
+        coder.W_enc.normal_(0, 0.3)
+        coder.W_dec.normal_(0, 0.3)
+        coder.b_enc.fill_(-0.1)
+    save_crosscoder(coder, run / "dictionaries" / dict_name)
+    return pair

@@ -11,6 +11,8 @@ import pytest
 from app_fixtures import build_run_folder, open_page
 from streamlit.testing.v1 import AppTest
 
+from app.render import visible_whitespace
+
 N_LATENTS = 16384
 N_EXAMPLE_LATENTS = 64
 
@@ -102,7 +104,7 @@ def test_latents_page_lists_every_latent(run):
     at = open_page(run, "latents")
     assert shown_count(at) == N_LATENTS
     assert len(at.dataframe[0].value) == N_LATENTS
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 4  # density, relative norm, cosine, nu scatter
 
 
 def test_latents_filters_match_a_hand_count(run):
@@ -202,7 +204,10 @@ def test_latent_page_shows_logits_neighbors_histogram_and_scaling(run):
     tables = [d.value for d in at.dataframe]
     logit_tables = [t for t in tables if "top token" in t.columns]
     assert len(logit_tables) == 2
-    assert list(logit_tables[1]["top token"]) == list(chat_row.top_tokens)
+    # shown with visible whitespace (a leading space as "·")
+    assert list(logit_tables[1]["top token"]) == [
+        visible_whitespace(t) for t in chat_row.top_tokens
+    ]
     neighbors = next(t for t in tables if "neighbor" in t.columns)
     stored = pd.read_parquet(analysis / "neighbors.parquet")
     stored = stored[stored.latent == latent].sort_values("cosine", ascending=False)

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_fixtures import build_run_folder, open_page
-from tiny_models import save_tiny, tiny_pair
+from app_fixtures import add_tiny_models, build_run_folder, open_page
 
-from crosscoders import CrossCoder, CrossCoderConfig, Source, save_crosscoder
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from interp.hooks import residual_stream
 from interp.models import load_model
@@ -30,29 +28,11 @@ def live_run(tmp_path_factory) -> Path:
     run = build_run_folder(
         tmp_path_factory.mktemp("live") / "run", n_latents=DICT_SIZE, n_example_latents=4
     )
-    pair = tiny_pair()
-    base = save_tiny(pair.base, run / "models" / "base")
-    chat = save_tiny(pair.chat, run / "models" / "chat")
-    info = json.loads((run / "run.json").read_text())
-    info |= {"base": str(base), "chat": str(chat), "layer": LAYER}
-    (run / "run.json").write_text(json.dumps(info))
+    pair = add_tiny_models(run, DICT_SIZE, LAYER)
+    base, chat = run / "models" / "base", run / "models" / "chat"
     (run / "steering" / "config.json").write_text(
         json.dumps({"base": str(base), "chat": str(chat)})
     )
-    torch.manual_seed(0)
-    config = CrossCoderConfig(
-        n_sources=2,
-        d_model=pair.d_model,
-        dict_size=DICT_SIZE,
-        activation="relu_l1",
-        sources=[Source(str(base), LAYER, "base"), Source(str(chat), LAYER, "chat")],
-    )
-    coder = CrossCoder(config)
-    with torch.no_grad():
-        coder.W_enc.normal_(0, 0.3)
-        coder.W_dec.normal_(0, 0.3)
-        coder.b_enc.fill_(-0.1)
-    save_crosscoder(coder, run / "dictionaries" / "crosscoder")
     steering = AdditiveMap([f"model.layers.{LAYER}"], pair.d_model)
     with torch.no_grad():
         steering.vector.normal_(0, 20.0)

@@ -41,7 +41,7 @@ def test_home_shows_typical_token_fve_beside_all_token_fve(run):
         "chat 0.874 over the 564 typical ones. 2 massive-norm tokens (norm > 5x the median): "
         "base 97%, chat 98% of the squared error."
     ) in captions
-    table = next(d.value for d in at.dataframe if "dictionary" in d.value.columns)
+    table = next(d.value for d in at.dataframe if "reconstruction.fve.base" in d.value.columns)
     columns = list(table.columns)
     fve = columns.index("reconstruction.fve.base")
     assert columns[fve : fve + 4] == [

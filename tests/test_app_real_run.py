@@ -8,6 +8,8 @@ import pandas as pd
 from app_fixtures import open_page
 from test_diffing_run import DICT_SIZE, N_CHAT_ONLY, run_dir  # noqa: F401  (module fixture)
 
+from app.render import display_token
+
 
 def test_home_latents_and_compare_render_the_real_analysis(run_dir):  # noqa: F811
     home = open_page(run_dir, timeout=120)
@@ -36,7 +38,8 @@ def test_latent_page_boxes_the_example_token_of_a_real_example(run_dir):  # noqa
     tokens = json.loads((run_dir / "analysis" / "tiny" / "tokens.json").read_text())
     first = top.sort_values("rank").iloc[0]
     peak_token = tokens["token_strings"][str(first.token_ids[first.max_index])]
-    assert f'outline: 2px solid #000">{peak_token}</span>' in html.replace("&#x27;", "'")
+    shown = display_token(peak_token)  # whitespace made visible, HTML escaped
+    assert f'outline: 2px solid #000">{shown}</span>' in html
 
 
 def test_pages_of_steps_the_run_lacks_name_the_missing_file(run_dir):  # noqa: F811

@@ -27,7 +27,7 @@ def test_token_html_shades_by_value_over_scale_and_escapes():
     # opacity = |value| / scale, clipped at 1; negative values in blue
     assert "rgba(255,128,0,0.00)" in spans[0][2] and "rgba(255,128,0,0.50)" in spans[1][2]
     assert "rgba(255,128,0,1.00)" in spans[2][2] and "rgba(30,110,255,1.00)" in spans[3][2]
-    assert [s[3] for s in spans] == ["&lt;b&gt;", " a", "↵", " c"]
+    assert [s[3] for s in spans] == ["&lt;b&gt;", "·a", "↵", "·c"]  # whitespace made visible
 
 
 def test_token_html_outlines_marked_tokens_and_rejects_misaligned_values():

@@ -42,6 +42,29 @@ def massive_token_note(name: str, evaluation: dict) -> str | None:
     )
 
 
+def headline_row(name: str, evaluation: dict) -> dict | None:
+    """A dictionary's headline numbers, in reading order: the FVE over typical tokens first, the
+    count of massive-norm tokens beside it (one such token can drive the all-token FVE far below
+    0), then the all-token FVE, L0 and the dead fraction. None without a reconstruction
+    evaluation (`crosscoders.evaluate.reconstruction_metrics`)."""
+    reconstruction = evaluation.get("reconstruction", {})
+    if not isinstance(reconstruction.get("fve"), dict):
+        return None
+    row: dict = {"dictionary": name}
+    for source, value in (reconstruction.get("fve_typical") or {}).items():
+        row[f"FVE typical ({source})"] = value
+    if reconstruction.get("n_massive_tokens") is not None:
+        row["massive-norm tokens"] = (
+            f"{reconstruction['n_massive_tokens']:,} of {reconstruction.get('n_tokens', 0):,}"
+        )
+    for source, value in reconstruction["fve"].items():
+        row[f"FVE all tokens ({source})"] = value
+    for key, label in (("l0", "L0"), ("dead_fraction", "dead fraction")):
+        if isinstance(reconstruction.get(key), int | float):
+            row[label] = reconstruction[key]
+    return row
+
+
 st.title("Model-diffing run")
 run = load_or_stop(current_run)
 info = load_or_stop(run.info)
@@ -107,10 +130,29 @@ for name in dictionaries:
     rows.append(row)
     if note := massive_token_note(name, evaluation):
         notes.append(note)
-if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+headline = [r for r in (headline_row(n, run.dictionary_eval(n) or {}) for n in dictionaries) if r]
+if headline:
+    st.dataframe(
+        pd.DataFrame(headline),
+        hide_index=True,
+        key="home_headline",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in headline[0]
+            if c.startswith("FVE") or c == "dead fraction"
+        },
+    )
+    if notes:  # some dictionary's evaluation found massive-norm tokens
+        st.caption(
+            "FVE typical: fraction of variance explained over the held-out tokens whose norm is "
+            "not massive (the number to read); the all-token FVE beside it includes the "
+            "massive-norm tokens (threshold in the notes below), which can drive it far below 0."
+        )
 for note in notes:
     st.caption(note)
+if rows:
+    with st.expander("every evaluation number"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 for name in run.analysed_dictionaries():
     st.subheader(f"Analysis of `{name}`")

@@ -3,6 +3,7 @@ and quantile examples with token highlighting (the latent's activation, and each
 where the analysis stored it), the activation histogram, the decoder direction's top and bottom
 logits through each model's unembedding, its nearest latents, and live activations on any text."""
 
+import html
 from functools import partial
 
 import numpy as np
@@ -10,8 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from app import live
+from app.latent_tokens import top_token_labels
 from app.navigation import LATENT_QUERY, open_latent
-from app.render import bar_histogram, token_html, tokens_of
+from app.render import TOKEN_FONTS, bar_histogram, token_html, tokens_of, visible_whitespace
 from app.run_folder import (
     ANALYZE,
     MissingPiece,
@@ -113,6 +115,18 @@ columns[1].metric("Decoder cosine", f"{row.cosine:.3f}")
 columns[2].metric("Firing frequency", f"{row.freq:.2e}")
 columns[3].metric("Max activation", f"{row.max_act:.3g}")
 columns[4].metric("nu_eps / nu_r", f"{row.nu_eps:.2f} / {row.nu_r:.2f}")
+
+examples_file = run.root / f"analysis/{dictionary}/examples.parquet"
+tokens_file = run.root / f"analysis/{dictionary}/tokens.json"
+if examples_file.is_file() and tokens_file.is_file():
+    peaks = top_token_labels(examples_file, tokens_file, n=8).get(latent)
+    st.markdown(
+        f"**Top activating tokens** (peak token of each max-activating example, × how many): "
+        f"<span style='font-family:{TOKEN_FONTS}'>{html.escape(peaks)}</span>"
+        if peaks
+        else "**Top activating tokens**: none stored for this latent",
+        unsafe_allow_html=True,
+    )
 
 st.subheader("Examples")
 try:
@@ -247,9 +261,9 @@ else:
             st.dataframe(
                 pd.DataFrame(
                     {
-                        "top token": list(model_row.top_tokens),
+                        "top token": [visible_whitespace(t) for t in model_row.top_tokens],
                         "top logit": list(model_row.top_values),
-                        "bottom token": list(model_row.bottom_tokens),
+                        "bottom token": [visible_whitespace(t) for t in model_row.bottom_tokens],
                         "bottom logit": list(model_row.bottom_values),
                     }
                 ),
@@ -283,3 +297,53 @@ if st.button("Compute activations", key="latent_live_button"):
             f"max activation on this text {acts.max(initial=0.0):.3g}; colour scale {scale:.3g} "
             f"(the latent's max over the dataset); models {base} / {chat}"
         )
+
+st.subheader("Steer with this latent")
+st.caption(
+    "`add`: the residual stream at the dictionary's layer gets strength x value x d_j (the "
+    "latent's decoder direction for that model); `clamp`: the latent's activation is held at "
+    "value (strength 1 replaces its share of the reconstruction, 0 is the unsteered model). "
+    "Both models are steered, each with its own decoder direction "
+    "(steering.explore.Explorer.steer)."
+)
+left, middle, right = st.columns(3)
+steer_mode = left.radio("Mode", ("add", "clamp"), horizontal=True, key="latent_steer_mode")
+steer_value = left.number_input(
+    "Value (activation units; default: the latent's max activation)",
+    value=float(round(row.max_act, 3)),
+    key=f"latent_steer_value_{dictionary}_{latent}",
+)
+steer_strength = middle.slider("Strength", -4.0, 8.0, 1.0, 0.25, key="latent_steer_strength")
+steer_tokens = right.number_input("New tokens", 1, 200, 32, key="latent_steer_tokens")
+steer_prompt = st.text_area("Prompt", "Tell me about your day.", key="latent_steer_prompt")
+request = (dictionary, latent, steer_mode, steer_value, steer_strength, steer_tokens, steer_prompt)
+if st.button("Steer", key="latent_steer_button"):
+    explorer = live.guarded(
+        f"the models and the dictionary `{dictionary}` of {run.root}",
+        live.explorer,
+        str(run.root),
+        dictionary,
+    )
+    if explorer is not None:
+        st.session_state["latent_steer_result"] = (
+            request,
+            live.steer_both(
+                explorer,
+                latent,
+                steer_prompt,
+                steer_mode,
+                float(steer_value),
+                float(steer_strength),
+                int(steer_tokens),
+            ),
+        )
+shown_request, generations = st.session_state.get("latent_steer_result", (None, None))
+if generations is not None and shown_request == request:
+    for column, (model, texts) in zip(st.columns(2), generations.items(), strict=True):
+        with column:
+            st.markdown(f"**{model}**, steered ({steer_mode}, strength {steer_strength:g})")
+            st.text(texts["steered"])
+            st.markdown(f"**{model}**, unsteered")
+            st.text(texts["unsteered"])
+elif generations is not None:
+    st.caption("the settings changed since the last generation: press Steer again")

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import live
-from app.render import lines_by_group
+from app.render import lines_by_group, log_axis, method_color
 from app.run_folder import STEER, MissingPiece, current_run, load_or_stop
 
 RATE_RANGE = [-0.05, 1.05]  # concept rates are shares
@@ -15,8 +15,9 @@ RESULT_COLUMNS = ("task", "method", "strength", "concept_rate")
 
 
 def tradeoff(results) -> go.Figure:
-    """Concept rate against wiki perplexity, one line per method, markers labelled by strength
-    (the LinEAS paper's trade-off plot)."""
+    """Concept rate against wiki perplexity, one line per method in its fixed colour, markers
+    labelled by strength (the LinEAS paper's trade-off plot). Perplexity on a log axis: one method
+    that breaks the model (perplexity in the thousands) would squash the others on a linear one."""
     figure = go.Figure()
     for method, rows in results.sort_values("strength").groupby("method", sort=True):
         figure.add_scatter(
@@ -26,14 +27,16 @@ def tradeoff(results) -> go.Figure:
             text=[f"{s:g}" for s in rows.strength],
             textposition="top center",
             name=str(method),
+            line=dict(color=method_color(str(method))),
         )
     figure.update_layout(
         title="Concept rate against wiki perplexity (labels: strength)",
-        xaxis_title="wiki perplexity",
+        xaxis_title="wiki perplexity (log)",
         yaxis=dict(title="concept rate", range=RATE_RANGE),
         height=340,
         margin=dict(l=40, r=10, t=40, b=40),
     )
+    log_axis(figure.update_xaxes)
     return figure
 
 
@@ -52,6 +55,8 @@ by_strength = lines_by_group(
 )
 if measure == "concept_rate":
     by_strength.update_yaxes(range=RATE_RANGE)
+else:  # perplexity: log, as in the trade-off plot
+    log_axis(by_strength.update_yaxes)
 left.plotly_chart(by_strength, key="steering_lines")
 if "perplexity" in of_task.columns:
     right.plotly_chart(tradeoff(of_task), key="steering_tradeoff")

@@ -14,7 +14,35 @@ SUMMARY_METRICS = {
     "auc_failed_vs_succeeded": "AUC failed vs succeeded jailbreaks",
     "jailbreak_succeeded": "Jailbreaks succeeded",
 }
-SENTENCEPIECE_SPACE = "▁"
+SUMMARY_HELP = {
+    SUMMARY_METRICS["auc_plain_vs_jailbreak"]: "P(TuCo of a plain harmful prompt > TuCo of a "
+    "jailbreak-wrapped one): > 0.5 means jailbreaks lower TuCo (Nuti et al.), 0.5 is chance",
+    SUMMARY_METRICS["auc_failed_vs_succeeded"]: "P(TuCo of a failed jailbreak > TuCo of a "
+    "successful one): > 0.5 means successful attacks have lower TuCo",
+}
+
+
+def auc_caveat(summary: dict) -> str | None:
+    """The direction and sample sizes of the plain-vs-jailbreak AUC (summary.json's n_prompts),
+    so that 0.000 reads as "every jailbreak scored higher", not as a failure."""
+    auc = summary.get("auc_plain_vs_jailbreak")
+    if auc is None:
+        return None
+    counts = summary.get("n_prompts", {})
+    n_plain, n_jailbreak = counts.get("harmful", "?"), counts.get("jailbreak", "?")
+    reading = (
+        "jailbreak-wrapped prompts have lower TuCo than plain ones, as in Nuti et al."
+        if auc > 0.5
+        else "jailbreak-wrapped prompts have higher TuCo than plain ones (the paper's direction "
+        "is the opposite)"
+        if auc < 0.5
+        else "no separation (chance)"
+    )
+    return (
+        f"AUC plain vs jailbreak = P(TuCo plain harmful > TuCo jailbreak) = {auc:.3f}, over "
+        f"n = {n_plain} plain harmful and {n_jailbreak} jailbreak prompts: {reading}."
+    )
+
 
 st.title("Tuning contribution (TuCo)")
 run = load_or_stop(current_run)
@@ -39,7 +67,13 @@ if run.has("tuco/summary.json"):
         if summary.get(key) is not None
     }
     for column, (label, value) in zip(st.columns(max(len(shown), 1)), shown.items(), strict=False):
-        column.metric(label, f"{value:.3f}" if isinstance(value, float) else str(value))
+        column.metric(
+            label,
+            f"{value:.3f}" if isinstance(value, float) else str(value),
+            help=SUMMARY_HELP.get(label),
+        )
+    if (caveat := auc_caveat(summary)) is not None:
+        st.caption(caveat)
 
 st.subheader("Distribution per prompt set")
 metrics = [m for m in ("tuco", "output_contribution") if m in scores.columns]
@@ -55,7 +89,7 @@ chosen = st.selectbox(
     "Prompt", range(len(scores)), format_func=labels.__getitem__, key="tuco_prompt"
 )
 prompt = scores.iloc[chosen]
-tokens = [t.replace(SENTENCEPIECE_SPACE, " ") for t in prompt.tokens]
+tokens = list(prompt.tokens)  # token_html shows SentencePiece's leading space as a visible mark
 scale = max(max(prompt.per_token, default=0.0), 1e-9)
 st.markdown(token_html(tokens, prompt.per_token, scale), unsafe_allow_html=True)
 st.caption(
