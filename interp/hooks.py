@@ -29,7 +29,8 @@ own, so batches of different lengths should be left-padded for `nnsight_generate
 
 import copy
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,35 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def block_output(output: Tensor | tuple) -> Tensor:
     """Decoder blocks return a tensor (transformers 5) or a tuple whose first item is one."""
     return output[0] if isinstance(output, tuple) else output
+
+
+def with_block_output(output: Tensor | tuple, hidden: Tensor) -> Tensor | tuple:
+    """`output` with its hidden state replaced by `hidden`, in the form the block returned."""
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+OutputHook = Callable[[nn.Module, tuple, Tensor | tuple], Tensor | tuple]
+
+
+def output_editing_hook(edit: Edit) -> OutputHook:
+    """A forward hook that replaces a module's output h by edit(h) (the writer side of
+    `block_output`)."""
+
+    def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+        return with_block_output(output, edit(block_output(output)))
+
+    return hook
+
+
+@contextmanager
+def residual_edit(model: nn.Module, layer: int, edit: Edit) -> Iterator[None]:
+    """Replace `resid_post[layer]` by edit(resid_post[layer]) in every forward pass (generation
+    included) while the context is open; the blocks after it run on the edited stream."""
+    handle = decoder_layers(model)[layer].register_forward_hook(output_editing_hook(edit))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class _StopForward(Exception):

@@ -41,18 +41,11 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.builtin_models import BUILTINS, sha256_file
-from interp.datasets import write_json
 from interp.errors import InterpError
+from interp.fileio import atomic_output, atomic_write_json, guard_config
+from interp.generation import complete, decode_completions
 from interp.models import ModelPair
-from interp.tuco import (
-    PromptScore,
-    complete,
-    decode_completions,
-    generate,
-    roc_auc,
-    score_prompts,
-    tokenize_prompts,
-)
+from interp.tuco import PromptScore, generate, roc_auc, score_prompts, tokenize_prompts
 
 SETS = {"benign": "chat-benign", "harmful": "harmful", "jailbreak": "jailbreak"}
 # The paper's alpha grid (Nuti et al. 2025; ../shared/PAPERS.md, TuCo, "Scaling")
@@ -223,9 +216,8 @@ def summarise(
 
 
 def _save_figure(figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: list[dict]) -> None:
@@ -309,22 +301,17 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
 def _check_config(out: Path, config: ExperimentConfig, overwrite: bool) -> None:
     path = out / "config.json"
     wanted = dataclasses.asdict(config)
-    if path.exists() and json.loads(path.read_text()) != wanted:
-        if not overwrite:
-            raise InterpError(
-                f"{out} holds results of a different config ({path}): pass --overwrite or "
-                "choose another --out"
-            )
+    if guard_config(path, wanted, overwrite, "TuCo results"):
         for stale in ("scores.json", "jailbreak_success.json", "alpha_refusals.json"):
             (out / stale).unlink(missing_ok=True)
-    write_json(path, wanted)
+    atomic_write_json(path, wanted)
 
 
 def _stage(path: Path, compute: Callable[[], list[dict]]) -> list[dict]:
     if path.exists():
         return json.loads(path.read_text())
     rows = compute()
-    write_json(path, rows)
+    atomic_write_json(path, rows)
     return rows
 
 
@@ -366,7 +353,7 @@ def run_experiments(
         lambda: alpha_refusals(pair, prompts["harmful"], judge, config),
     )
     summary = summarise(config, scores, jailbreaks, alphas)
-    write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary)
     plot_results(out, scores, jailbreaks, alphas)
     return summary
 

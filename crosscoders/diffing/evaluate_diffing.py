@@ -47,6 +47,7 @@ from crosscoders.diffing.score import (
     token_score,
 )
 from interp.errors import InterpError
+from interp.run_folder import RunFolder
 
 DEFAULT_MAX_NLL = 5.0  # nats/token (perplexity ~150): above it a generation counts as incoherent
 # mean distinct-character-trigram ratio below which generations count as degenerate repetition
@@ -268,7 +269,7 @@ def score_organism(
     vocabulary = organism.vocabulary
     for name in organism.dictionaries:
         method = f"crosscoder {name}"
-        analysis, dict_dir = run_dir / "analysis" / name, run_dir / "dictionaries" / name
+        analysis, dict_dir = RunFolder(run_dir).analysis(name), RunFolder(run_dir).dictionary(name)
         if not (analysis / "latents.parquet").is_file() or chat_model is None:
             cells.append(MethodScore(organism.name, method, "none", detail="no analysis"))
             continue
@@ -285,7 +286,7 @@ def score_organism(
             )
         )
         readings[method] = latent_readings
-    sae_dir = run_dir / "diff-sae"
+    sae_dir = RunFolder(run_dir).diff_sae
     if (sae_dir / "top_latents.json").is_file():
         tokens, sae_readings = difference_sae_tokens(sae_dir)
         cells.append(
@@ -301,7 +302,7 @@ def score_organism(
     else:
         cells.append(MethodScore(organism.name, "difference SAE", "none", detail="not run"))
     try:
-        adl = read_results(run_dir / "adl")
+        adl = read_results(RunFolder(run_dir).adl)
     except InterpError:
         adl = None
     if adl is None:

@@ -100,7 +100,7 @@ def adl(
     )
     config.validate()
     pair = load_pair_of(base, chat, dtype)
-    summary = run_adl(pair, out, config, force=force)
+    summary = run_adl(pair, out, config, overwrite=force)
     typer.echo(json.dumps({"out": str(out), "timings_s": summary.get("timings_s", {})}))
 
 
@@ -244,9 +244,12 @@ def evaluate_diffing(
     """Run every diffing method on every organism of the profile and write one table
     (RUN/diffing.json + RUN/diffing.md)."""
     from crosscoders.diffing.science import evaluate
+    from interp.cli.pipeline_cmd import check_steps, invoke_interp
 
     chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
-    json_path, md_path = evaluate(config, out, chosen, score_only, max_nll, min_distinct)
+    json_path, md_path = evaluate(
+        config, check_steps, invoke_interp, out, chosen, score_only, max_nll, min_distinct
+    )
     typer.echo(json.dumps({"json": str(json_path), "markdown": str(md_path)}))
 
 

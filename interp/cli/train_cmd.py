@@ -130,8 +130,7 @@ def _train(
         sources = _source_columns(cache_path, *sae_source)
     cache = ActivationCache(cache_path)
     columns = list(range(cache.n_sources)) if sources is None else sources
-    roles = [model["role"] for model in cache.manifest["models"]]
-    origins = _origins(cache.models, roles, cache.layers)
+    origins = _origins(cache.models, cache.roles, cache.layers)
     if steps is None:
         steps = cache.n_split_tokens("train") // batch_size
     coder_config = CrossCoderConfig(
@@ -216,6 +215,7 @@ def _train_streamed(
         write_stream_record,
     )
     from crosscoders.trainer import Trainer
+    from interp.cache.reader import source_column
     from interp.cache.writer import ROLES
     from interp.layers import resolve_layer
 
@@ -238,7 +238,7 @@ def _train_streamed(
             index = layers[0] if layer is None else resolve_layer(layer, pair.n_layers)
             if index not in layers:
                 raise InterpError(f"layer {layer!r} is not streamed: expected one of {layers}")
-            columns = [ROLES.index(role) * len(layers) + layers.index(index)]
+            columns = [source_column(ROLES, layers, role, index)]
         stream = model_stream(pair, config, batch_size, spec.buffer_batches, seed, sources=columns)
         origins = _origins([pair.base.spec, pair.chat.spec], list(ROLES), layers)
         coder_config = CrossCoderConfig(
@@ -291,7 +291,7 @@ def _source_columns(cache_path: Path, model: str, layer: str | None) -> list[int
     from interp.layers import resolve_layer
 
     cache = ActivationCache(cache_path)
-    roles = [entry["role"] for entry in cache.manifest["models"]]
+    roles = cache.roles
     if model not in roles:
         raise InterpError(f"unknown model {model!r}: the cache holds {roles}")
     if layer is None:
@@ -302,7 +302,7 @@ def _source_columns(cache_path: Path, model: str, layer: str | None) -> list[int
         layer_index = resolve_layer(layer, int(cache.manifest["models"][0]["n_layers"]))
     if layer_index not in cache.layers:
         raise InterpError(f"layer {layer!r} is not in the cache: expected one of {cache.layers}")
-    return [roles.index(model) * len(cache.layers) + cache.layers.index(layer_index)]
+    return [cache.source_column(model, layer_index)]
 
 
 @train_app.command("crosscoder")
@@ -532,10 +532,10 @@ def evaluate(
     """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
     on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
     into the dictionary folder."""
-    from crosscoders.config import write_json
     from crosscoders.evaluate import CacheBatches, reconstruction_metrics, splice_metrics
     from crosscoders.io import load_crosscoder
     from interp.cache import ActivationCache
+    from interp.fileio import atomic_write_json
     from interp.models import load_model
 
     coder = load_crosscoder(dictionary, device)
@@ -554,7 +554,7 @@ def evaluate(
             _splice_texts(texts_file)[:texts],
             max_length=max_length,
         )
-    write_json(Path(dictionary) / "eval.json", result)
+    atomic_write_json(Path(dictionary) / "eval.json", result)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(_fve_summary(reconstruction))
 
