@@ -200,7 +200,7 @@ class RunFolder(RunLayout):
     def dictionaries(self) -> list[str]:
         """Dictionaries trained or analysed in this run, by folder name."""
         names = set()
-        for folder in (self.dictionaries, self.analyses):
+        for folder in (self.dictionaries_folder, self.analyses):
             if folder.is_dir():
                 names |= {p.name for p in folder.iterdir() if p.is_dir()}
         return sorted(names)
@@ -249,7 +249,7 @@ class RunFolder(RunLayout):
         `SteeringMap.save` writes)."""
         from steering.steering_map import MAP_CONFIG
 
-        folder = self.steering_maps
+        folder = self.maps_folder
         if not folder.is_dir():
             return []
         return sorted(str(p.parent.relative_to(folder)) for p in folder.glob(f"*/*/{MAP_CONFIG}"))

@@ -5,15 +5,16 @@ writer at a time".
   to a temp file with a unique name in the same folder, fsync it, rename it over the target, fsync
   the folder. A crash at any point leaves either the old file or the new one, never a torn one, and
   two processes writing the same path never share a temp file. `atomic_output(path)` is the same
-  for writers that take a file name (parquet, figures, safetensors). `read_json` reads one back.
-- `guard_config(config_path, wanted, overwrite, what)`: the one rule "a folder holding results of
-  a different config is refused unless told (`--overwrite`)", with one line naming the keys.
+  for writers that take a file name (parquet, safetensors), `atomic_save_png` for figures.
+  `read_json` reads one back.
 - `replace_dir(staging, final)`: the same for a folder built aside (checkpoints, dictionaries,
   dequantized weights): every file in it is fsynced before the rename.
 - `exclusive_lock(path)`: a blocking `flock` on `path` (a lock file, created if missing); the
   lock goes with the process, so a killed holder never leaves a stale lock.
 - `writer_lock(folder, what)`: the non-blocking variant for output folders: a second writer is
   refused at once with one line naming the folder.
+- `guard_config(config_path, wanted, overwrite, what)`: the one rule "a folder holding results of
+  a different config is refused unless told (`--overwrite`)", with one line naming the keys.
 """
 
 import fcntl
@@ -79,6 +80,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, payload: object, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(payload, indent=indent) + "\n")
+
+
+def atomic_save_png(figure: Any, path: Path, **options: Any) -> None:
+    """A matplotlib figure (anything with `savefig`) saved as PNG whole or not at all."""
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, format="png", **options)
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[object]) -> None:

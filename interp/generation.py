@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from interp.chat_template import END_OF_TURN, render_chat
@@ -124,12 +124,21 @@ class Completion:
         return tokenizer.decode(self.ids, skip_special_tokens=True)
 
 
+def before_stop(
+    tokenizer, new_tokens: Int[Tensor, "rows new_tokens"]
+) -> Bool[Tensor, "rows new_tokens"]:
+    """True for each new token before its row's first stop token (or pad, which only follows a
+    stop)."""
+    ids = [i for i in (*stop_token_ids(tokenizer), tokenizer.pad_token_id) if i is not None]
+    stops = torch.tensor(ids, device=new_tokens.device)
+    return torch.isin(new_tokens, stops).long().cumsum(-1) == 0
+
+
 def cut_at_stop(tokenizer, new_tokens: Int[Tensor, "rows new_tokens"]) -> list[Completion]:
-    """Each row up to its first stop token (or pad: a row padded after another row stopped)."""
-    stops = set(stop_token_ids(tokenizer)) | {tokenizer.pad_token_id}
+    """Each row up to its first stop token, and that token."""
+    lengths = before_stop(tokenizer, new_tokens).sum(-1).tolist()
     completions = []
-    for row in new_tokens.tolist():
-        end = next((i for i, token in enumerate(row) if token in stops), len(row))
+    for row, end in zip(new_tokens.tolist(), lengths, strict=True):
         completions.append(Completion(row[:end], row[end] if end < len(row) else None))
     return completions
 

@@ -8,7 +8,10 @@ Three engines, one per job:
 
 - `residual_stream`: the hot path (activation caching). Plain PyTorch forward hooks on the HF
   model; the forward pass stops right after the deepest requested block, so deeper blocks, the
-  final norm and the unembedding are never computed.
+  final norm and the unembedding are never computed. The writer side: `output_editing_hook(edit)`
+  replaces a block's output h by edit(h) whether the block returns a tensor or a tuple
+  (`with_block_output`), and `residual_edit(model, layer, edit)` installs it for a `with` block;
+  every plain hook that rewrites a block's output goes through them.
 - nnsight (`nnsight_model`, `nnsight_forward`, `nnsight_generate`): reading *and editing* the
   residual stream at any layers during a forward pass (with gradients into the edit's parameters,
   as LinEAS needs) and during `generate` with the KV cache. It wraps the loaded HF model itself
@@ -18,10 +21,12 @@ Three engines, one per job:
   such as `blocks.{l}.hook_resid_post`, `stop_at_layer`, attention patterns) on its *own* copy of
   the model, because booting rewrites the HF module tree.
 
-Generation goes through nnsight only. With transformers 5 the bridge's KV-cached `generate` is
-wrong (the per-layer cache reaches the blocks as `cache=`; greedy tokens diverge from HF's right
-after the first cached step): the bridge returned here refuses `use_past_kv_cache=True` with an
-InterpError; `use_past_kv_cache=False` matches HF but reruns the whole prefix at every step.
+Plain generation (HF `generate`, hooks installed as above) is `interp.generation.complete`, with
+its one stop rule; `nnsight_generate` serves generation with nnsight reads and edits. The
+bridge's KV-cached `generate` under transformers 5 is wrong (the per-layer cache reaches the
+blocks as `cache=`; greedy tokens diverge from HF's right after the first cached step): the
+bridge returned here refuses `use_past_kv_cache=True` with an InterpError;
+`use_past_kv_cache=False` matches HF but reruns the whole prefix at every step.
 
 Padding: the helpers take `attention_mask`; nnsight left-pads and supplies position ids on its
 own, so batches of different lengths should be left-padded for `nnsight_generate`.

@@ -41,11 +41,11 @@ class RunFolder:
         return self.root / CACHE
 
     @property
-    def dictionaries(self) -> Path:
+    def dictionaries_folder(self) -> Path:
         return self.root / DICTIONARIES
 
     def dictionary(self, name: str) -> Path:
-        return self.dictionaries / name
+        return self.dictionaries_folder / name
 
     @property
     def analyses(self) -> Path:
@@ -83,7 +83,7 @@ class RunFolder:
         return self.root / STEERING
 
     @property
-    def steering_maps(self) -> Path:
+    def maps_folder(self) -> Path:
         return self.steering / "maps"
 
     def pipeline_record(self, step: str) -> Path:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from interp.builtin_models import BUILTINS, sha256_file
 from interp.errors import InterpError
-from interp.fileio import atomic_output, atomic_write_json, guard_config
+from interp.fileio import atomic_save_png, atomic_write_json, guard_config
 from interp.generation import complete, decode_completions
 from interp.models import ModelPair
 from interp.tuco import PromptScore, generate, roc_auc, score_prompts, tokenize_prompts
@@ -215,11 +215,6 @@ def summarise(
     }
 
 
-def _save_figure(figure, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
 def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: list[dict]) -> None:
     import matplotlib
 
@@ -234,7 +229,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.boxplot([[r["tuco"] for r in by_set[n]] for n in present], tick_labels=present)
     axis.set_ylabel("TuCo at the last prompt token")
     axis.set_title("Tuning contribution by prompt set")
-    _save_figure(figure, out / "tuco_by_set.png")
+    atomic_save_png(figure, out / "tuco_by_set.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -245,7 +240,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("TuCo of blocks 0..l (mean)")
     axis.legend()
-    _save_figure(figure, out / "cumulative_by_layer.png")
+    atomic_save_png(figure, out / "cumulative_by_layer.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     harmful, jailbreak = by_set["harmful"], by_set["jailbreak"]
@@ -260,7 +255,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.set_ylabel("true positive rate (plain harmful)")
     axis.set_title("Plain harmful vs jailbreak, score = TuCo")
     axis.legend(loc="lower right")
-    _save_figure(figure, out / "roc_plain_vs_jailbreak.png")
+    atomic_save_png(figure, out / "roc_plain_vs_jailbreak.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     tuco_of = {r["prompt"]: r["tuco"] for r in jailbreak}
@@ -274,7 +269,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.set_xticks([0, 1], list(groups))
     axis.set_ylabel("TuCo")
     axis.set_title("Jailbreaks: TuCo by outcome")
-    _save_figure(figure, out / "tuco_jailbreak_success.png")
+    atomic_save_png(figure, out / "tuco_jailbreak_success.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(5, 4))
@@ -294,7 +289,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.set_xlabel("alpha (x_{l+1} = x_l + PTC + alpha FTC)")
     axis.set_ylabel("refusal rate on harmful prompts")
     axis.set_ylim(-0.02, 1.02)
-    _save_figure(figure, out / "refusal_vs_alpha.png")
+    atomic_save_png(figure, out / "refusal_vs_alpha.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 

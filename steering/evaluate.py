@@ -38,7 +38,13 @@ import torch.nn.functional as F
 
 from interp.chat_template import render_chat
 from interp.errors import InterpError
-from interp.fileio import atomic_output, atomic_write_json, atomic_write_text, guard_config
+from interp.fileio import (
+    atomic_output,
+    atomic_save_png,
+    atomic_write_json,
+    atomic_write_text,
+    guard_config,
+)
 from interp.generation import complete, decode_completions, encode_prompts
 from interp.markdown import markdown_table
 from interp.models import LoadedModel, ModelPair
@@ -318,8 +324,7 @@ def plot_results(table: pd.DataFrame, path: Path) -> None:
         axis.set_ylim(-0.05, 1.05)
         axis.legend()
     figure.tight_layout()
-    with atomic_output(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    atomic_save_png(figure, path, dpi=120)
     plt.close(figure)
 
 

@@ -111,7 +111,7 @@ else:
     if st.button("Generate", key="steering_live_button"):
         model_spec = live.steered_model_spec(live_map.split("/")[0], config)
         st.caption(f"steered model: `{model_spec}`")
-        folder = run.steering_maps / live_map
+        folder = run.maps_folder / live_map
         steering = live.guarded(f"the steering map in {folder}", live.steering_map, str(folder))
         model = live.guarded(f"the model {model_spec!r}", live.single_model, model_spec)
         if steering is not None and model is not None:

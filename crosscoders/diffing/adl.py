@@ -49,7 +49,7 @@ from interp.fileio import (
     read_json,
     writer_lock,
 )
-from interp.generation import complete, decode_completions, stop_token_ids
+from interp.generation import before_stop, complete, decode_completions
 from interp.hooks import residual_edit, residual_stream
 from interp.layers import resolve_layer
 from interp.models import ModelPair
@@ -298,16 +298,12 @@ def mean_nll(
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     new_tokens: Tensor,
-    stop_ids: set[int],
+    keep: Tensor,
 ) -> list[float]:
     """Per row, the mean negative log-likelihood (nats/token) the (unsteered) model gives to the
-    generated tokens up to the first stop token; NaN for an empty generation."""
+    generated tokens marked by `keep` (those before the stop: `interp.generation.before_stop`);
+    NaN for an empty generation."""
     ids = torch.cat([prompt_ids, new_tokens.to(prompt_ids.device)], dim=1)
-    keep = torch.ones_like(new_tokens, dtype=torch.bool)
-    for row in range(new_tokens.shape[0]):
-        stops = [i for i, t in enumerate(new_tokens[row].tolist()) if t in stop_ids]
-        if stops:
-            keep[row, stops[0] :] = False
     mask = torch.cat([prompt_mask, keep.long().to(prompt_mask.device)], dim=1)
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
     start = prompt_ids.shape[1]
@@ -318,10 +314,6 @@ def mean_nll(
         n = int(keep[row].sum())
         out.append(float(-token_logp[row, :n].mean()) if n else float("nan"))
     return out
-
-
-def _stop_ids(tokenizer) -> set[int]:
-    return set(stop_token_ids(tokenizer)) | {tokenizer.pad_token_id}
 
 
 @torch.no_grad()
@@ -346,7 +338,11 @@ def steered_generations(
             new = complete(loaded, batch["input_ids"], batch["attention_mask"], max_new_tokens)
     texts = decode_completions(pair.tokenizer, new)
     nll = mean_nll(
-        loaded.model, batch["input_ids"], batch["attention_mask"], new, _stop_ids(pair.tokenizer)
+        loaded.model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        new,
+        before_stop(pair.tokenizer, new),
     )
     return texts, nll
 
@@ -367,7 +363,11 @@ def tuco_generations(
     )
     texts = decode_completions(pair.tokenizer, new)
     nll = mean_nll(
-        pair.chat.model, batch["input_ids"], batch["attention_mask"], new, _stop_ids(pair.tokenizer)
+        pair.chat.model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        new,
+        before_stop(pair.tokenizer, new),
     )
     return texts, nll
 

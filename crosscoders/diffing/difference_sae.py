@@ -32,7 +32,7 @@ from crosscoders.streams import BatchStream, cache_stream
 from crosscoders.trainer import Trainer
 from interp.cache import ActivationCache
 from interp.errors import InterpError
-from interp.fileio import atomic_write_json
+from interp.fileio import atomic_output, atomic_write_json
 
 
 def pair_columns(cache: ActivationCache, layer: int | None = None) -> tuple[int, int]:
@@ -201,7 +201,8 @@ def analyze_difference_sae(
             "max_act": stats["max_act"],
         }
     )
-    table.to_parquet(out / "latents.parquet", index=False)
+    with atomic_output(out / "latents.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     order = rank_latents(stats)[:n_latents]
     directions = decoder_directions(coder)[torch.from_numpy(order.copy())]
     logits = direction_logits(model, directions).cpu()

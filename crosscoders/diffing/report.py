@@ -19,7 +19,7 @@ from crosscoders.diffing.latent_scaling import (  # noqa: E402
     NU_R_THRESHOLD,
 )
 from crosscoders.diffing.latent_table import LATENTS_FILE, class_counts  # noqa: E402
-from interp.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from interp.fileio import atomic_save_png, atomic_write_json, atomic_write_text  # noqa: E402
 from interp.markdown import markdown_table  # noqa: E402
 from interp.run_folder import RunFolder  # noqa: E402
 
@@ -71,7 +71,7 @@ def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
         title="Relative decoder norm",
     )
     fig.tight_layout()
-    fig.savefig(folder / "rel_norm_hist.png", dpi=110)
+    atomic_save_png(fig, folder / "rel_norm_hist.png", dpi=110)
     plt.close(fig)
     names.append("rel_norm_hist.png")
 
@@ -90,7 +90,7 @@ def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "cosine_hist.png", dpi=110)
+    atomic_save_png(fig, folder / "cosine_hist.png", dpi=110)
     plt.close(fig)
     names.append("cosine_hist.png")
     return names
@@ -111,7 +111,7 @@ def plot_nu_scatter(table: pd.DataFrame, folder: Path) -> str:
         title=f"Latent Scaling of {len(shown)} chat-only latents (red: chat-specific)",
     )
     fig.tight_layout()
-    fig.savefig(folder / "nu_scatter.png", dpi=110)
+    atomic_save_png(fig, folder / "nu_scatter.png", dpi=110)
     plt.close(fig)
     return "nu_scatter.png"
 

@@ -299,7 +299,7 @@ UNIT_NAMES = tuple(unit.name for unit in UNITS)
 
 
 def dictionary_names(run_dir: Path) -> list[str]:
-    folder = RunFolder(run_dir).dictionaries
+    folder = RunFolder(run_dir).dictionaries_folder
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir() if (p / "weights.safetensors").is_file())

@@ -51,13 +51,13 @@ def generate_responses(
 def perplexity(loaded: LoadedModel, texts: list[str], batch_size: int = 8) -> float:
     """exp(mean next-token NLL) over all tokens after BOS, texts cut to WIKI_MAX_TOKENS."""
     tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "right"
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(texts), batch_size):
         encoded = tokenizer(
             texts[start : start + batch_size],
             return_tensors="pt",
             padding=True,
+            padding_side="right",
             truncation=True,
             max_length=WIKI_MAX_TOKENS,
         ).to(loaded.device)

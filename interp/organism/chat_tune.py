@@ -31,7 +31,7 @@ from torch import Tensor
 
 from interp.chat_template import END_OF_TURN, GEMMA_CHAT_TEMPLATE, render_chat
 from interp.errors import InterpError
-from interp.fileio import atomic_write_json, guard_config, replace_dir
+from interp.fileio import atomic_write_json, atomic_write_text, guard_config, replace_dir
 from interp.models import LoadedModel
 from interp.organism.config import ChatTuneConfig
 
@@ -322,7 +322,7 @@ def run_chat_tune(
     loaded = load_model(config.base)
     peft_model, summary = train_chat_tune(loaded, conversations, config, checkpoint_dir, log)
     save_adapter(peft_model, output, config.base)
-    (output / "chat_template.jinja").write_text(GEMMA_CHAT_TEMPLATE)
+    atomic_write_text(output / "chat_template.jinja", GEMMA_CHAT_TEMPLATE)
     atomic_write_json(config_path, config.to_json())
     atomic_write_json(output / "training.json", summary)
     log(f"wrote the adapter to {output} ({summary['train_time_s'] / 60:.1f} min of training)")
