@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
-from interp.cli.app_cmd import RUN_FOLDER_ENV
 from interp.errors import InterpError
+from interp.run_folder import RUN_FOLDER_ENV, STEP_FOLDERS
+from interp.run_folder import RunFolder as RunLayout
 
 RUN_FOLDER_KEY = "run_folder"  # session-state key of the sidebar's run-folder input
 DICTIONARY_KEY = "dictionary"  # session-state key of the sidebar's dictionary choice
@@ -31,7 +32,6 @@ DICTIONARY_KEY = "dictionary"  # session-state key of the sidebar's dictionary c
 ANALYZE = "`interp analyze RUN`"
 TUCO = "`interp tuco experiments`"
 STEER = "`interp steer eval`"
-STEP_FOLDERS = ("cache", "dictionaries", "analysis", "tuco", "steering")
 LATENT_COLUMNS = (
     "latent",
     "rel_norm",
@@ -105,35 +105,40 @@ def _examples_of_latent(path: str, stamp: tuple[int, int], latent: int) -> pd.Da
 
 
 @dataclass(frozen=True)
-class RunFolder:
-    root: Path
+class RunFolder(RunLayout):
+    """The run-folder layout (interp.run_folder) with the app's cached readers. A file is given
+    by its layout path (`run.analysis(d) / "latents.parquet"`) or relative to the root."""
 
-    def file(self, relative: str, writer: str) -> Path:
-        path = self.root / relative
+    def file(self, where: str | Path, writer: str) -> Path:
+        path = self.root / where
         if not path.is_file():
             raise MissingPiece(
-                f"{relative} is missing from run folder {self.root}: {writer} writes it"
+                f"{self.relative(path)} is missing from run folder {self.root}: {writer} writes it"
             )
         return path
 
-    def has(self, relative: str) -> bool:
-        return (self.root / relative).is_file()
+    def has(self, where: str | Path) -> bool:
+        return (self.root / where).is_file()
 
-    def json(self, relative: str, writer: str) -> Any:
-        path = self.file(relative, writer)
+    def json(self, where: str | Path, writer: str) -> Any:
+        path = self.file(where, writer)
         try:
             return _read_json(str(path), _stamp(path))
         except json.JSONDecodeError as error:
-            raise MissingPiece(f"{relative} in {self.root} is not valid JSON ({error})") from None
+            raise MissingPiece(
+                f"{self.relative(path)} in {self.root} is not valid JSON ({error})"
+            ) from None
 
-    def parquet(self, relative: str, writer: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
-        path = self.file(relative, writer)
+    def parquet(
+        self, where: str | Path, writer: str, columns: tuple[str, ...] = ()
+    ) -> pd.DataFrame:
+        path = self.file(where, writer)
         table = _read_parquet(str(path), _stamp(path))
         absent = [c for c in columns if c not in table.columns]
         if absent:
             raise MissingPiece(
-                f"{relative} in {self.root} lacks the columns {absent}: expected {list(columns)} "
-                f"({writer} writes them)"
+                f"{self.relative(path)} in {self.root} lacks the columns {absent}: expected "
+                f"{list(columns)} ({writer} writes them)"
             )
         return table
 
@@ -150,8 +155,8 @@ class RunFolder:
                 "(`interp app runs/NAME`)"
             )
         present = {name: name for name in STEP_FOLDERS if (self.root / name).is_dir()}
-        if self.has("run.json"):
-            info = dict(self.json("run.json", "the pipeline steps"))
+        if self.has(self.run_record):
+            info = dict(self.json(self.run_record, "the pipeline steps"))
         elif present:
             info = {"name": self.root.name, "run_json_missing": True}
         else:
@@ -172,81 +177,79 @@ class RunFolder:
 
     def _models_and_layer(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        if self.has("cache/manifest.json"):
-            manifest = self.json("cache/manifest.json", "`interp cache`")
+        if self.has(self.cache / "manifest.json"):
+            manifest = self.json(self.cache / "manifest.json", "`interp cache`")
             for model in manifest.get("models", []):
                 if isinstance(model, dict) and model.get("role") in ("base", "chat"):
                     found.setdefault(model["role"], model.get("spec"))
             if len(manifest.get("layers", [])) == 1:
                 found["layer"] = manifest["layers"][0]
-        for config in ("tuco/config.json", "steering/config.json"):
+        for config in (self.tuco / "config.json", self.steering / "config.json"):
             if self.has(config):
                 data = self.json(config, "its step")
                 for role in ("base", "chat"):
                     if isinstance(data.get(role), str):
                         found.setdefault(role, data[role])
         for dictionary in self.analysed_dictionaries():
-            relative = f"analysis/{dictionary}/config.json"
-            if self.has(relative) and "layer" in self.json(relative, ANALYZE):
-                found["layer"] = self.json(relative, ANALYZE)["layer"]
+            config = self.analysis(dictionary) / "config.json"
+            if self.has(config) and "layer" in self.json(config, ANALYZE):
+                found["layer"] = self.json(config, ANALYZE)["layer"]
                 break
         return found
 
     def dictionaries(self) -> list[str]:
         """Dictionaries trained or analysed in this run, by folder name."""
         names = set()
-        for parent in ("dictionaries", "analysis"):
-            folder = self.root / parent
+        for folder in (self.dictionaries_folder, self.analyses):
             if folder.is_dir():
                 names |= {p.name for p in folder.iterdir() if p.is_dir()}
         return sorted(names)
 
     def analysed_dictionaries(self) -> list[str]:
-        return [d for d in self.dictionaries() if self.has(f"analysis/{d}/latents.parquet")]
+        return [d for d in self.dictionaries() if self.has(self.analysis(d) / "latents.parquet")]
 
     # --- analysis (one dictionary) -----------------------------------------------------------
 
     def latents(self, dictionary: str) -> pd.DataFrame:
-        return self.parquet(f"analysis/{dictionary}/latents.parquet", ANALYZE, LATENT_COLUMNS)
+        return self.parquet(self.analysis(dictionary) / "latents.parquet", ANALYZE, LATENT_COLUMNS)
 
     def examples(self, dictionary: str, latent: int) -> pd.DataFrame:
         """The stored examples of one latent (empty when the analysis kept none for it)."""
-        path = self.file(f"analysis/{dictionary}/examples.parquet", ANALYZE)
+        path = self.file(self.analysis(dictionary) / "examples.parquet", ANALYZE)
         return _examples_of_latent(str(path), _stamp(path), int(latent))
 
     def latents_with_examples(self, dictionary: str) -> list[int]:
         """The latents the analysis stored examples for (empty without examples.parquet)."""
-        relative = f"analysis/{dictionary}/examples.parquet"
-        if not self.has(relative):
+        path = self.analysis(dictionary) / "examples.parquet"
+        if not self.has(path):
             return []
-        path = self.root / relative
         return sorted(_example_index(str(path), _stamp(path)).rows)
 
     def token_strings(self, dictionary: str) -> dict[int, str]:
-        path = self.file(f"analysis/{dictionary}/tokens.json", ANALYZE)
+        path = self.file(self.analysis(dictionary) / "tokens.json", ANALYZE)
         return _read_token_strings(str(path), _stamp(path))
 
-    def rows_of(self, relative: str, latent: int, columns: tuple[str, ...]) -> pd.DataFrame:
+    def rows_of(self, where: str | Path, latent: int, columns: tuple[str, ...]) -> pd.DataFrame:
         """The rows of a per-latent analysis table that belong to `latent`."""
-        self.parquet(relative, ANALYZE, ("latent",) + columns)  # present, with these columns
-        path = self.root / relative
+        self.parquet(where, ANALYZE, ("latent",) + columns)  # present, with these columns
+        path = self.root / where
         return _rows_of_latent(str(path), _stamp(path), int(latent))
 
     # --- steps other than the analysis ------------------------------------------------------
 
     def dictionary_config(self, dictionary: str) -> dict[str, Any]:
-        return self.json(f"dictionaries/{dictionary}/config.json", "`interp train`")
+        return self.json(self.dictionary(dictionary) / "config.json", "`interp train`")
 
     def dictionary_eval(self, dictionary: str) -> dict[str, Any] | None:
-        relative = f"dictionaries/{dictionary}/eval.json"
-        return self.json(relative, "`interp train`") if self.has(relative) else None
+        path = self.dictionary(dictionary) / "eval.json"
+        return self.json(path, "`interp train`") if self.has(path) else None
 
     def steering_maps(self) -> list[str]:
         """Saved steering maps as `task/method` (steering/maps/<task>/<method>/ holds what
         `SteeringMap.save` writes)."""
         from steering.steering_map import MAP_CONFIG
 
-        folder = self.root / "steering" / "maps"
+        folder = self.maps_folder
         if not folder.is_dir():
             return []
         return sorted(str(p.parent.relative_to(folder)) for p in folder.glob(f"*/*/{MAP_CONFIG}"))

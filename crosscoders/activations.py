@@ -23,7 +23,7 @@ un-squared loss, no AuxK; crosscoder.py).
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from jaxtyping import Bool, Float
@@ -31,8 +31,21 @@ from torch import Tensor
 
 from crosscoders import ddp
 
-if TYPE_CHECKING:
-    from crosscoders.crosscoder import CrossCoder
+
+class _Budget(Protocol):
+    k: int
+
+
+class Coder(Protocol):
+    """What a selection reads from the dictionary (a `CrossCoder`): k, its thresholds, its mode.
+    A protocol, so that this registry needs no import of the crosscoder that uses it."""
+
+    training: bool
+
+    @property
+    def config(self) -> _Budget: ...
+
+    def get_buffer(self, target: str) -> Tensor: ...
 
 
 @dataclass
@@ -41,7 +54,7 @@ class Selection:
     min_kept_g: Tensor | None = None  # batchtopk training: smallest kept g (for theta's EMA)
 
 
-Select = Callable[[Float[Tensor, "batch F"], Float[Tensor, " F"], "CrossCoder"], Selection]
+Select = Callable[[Float[Tensor, "batch F"], Float[Tensor, " F"], Coder], Selection]
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,11 @@ def register(activation: Activation) -> Activation:
     return activation
 
 
-def relu_l1(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> Selection:
+def relu_l1(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: Coder) -> Selection:
     return Selection(f > 0)
 
 
-def topk(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder") -> Selection:
+def topk(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: Coder) -> Selection:
     g = f * s  # [batch F]
     top = g.topk(coder.config.k, dim=-1)
     return Selection(torch.zeros_like(f, dtype=torch.bool).scatter_(-1, top.indices, True))
@@ -84,9 +97,7 @@ def batch_topk_cutoff(g: Float[Tensor, "batch F"], k: int) -> Tensor:
     return ddp.all_gather_cat(local_top).topk(n_keep, sorted=False).values.min()
 
 
-def batch_topk(
-    f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder"
-) -> Selection:
+def batch_topk(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: Coder) -> Selection:
     g = f * s  # [batch F]; Minder et al.: rank by f_j * sum_m ||d_j^m||
     theta = coder.get_buffer("threshold")
     if coder.training or theta < 0:
@@ -110,9 +121,7 @@ def smallest_positive(g: Float[Tensor, "batch F"]) -> Tensor | None:
     return smallest if torch.isfinite(smallest) else None
 
 
-def jump_relu(
-    f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: "CrossCoder"
-) -> Selection:
+def jump_relu(f: Float[Tensor, "batch F"], s: Float[Tensor, " F"], coder: Coder) -> Selection:
     return Selection(f > coder.get_buffer("jumprelu_threshold"))
 
 

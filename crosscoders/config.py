@@ -4,13 +4,11 @@
 `TrainingConfig` describes one training run (saved in the run folder and in checkpoints).
 """
 
-import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Self
 
+from crosscoders.activations import ACTIVATIONS
 from interp.errors import InterpError
-from interp.fileio import atomic_write_json
 
 
 @dataclass
@@ -54,8 +52,6 @@ class CrossCoderConfig:
         self.validate()
 
     def validate(self) -> None:
-        from crosscoders.activations import ACTIVATIONS
-
         if self.activation not in ACTIVATIONS:
             raise InterpError(
                 f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
@@ -151,14 +147,3 @@ def _from_dict(cls, data: dict[str, Any]):
             f"unknown {cls.__name__} fields {unknown}: expected some of {sorted(known)}"
         )
     return cls(**data)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON durably (interp.fileio), so a crash never leaves half a file."""
-    atomic_write_json(path, data, indent=2)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InterpError(f"{str(path)!r} does not exist: expected a JSON file")
-    return json.loads(path.read_text())

@@ -34,8 +34,9 @@ from crosscoders.crosscoder import CrossCoder
 from crosscoders.losses import massive_norm_thresholds, massive_token_mask
 from interp.cache import ActivationCache
 from interp.cache.token_stream import excluded_token_ids
+from interp.divergence import kl_from_log_probs
 from interp.errors import InterpError
-from interp.hooks import block_output, decoder_layers, residual_stream
+from interp.hooks import residual_edit, residual_stream
 from interp.models import LoadedModel
 
 
@@ -157,16 +158,13 @@ def replaced_residual(
 ) -> Iterator[None]:
     """While active, block `layer`'s output at positions `where` is `values` [n_where, d]."""
 
-    def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
-        hidden = block_output(output).clone()
+    def replace(hidden: Tensor) -> Tensor:
+        hidden = hidden.clone()
         hidden[where] = values.to(hidden.dtype)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        return hidden
 
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
+    with residual_edit(model, layer, replace):
         yield
-    finally:
-        handle.remove()
 
 
 def next_token_losses(
@@ -180,7 +178,7 @@ def next_token_losses(
     targets = input_ids[:, 1:]
     ce = -logprobs.gather(-1, targets[..., None])[..., 0]
     clean = clean_logprobs[:, :-1]
-    kl = (clean.exp() * (clean - logprobs)).sum(-1)
+    kl = kl_from_log_probs(clean, logprobs)
     mask = predicted[:, 1:]
     return ce[mask].sum(), kl[mask].sum()
 

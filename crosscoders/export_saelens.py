@@ -25,10 +25,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from crosscoders.config import CrossCoderConfig, Source, read_json, write_json
+from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
 from crosscoders.io import save_tensors
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json, read_json
 from interp.layers import hook_name
 
 CFG_FILE = "cfg.json"
@@ -146,7 +147,7 @@ def export_saelens(coder: CrossCoder, source: int, folder: Path, context_size: i
     tensors = saelens_tensors(coder, source)
     folder.mkdir(parents=True, exist_ok=True)
     save_tensors(folder / WEIGHTS_FILE, tensors)
-    write_json(folder / CFG_FILE, saelens_cfg(coder, source, int(context_size)))
+    atomic_write_json(folder / CFG_FILE, saelens_cfg(coder, source, int(context_size)))
     return folder
 
 

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from crosscoders.config import CrossCoderConfig, Source, read_json
+from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
 from interp.errors import InterpError
+from interp.fileio import read_json
 
 CROSSCODER_CODE_NORMALIZATION = 1  # CodeNormalization.CROSSCODER.value (enum auto(), first)
 STATE_FILES = ("model.safetensors", "model_final.pt", "ae.pt")

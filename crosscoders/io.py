@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from crosscoders.config import CrossCoderConfig, read_json, write_json
+from crosscoders.config import CrossCoderConfig
 from crosscoders.crosscoder import CrossCoder
 from interp.errors import InterpError
-from interp.fileio import atomic_write_bytes
+from interp.fileio import atomic_write_bytes, atomic_write_json, read_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -26,7 +26,7 @@ def save_tensors(
 def save_crosscoder(coder: CrossCoder, folder: Path) -> Path:
     """The weights are written last: a folder with weights has the config that goes with them."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / CONFIG_FILE, coder.config.to_dict())
+    atomic_write_json(folder / CONFIG_FILE, coder.config.to_dict())
     save_tensors(folder / WEIGHTS_FILE, dict(coder.state_dict()), {"format": "interp-crosscoder"})
     return folder
 

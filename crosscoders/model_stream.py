@@ -52,13 +52,13 @@ from interp.cache.writer import (
     BatchRunner,
     _initial_manifest,
     check_config_fits_pair,
-    model_fingerprint,
     refuse_nonfinite,
     stream_rows,
     token_plan,
 )
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json
+from interp.fingerprint import model_fingerprint
 from interp.models import ModelPair
 
 STREAM_RECORD = "stream.json"

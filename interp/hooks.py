@@ -8,7 +8,10 @@ Three engines, one per job:
 
 - `residual_stream`: the hot path (activation caching). Plain PyTorch forward hooks on the HF
   model; the forward pass stops right after the deepest requested block, so deeper blocks, the
-  final norm and the unembedding are never computed.
+  final norm and the unembedding are never computed. The writer side: `output_editing_hook(edit)`
+  replaces a block's output h by edit(h) whether the block returns a tensor or a tuple
+  (`with_block_output`), and `residual_edit(model, layer, edit)` installs it for a `with` block;
+  every plain hook that rewrites a block's output goes through them.
 - nnsight (`nnsight_model`, `nnsight_forward`, `nnsight_generate`): reading *and editing* the
   residual stream at any layers during a forward pass (with gradients into the edit's parameters,
   as LinEAS needs) and during `generate` with the KV cache. It wraps the loaded HF model itself
@@ -18,10 +21,12 @@ Three engines, one per job:
   such as `blocks.{l}.hook_resid_post`, `stop_at_layer`, attention patterns) on its *own* copy of
   the model, because booting rewrites the HF module tree.
 
-Generation goes through nnsight only. With transformers 5 the bridge's KV-cached `generate` is
-wrong (the per-layer cache reaches the blocks as `cache=`; greedy tokens diverge from HF's right
-after the first cached step): the bridge returned here refuses `use_past_kv_cache=True` with an
-InterpError; `use_past_kv_cache=False` matches HF but reruns the whole prefix at every step.
+Plain generation (HF `generate`, hooks installed as above) is `interp.generation.complete`, with
+its one stop rule; `nnsight_generate` serves generation with nnsight reads and edits. The
+bridge's KV-cached `generate` under transformers 5 is wrong (the per-layer cache reaches the
+blocks as `cache=`; greedy tokens diverge from HF's right after the first cached step): the
+bridge returned here refuses `use_past_kv_cache=True` with an InterpError;
+`use_past_kv_cache=False` matches HF but reruns the whole prefix at every step.
 
 Padding: the helpers take `attention_mask`; nnsight left-pads and supplies position ids on its
 own, so batches of different lengths should be left-padded for `nnsight_generate`.
@@ -29,7 +34,8 @@ own, so batches of different lengths should be left-padded for `nnsight_generate
 
 import copy
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +59,35 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def block_output(output: Tensor | tuple) -> Tensor:
     """Decoder blocks return a tensor (transformers 5) or a tuple whose first item is one."""
     return output[0] if isinstance(output, tuple) else output
+
+
+def with_block_output(output: Tensor | tuple, hidden: Tensor) -> Tensor | tuple:
+    """`output` with its hidden state replaced by `hidden`, in the form the block returned."""
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+OutputHook = Callable[[nn.Module, tuple, Tensor | tuple], Tensor | tuple]
+
+
+def output_editing_hook(edit: Edit) -> OutputHook:
+    """A forward hook that replaces a module's output h by edit(h) (the writer side of
+    `block_output`)."""
+
+    def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+        return with_block_output(output, edit(block_output(output)))
+
+    return hook
+
+
+@contextmanager
+def residual_edit(model: nn.Module, layer: int, edit: Edit) -> Iterator[None]:
+    """Replace `resid_post[layer]` by edit(resid_post[layer]) in every forward pass (generation
+    included) while the context is open; the blocks after it run on the edited stream."""
+    handle = decoder_layers(model)[layer].register_forward_hook(output_editing_hook(edit))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class _StopForward(Exception):

@@ -26,7 +26,6 @@ table sets `overwrite = true` / `force = true`).
 """
 
 import json
-import os
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -35,7 +34,9 @@ from pathlib import Path
 
 from interp.builtin_models import DEFAULT_PAIR, weights_identity
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json
 from interp.paths import PROJECT_DATA_DIR
+from interp.run_folder import RunFolder
 
 STEP_KINDS = (
     *("cache", "train", "eval", "analyze", "diff_sae", "adl", "profile", "tuco", "steer"),
@@ -133,7 +134,8 @@ def plan(config: dict) -> list[Step]:
     """Every step the config describes, in execution order."""
     run = config["run"]
     out = Path(run["out"])
-    cache, dictionaries_dir = str(out / "cache"), out / "dictionaries"
+    layout = RunFolder(out)
+    cache = str(layout.cache)
     pair = [run.get("base", DEFAULT_PAIR[0]), run.get("chat", DEFAULT_PAIR[1])]
     models = ("--base", pair[0], "--chat", pair[1])
     steps: list[Step] = []
@@ -144,11 +146,11 @@ def plan(config: dict) -> list[Step]:
     for name, options in dictionaries.items():
         options = dict(options)
         kind = options.pop("kind", "crosscoder")
-        argv = ["train", kind, "--cache", cache, "--out", str(dictionaries_dir / name)]
+        argv = ["train", kind, "--cache", cache, "--out", str(layout.dictionary(name))]
         steps.append(_step(f"train.{name}", f"train.{name}", argv, options))
     if "eval" in config:
         for name in dictionaries:
-            argv = ["dict", "eval", str(dictionaries_dir / name), "--cache", cache]
+            argv = ["dict", "eval", str(layout.dictionary(name)), "--cache", cache]
             steps.append(_step(f"eval.{name}", "eval", argv, config["eval"]))
     if "analyze" in config:
         for name in dictionaries or [None]:
@@ -157,19 +159,19 @@ def plan(config: dict) -> list[Step]:
     if "diff_sae" in config:
         steps.append(_step("diff_sae", "diff_sae", ["diff-sae", str(out)], config["diff_sae"]))
     if "adl" in config:
-        argv = ["adl", *models, "--layer", str(run.get("layer", "0.5")), "--out", str(out / "adl")]
+        argv = ["adl", *models, "--layer", str(run.get("layer", "0.5")), "--out", str(layout.adl)]
         steps.append(_step("adl", "adl", argv, config["adl"]))
     if "profile" in config:
         argv = ["change-profile", str(out), *models]
         steps.append(_step("profile", "profile", argv, config["profile"]))
     if "tuco" in config:
-        argv = ["tuco", "experiments", *models, "--out", str(out / "tuco")]
+        argv = ["tuco", "experiments", *models, "--out", str(layout.tuco)]
         steps.append(_step("tuco", "tuco", argv, config["tuco"]))
     if "steer" in config:
         options = dict(config["steer"])
         if options.get("crosscoder") in dictionaries:  # a [train.NAME] step: its dictionary
-            options["crosscoder"] = str(dictionaries_dir / options["crosscoder"])
-        argv = ["steer", "eval", *models, "--out", str(out / "steering")]
+            options["crosscoder"] = str(layout.dictionary(options["crosscoder"]))
+        argv = ["steer", "eval", *models, "--out", str(layout.steering)]
         steps.append(_step("steer", "steer", argv, options))
     for kind, command, folder in (
         ("weights", "weights", "weights"),
@@ -194,7 +196,7 @@ def select(steps: list[Step], only: Sequence[str] | None) -> list[Step]:
 
 
 def record_path(out: Path, step: Step) -> Path:
-    return out / "pipeline" / f"{step.name}.json"
+    return RunFolder(out).pipeline_record(step.name)
 
 
 def models_identity(config: dict) -> dict[str, str]:
@@ -215,11 +217,8 @@ def is_done(out: Path, step: Step, models: dict[str, str]) -> bool:
 
 def mark_done(out: Path, step: Step, seconds: float, models: dict[str, str]) -> None:
     path = record_path(out, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".json.tmp")
     record = {"argv": list(step.argv), "models": models, "seconds": round(seconds, 1)}
-    staging.write_text(json.dumps(record, indent=2))
-    os.replace(staging, path)
+    atomic_write_json(path, record)
 
 
 def run_pipeline(

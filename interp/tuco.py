@@ -51,10 +51,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers.cache_utils import Cache, DynamicCache
 
-from interp.chat_template import END_OF_TURN, render_chat
 from interp.errors import InterpError
-from interp.hooks import block_output, decoder_layers, residual_stream
-from interp.models import LoadedModel, ModelPair
+from interp.generation import complete, encode_prompts, position_ids_from_mask
+from interp.hooks import block_output, decoder_layers, residual_stream, with_block_output
+from interp.models import ModelPair
 
 # combine(layer, x_l, block_PT(x_l), block_FT(x_l)) -> x_{l+1}
 BlockCombiner = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -86,12 +86,6 @@ def last_token_index(attention_mask: Int[Tensor, "batch seq"]) -> Int[Tensor, " 
     """Index of the last real token of each row, for left or right padding."""
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     return (attention_mask.long() * (positions + 1)).argmax(-1)
-
-
-def position_ids_from_mask(attention_mask: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch seq"]:
-    """Positions counted over real tokens only, so a left-padded row sees the same positions as
-    the same prompt unpadded (what `generate` does)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -136,10 +130,6 @@ class _SeparateCache:
         return swapped
 
 
-def _with_block_output(output: Tensor | tuple, hidden: Tensor) -> Tensor | tuple:
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-
 @contextmanager
 def pretrained_blocks_alongside(pair: ModelPair, combine: BlockCombiner) -> Iterator[None]:
     """While active, every block l of `pair.chat.model` also runs `pair.base.model`'s block l on
@@ -157,7 +147,7 @@ def pretrained_blocks_alongside(pair: ModelPair, combine: BlockCombiner) -> Iter
         def hook(_module: nn.Module, args: tuple, kwargs: dict, output: Tensor | tuple):
             x = args[0] if args else kwargs["hidden_states"]
             pretrained_out = block_output(pretrained_blocks[layer](*args, **caches.swap(kwargs)))
-            return _with_block_output(
+            return with_block_output(
                 output, combine(layer, x, pretrained_out, block_output(output))
             )
 
@@ -321,88 +311,11 @@ def tuning_contribution(
 def tokenize_prompts(
     pair: ModelPair, prompts: Sequence[str], chat_template: bool = True, padding_side: str = "left"
 ) -> dict[str, Tensor]:
-    """Render each prompt as one user turn ending with the generation prompt (or leave it raw)
-    and tokenize the batch with padding on `padding_side`."""
-    tokenizer = pair.tokenizer
-    if tokenizer.pad_token_id is None:
+    """`interp.generation.encode_prompts` for a pair, on the chat model's device."""
+    if pair.tokenizer.pad_token_id is None:
         raise InterpError(f"tokenizer of {pair.chat.spec!r} has no pad token: expected one")
-    if not prompts:
-        raise InterpError("no prompts given: expected at least one")
-    texts = [render_chat(tokenizer, p) if chat_template else p for p in prompts]
-    previous_side = tokenizer.padding_side
-    tokenizer.padding_side = padding_side
-    try:
-        batch = tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=not chat_template
-        )
-    finally:
-        tokenizer.padding_side = previous_side
-    return {
-        k: v.to(pair.chat.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")
-    }
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS and, where the vocabulary has it, the chat template's end-of-turn token."""
-    ids = [tokenizer.eos_token_id]
-    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    if end_of_turn is not None and end_of_turn != tokenizer.unk_token_id:
-        ids.append(end_of_turn)
-    return ids
-
-
-@torch.no_grad()
-def complete(
-    loaded: LoadedModel,
-    input_ids: Int[Tensor, "batch seq"],
-    attention_mask: Int[Tensor, "batch seq"],
-    max_new_tokens: int = 30,
-    do_sample: bool = False,
-    num_return_sequences: int = 1,
-    use_cache: bool = True,
-    seed: int = 0,
-    share_prefill: bool = False,
-) -> Int[Tensor, "batch_x_samples new_tokens"]:
-    """Greedy or sampled completions of left-padded prompts; only the new tokens, prompt-major
-    rows (the samples of prompt i are rows i*n .. i*n+n-1), padded after a stop token.
-
-    `share_prefill` runs each prompt once and copies its KV cache to its n samples (HF would
-    prefill every copy): n times less prompt compute. Not under `alpha_scaled`, whose base-block
-    cache is private to the hooks."""
-    if bool((attention_mask[:, -1] == 0).any()):
-        raise InterpError(
-            "generate needs left-padded prompts: use tokenize_prompts(padding_side='left')"
-        )
-    torch.manual_seed(seed)
-    tokenizer = loaded.tokenizer
-    # Plain sampling at temperature 1: no top-k/top-p inherited from the model's generation config.
-    extra: dict = {"top_k": 0, "top_p": 1.0, "temperature": 1.0} if do_sample else {}
-    prompt_length = input_ids.shape[1]
-    if share_prefill and use_cache and num_return_sequences > 1 and prompt_length > 1:
-        # The cache holds all prompt tokens but the last; generate feeds that one and goes on.
-        cache = loaded.model.get_decoder()(
-            input_ids=input_ids[:, :-1],
-            attention_mask=attention_mask[:, :-1],
-            position_ids=position_ids_from_mask(attention_mask)[:, :-1],
-            use_cache=True,
-        ).cache
-        cache.batch_repeat_interleave(num_return_sequences)
-        extra["cache"] = cache
-        input_ids = input_ids.repeat_interleave(num_return_sequences, dim=0)
-        attention_mask = attention_mask.repeat_interleave(num_return_sequences, dim=0)
-        num_return_sequences = 1
-    output = loaded.model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        num_return_sequences=num_return_sequences,
-        use_cache=use_cache,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=stop_token_ids(tokenizer),
-        **extra,
-    )
-    return output[:, prompt_length:]
+    batch = encode_prompts(pair.tokenizer, prompts, chat_template, padding_side)
+    return {k: v.to(pair.chat.device) for k, v in batch.items()}
 
 
 def generate(
@@ -412,21 +325,12 @@ def generate(
     alpha: float = 1.0,
     **options,
 ) -> Int[Tensor, "batch_x_samples new_tokens"]:
-    """`complete` with the alpha-scaled fine-tuned model: x_{l+1} = x_l + PTC_l + alpha FTC_l."""
+    """`interp.generation.complete` with the alpha-scaled fine-tuned model:
+    x_{l+1} = x_l + PTC_l + alpha FTC_l."""
     if options.get("share_prefill"):
         raise InterpError("share_prefill is not supported with alpha-scaling: expected False")
     with alpha_scaled(pair, alpha):
         return complete(pair.chat, input_ids, attention_mask, **options)
-
-
-def decode_completions(tokenizer, new_tokens: Int[Tensor, "rows new_tokens"]) -> list[str]:
-    """Completion texts, cut at the first stop token."""
-    stops = set(stop_token_ids(tokenizer)) | {tokenizer.pad_token_id}
-    texts = []
-    for row in new_tokens.tolist():
-        end = next((i for i, token in enumerate(row) if token in stops), len(row))
-        texts.append(tokenizer.decode(row[:end], skip_special_tokens=True))
-    return texts
 
 
 @dataclass

@@ -41,18 +41,11 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.builtin_models import BUILTINS, sha256_file
-from interp.datasets import write_json
 from interp.errors import InterpError
+from interp.fileio import atomic_save_png, atomic_write_json, guard_config
+from interp.generation import complete, decode_completions
 from interp.models import ModelPair
-from interp.tuco import (
-    PromptScore,
-    complete,
-    decode_completions,
-    generate,
-    roc_auc,
-    score_prompts,
-    tokenize_prompts,
-)
+from interp.tuco import PromptScore, generate, roc_auc, score_prompts, tokenize_prompts
 
 SETS = {"benign": "chat-benign", "harmful": "harmful", "jailbreak": "jailbreak"}
 # The paper's alpha grid (Nuti et al. 2025; ../shared/PAPERS.md, TuCo, "Scaling")
@@ -222,12 +215,6 @@ def summarise(
     }
 
 
-def _save_figure(figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-
-
 def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: list[dict]) -> None:
     import matplotlib
 
@@ -242,7 +229,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.boxplot([[r["tuco"] for r in by_set[n]] for n in present], tick_labels=present)
     axis.set_ylabel("TuCo at the last prompt token")
     axis.set_title("Tuning contribution by prompt set")
-    _save_figure(figure, out / "tuco_by_set.png")
+    atomic_save_png(figure, out / "tuco_by_set.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -253,7 +240,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("TuCo of blocks 0..l (mean)")
     axis.legend()
-    _save_figure(figure, out / "cumulative_by_layer.png")
+    atomic_save_png(figure, out / "cumulative_by_layer.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     harmful, jailbreak = by_set["harmful"], by_set["jailbreak"]
@@ -268,7 +255,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.set_ylabel("true positive rate (plain harmful)")
     axis.set_title("Plain harmful vs jailbreak, score = TuCo")
     axis.legend(loc="lower right")
-    _save_figure(figure, out / "roc_plain_vs_jailbreak.png")
+    atomic_save_png(figure, out / "roc_plain_vs_jailbreak.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     tuco_of = {r["prompt"]: r["tuco"] for r in jailbreak}
@@ -282,7 +269,7 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.set_xticks([0, 1], list(groups))
     axis.set_ylabel("TuCo")
     axis.set_title("Jailbreaks: TuCo by outcome")
-    _save_figure(figure, out / "tuco_jailbreak_success.png")
+    atomic_save_png(figure, out / "tuco_jailbreak_success.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(5, 4))
@@ -302,29 +289,24 @@ def plot_results(out: Path, scores: list[dict], jailbreaks: list[dict], alphas: 
     axis.set_xlabel("alpha (x_{l+1} = x_l + PTC + alpha FTC)")
     axis.set_ylabel("refusal rate on harmful prompts")
     axis.set_ylim(-0.02, 1.02)
-    _save_figure(figure, out / "refusal_vs_alpha.png")
+    atomic_save_png(figure, out / "refusal_vs_alpha.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
 def _check_config(out: Path, config: ExperimentConfig, overwrite: bool) -> None:
     path = out / "config.json"
     wanted = dataclasses.asdict(config)
-    if path.exists() and json.loads(path.read_text()) != wanted:
-        if not overwrite:
-            raise InterpError(
-                f"{out} holds results of a different config ({path}): pass --overwrite or "
-                "choose another --out"
-            )
+    if guard_config(path, wanted, overwrite, "TuCo results"):
         for stale in ("scores.json", "jailbreak_success.json", "alpha_refusals.json"):
             (out / stale).unlink(missing_ok=True)
-    write_json(path, wanted)
+    atomic_write_json(path, wanted)
 
 
 def _stage(path: Path, compute: Callable[[], list[dict]]) -> list[dict]:
     if path.exists():
         return json.loads(path.read_text())
     rows = compute()
-    write_json(path, rows)
+    atomic_write_json(path, rows)
     return rows
 
 
@@ -366,7 +348,7 @@ def run_experiments(
         lambda: alpha_refusals(pair, prompts["harmful"], judge, config),
     )
     summary = summarise(config, scores, jailbreaks, alphas)
-    write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary)
     plot_results(out, scores, jailbreaks, alphas)
     return summary
 

@@ -25,9 +25,7 @@ Run folder layout (`out`, e.g. runs/<name>/steering):
     maps/<task>/<method>/            map.safetensors + map.json (steering_map.load_map)
 """
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,9 +38,16 @@ import torch.nn.functional as F
 
 from interp.chat_template import render_chat
 from interp.errors import InterpError
+from interp.fileio import (
+    atomic_output,
+    atomic_save_png,
+    atomic_write_json,
+    atomic_write_text,
+    guard_config,
+)
+from interp.generation import complete, decode_completions, encode_prompts
 from interp.markdown import markdown_table
 from interp.models import LoadedModel, ModelPair
-from interp.tuco import complete, decode_completions
 from steering.activations import encode_texts
 from steering.methods import SteeringProblem, get_method
 from steering.sites import resolve_sites
@@ -127,15 +132,12 @@ def steered_responses(
     tokenizer = loaded.tokenizer
     responses: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        texts = chat_texts(tokenizer, prompts[start : start + batch_size])
-        batch = tokenizer(
-            texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-        ).to(loaded.device)
+        batch = encode_prompts(tokenizer, prompts[start : start + batch_size])
         if steering_map is None:
-            new_tokens = complete(loaded, batch.input_ids, batch.attention_mask, max_new_tokens)
+            new_tokens = complete(loaded, **batch, max_new_tokens=max_new_tokens)
         else:
             with steering_map.apply(loaded.model, strength, inverse=inverse):
-                new_tokens = complete(loaded, batch.input_ids, batch.attention_mask, max_new_tokens)
+                new_tokens = complete(loaded, **batch, max_new_tokens=max_new_tokens)
         responses.extend(decode_completions(tokenizer, new_tokens))
     return responses
 
@@ -227,12 +229,12 @@ def run_evaluation(
     load_texts: TextLoader,
     judge: Judge,
     progress: Callable[[str], None] = print,
-    force: bool = False,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Fit every method for every task, sweep strengths, write the run folder (module doc)."""
     out = Path(out)
     write_config(
-        out, {"eval": asdict(config), "base": pair.base.spec, "chat": pair.chat.spec}, force
+        out, {"eval": asdict(config), "base": pair.base.spec, "chat": pair.chat.spec}, overwrite
     )
     wiki = load_texts(config.perplexity_recipe, "heldout")[: config.n_perplexity]
     rows: list[dict[str, Any]] = []
@@ -294,8 +296,8 @@ def run_evaluation(
                 progress(f"  strength {strength:g}: concept rate {rate:.3f}, perplexity {ppl:.2f}")
     table = pd.DataFrame(rows)
     _write_table(table, out)
-    write_json(out / "examples.json", examples)
-    write_json(out / "training.json", training)
+    atomic_write_json(out / "examples.json", examples)
+    atomic_write_json(out / "training.json", training)
     plot_results(table, out / "plot.png")
     return table
 
@@ -322,38 +324,21 @@ def plot_results(table: pd.DataFrame, path: Path) -> None:
         axis.set_ylim(-0.05, 1.05)
         axis.legend()
     figure.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=120)
+    atomic_save_png(figure, path, dpi=120)
     plt.close(figure)
-    os.replace(tmp, path)
 
 
-def write_config(out: Path, payload: dict[str, Any], force: bool = False) -> None:
-    """Write `out/config.json`; an existing different config is an error unless `force`."""
+def write_config(out: Path, payload: dict[str, Any], overwrite: bool = False) -> None:
+    """Write `out/config.json`; an existing different config is an error unless `overwrite`."""
     path = out / "config.json"
-    if path.exists() and not force:
-        existing = json.loads(path.read_text())
-        if existing != json.loads(json.dumps(payload)):
-            raise InterpError(
-                f"{str(out)!r} holds a run with another config: pick a new folder or pass "
-                "--overwrite"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, payload)
-
-
-def write_json(path: Path, payload: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    guard_config(path, payload, overwrite, "a run")
+    atomic_write_json(path, payload)
 
 
 def _write_table(table: pd.DataFrame, out: Path) -> None:
-    tmp = out / "results.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "results.parquet")
+    with atomic_output(out / "results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     records = table.to_dict(orient="records")
-    write_json(out / "results.json", records)
+    atomic_write_json(out / "results.json", records)
     markdown = markdown_table(records, list(table.columns)) + "\n"
-    (out / "results.md.tmp").write_text(markdown)
-    os.replace(out / "results.md.tmp", out / "results.md")
+    atomic_write_text(out / "results.md", markdown)

@@ -32,12 +32,12 @@ from crosscoders.io import load_crosscoder
 from interp.cache import ActivationCache
 from interp.cache.token_stream import excluded_token_ids
 from interp.errors import InterpError
+from interp.generation import complete, decode_completions, encode_prompts
 from interp.hooks import residual_stream
 from interp.models import LoadedModel, ModelPair, load_pair
+from interp.run_folder import RunFolder
 from steering.latent_steering import LatentSteeringMap, check_latents
 from steering.sites import resolve_sites
-
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -225,15 +225,10 @@ class Explorer:
         (strength 0: the unsteered model, bit for bit)."""
         loaded = self.source_model(self.source_index(model))
         steering_map = self.steering_map(latent, value, model, mode)
-        batch = loaded.tokenizer([prompt], return_tensors="pt").to(self.coder.W_enc.device)
+        batch = encode_prompts(loaded.tokenizer, [prompt], chat_template=False)
         with steering_map.apply(loaded.model, strength):
-            out = loaded.model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=loaded.tokenizer.pad_token_id,
-            )  # fmt: skip
-        return loaded.tokenizer.decode(
-            out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
-        )
+            new_tokens = complete(loaded, **batch, max_new_tokens=max_new_tokens)
+        return decode_completions(loaded.tokenizer, new_tokens)[0]
 
 
 def cache_sources(cache: Path, n_sources: int) -> list[Source]:
@@ -265,21 +260,23 @@ def open_run(
     specs, or a loaded `pair`) plus a dictionary folder. A dictionary trained from Python without
     `sources` reads them from the activation cache it was trained on (`cache`, default RUN/cache):
     one source per (model, layer) of the cache, in the cache's order."""
-    if run is not None:
-        run = Path(run)
-        if not (run / RUN_FILE).is_file():
-            raise InterpError(f"{str(run)!r} is not a run folder: it has no {RUN_FILE}")
-        record = json.loads((run / RUN_FILE).read_text())
+    layout = RunFolder(run) if run is not None else None
+    if layout is not None:
+        if not layout.run_record.is_file():
+            raise InterpError(
+                f"{str(run)!r} is not a run folder: it has no {layout.relative(layout.run_record)}"
+            )
+        record = json.loads(layout.run_record.read_text())
         base, chat = base or record["base"], chat or record["chat"]
         name = str(dictionary)
-        folder = run / "dictionaries" / name
-        if analysis is None and (run / "analysis" / name).is_dir():
-            analysis = run / "analysis" / name
+        folder = layout.dictionary(name)
+        if analysis is None and layout.analysis(name).is_dir():
+            analysis = layout.analysis(name)
     else:
         folder = Path(dictionary)
     coder = load_crosscoder(folder, device=device).eval()
-    if cache is None and run is not None and (run / "cache").is_dir():
-        cache = run / "cache"
+    if cache is None and layout is not None and layout.cache.is_dir():
+        cache = layout.cache
     if not coder.config.sources and cache is not None:
         coder.config.sources = cache_sources(Path(cache), coder.config.n_sources)
     if not coder.config.sources:

@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.hooks import block_output
+from interp.hooks import output_editing_hook
 from steering.activations import TextBatch, concatenate, pool
 from steering.affine_map import AffineMap
 from steering.sites import site_modules
@@ -101,8 +101,7 @@ def fit_linear_act(
     modules = site_modules(model, sites)
 
     def fit_then_steer(site: int):
-        def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
-            z = block_output(output)
+        def fit_and_steer(z: Tensor) -> Tensor:
             acts = z[:, :, None, :].float()
             samples = pool(acts[:n_source], batch.sample_mask[:n_source], pooling)[:, 0]
             if same_model:  # the target rows have passed through the upstream maps too
@@ -114,10 +113,9 @@ def fit_linear_act(
             steering_map.bias[site] = shift
             steering_map.lower[site] = samples.min(dim=0).values
             steering_map.upper[site] = samples.max(dim=0).values
-            steered = steering_map.steer(site, z, 1.0)
-            return (steered, *output[1:]) if isinstance(output, tuple) else steered
+            return steering_map.steer(site, z, 1.0)
 
-        return hook
+        return output_editing_hook(fit_and_steer)
 
     handles = [module.register_forward_hook(fit_then_steer(i)) for i, module in enumerate(modules)]
     try:

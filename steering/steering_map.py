@@ -12,7 +12,6 @@ On disk a map is a folder with `map.safetensors` (its tensors) and `map.json` (`
 """
 
 import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from interp.errors import InterpError
+from interp.fileio import atomic_output, atomic_write_json
+from interp.hooks import output_editing_hook
 from steering.sites import site_modules
 
 MAP_TYPES: dict[str, type["SteeringMap"]] = {}
@@ -96,18 +97,13 @@ class SteeringMap(nn.Module, ABC):
             )
         modules = site_modules(model, self.sites)
 
-        def hook_for(site: int):
-            edit = self.edit(site, strength, inverse)
-
-            def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> Tensor | tuple:
-                if isinstance(output, tuple):
-                    return (edit(output[0]), *output[1:])
-                return edit(output)
-
-            return hook
-
         hooked = self.active_sites() if skip_identity_sites else range(len(self.sites))
-        handles = [modules[site].register_forward_hook(hook_for(site)) for site in hooked]
+        handles = [
+            modules[site].register_forward_hook(
+                output_editing_hook(self.edit(site, strength, inverse))
+            )
+            for site in hooked
+        ]
         try:
             yield model
         finally:
@@ -139,11 +135,9 @@ class SteeringMap(nn.Module, ABC):
             "config": self.config(),
             "info": self.info,
         }
-        weights_tmp, config_tmp = folder / f"{MAP_WEIGHTS}.tmp", folder / f"{MAP_CONFIG}.tmp"
-        save_file(tensors, str(weights_tmp))
-        config_tmp.write_text(json.dumps(description, indent=2))
-        os.replace(weights_tmp, folder / MAP_WEIGHTS)
-        os.replace(config_tmp, folder / MAP_CONFIG)
+        with atomic_output(folder / MAP_WEIGHTS) as weights_tmp:
+            save_file(tensors, str(weights_tmp))
+        atomic_write_json(folder / MAP_CONFIG, description)
         return folder
 
 

@@ -19,7 +19,7 @@ other model of the pair) run on the same input: at strength lambda every block o
   embeddings and head. The inverse is alpha = -lambda.
 So lambda in [0, 1] always moves one model towards the other, and the map has no fitted tensors:
 it is fully described by the two models. On disk it records the steered and companion specs, roles
-and weight fingerprints (interp.cache.writer.model_fingerprint), never weights. `apply` checks
+and weight fingerprints (interp.fingerprint.model_fingerprint), never weights. `apply` checks
 the steered model's fingerprint, and uses the companion given by `attach` (the evaluation does
 this) or loads it from its recorded spec; a model with other weights is a clear error.
 
@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from interp.cache.writer import model_fingerprint
 from interp.errors import InterpError
+from interp.fingerprint import model_fingerprint
 from interp.hooks import decoder_layers
 from interp.models import LoadedModel, ModelPair, load_model
 from interp.tuco import alpha_scaled

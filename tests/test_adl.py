@@ -16,10 +16,10 @@ from crosscoders.diffing.adl import (
     logit_lens_rows,
     position_means,
     read_results,
-    residual_edit,
     run_adl,
 )
 from interp.errors import InterpError
+from interp.hooks import residual_edit
 from interp.models import ModelPair
 
 LAYER = 1
@@ -156,7 +156,7 @@ def test_run_adl_writes_every_reading_and_refuses_another_config(tmp_path):
     )  # resume: nothing to do
     assert (tmp_path / "adl" / "steering.json").stat().st_mtime_ns == before
     config.n_texts = 11
-    with pytest.raises(InterpError, match="another config"):
+    with pytest.raises(InterpError, match="different config"):
         run_adl(pair, tmp_path / "adl", config, texts=texts(30), progress=False)
     assert json.loads((tmp_path / "adl" / "config.json").read_text())["adl"]["n_texts"] == 12
 

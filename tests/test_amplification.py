@@ -8,8 +8,9 @@ from tiny_models import save_tiny, tiny_pair
 
 from interp.amplification import amplified_logits, logit_amplified
 from interp.errors import InterpError
+from interp.generation import complete
 from interp.models import ModelPair, load_model
-from interp.tuco import complete, tokenize_prompts
+from interp.tuco import tokenize_prompts
 from steering.activations import encode_texts
 from steering.logit_amplification import LogitAmplificationMap
 from steering.methods import SteeringProblem, get_method

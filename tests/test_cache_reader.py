@@ -9,6 +9,7 @@ from tiny_models import tiny_pair
 
 from interp.cache import ActivationCache, build_cache, cache_config
 from interp.cache.permutation import permute
+from interp.cache.reader import source_column
 from interp.errors import InterpError
 
 N_TOKENS = 700
@@ -154,3 +155,15 @@ def test_an_incomplete_cache_is_refused(tmp_path, monkeypatch):
         build_cache(pair, config, tmp_path / "c", mixed_source(), progress=False)
     with pytest.raises(InterpError, match=r"incomplete \(1/3 shards\)"):
         ActivationCache(tmp_path / "c")
+
+
+def test_source_column_is_model_major_and_refuses_what_is_not_there():
+    roles, layers = ["base", "chat"], [3, 5, 7]
+    names = [f"{role}/{layer}" for role in roles for layer in layers]  # the sources axis
+    for role in roles:
+        for layer in layers:
+            assert names[source_column(roles, layers, role, layer)] == f"{role}/{layer}"
+    with pytest.raises(InterpError, match="unknown model 'judge'"):
+        source_column(roles, layers, "judge", 3)
+    with pytest.raises(InterpError, match="layer 4 is not among"):
+        source_column(roles, layers, "chat", 4)

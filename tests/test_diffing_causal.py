@@ -12,7 +12,6 @@ from crosscoders.diffing.causal import (
     aggregate_causal,
     causal_kl,
     causal_latent_sets,
-    kl_divergence,
     latent_patch,
     latent_scaling_rank_sum,
     prediction_masks,
@@ -22,6 +21,7 @@ from crosscoders.diffing.control_tokens import ControlTokens
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.responses import greedy_responses
 from crosscoders.diffing.token_shift import rank_of, shift_class, token_shift_table
+from interp.divergence import kl_divergence
 
 LAYER = 1
 

@@ -139,11 +139,18 @@ def test_window_reader_encodes_like_the_coder():
     reader.update(x[:6], 0)
     reader.update(x[6:], 6)
     got = np.stack([reader.acts[o : o + 10] for o in requests.row_offsets[:-1]], axis=1)
-    assert np.allclose(got, f.numpy(), atol=1e-5)
+    assert np.array_equal(got, f.numpy())  # the coder's own encoder, bit for bit
     x_in = x * torch.tensor([2.0, 0.5])[None, :, None]  # [base, chat] scales
-    expected_base = torch.einsum("bd,df->bf", x_in[:, 0], coder.W_enc[1]).detach().numpy()
-    got_base = np.stack(
-        [reader.encoder_inputs[0, o : o + 10] for o in requests.row_offsets[:-1]], 1
+    for model, coder_source in ((0, 1), (1, 0)):  # the coder's order is [chat, base]
+        expected = torch.einsum("bd,df->bf", x_in[:, model], coder.W_enc[coder_source]).detach()
+        got_inputs = np.stack(
+            [reader.encoder_inputs[model, o : o + 10] for o in requests.row_offsets[:-1]], 1
+        )
+        assert np.allclose(got_inputs, expected.numpy(), atol=1e-4)
+    # the per-model inputs plus the bias are the pre-activation the coder's encoder ReLUs
+    pre = torch.einsum("bsd,sdf->bf", coder.scale(dictionary.to_coder_order(x)), coder.W_enc)
+    summed = np.stack(
+        [reader.encoder_inputs[:, o : o + 10].sum(0) for o in requests.row_offsets[:-1]], 1
     )
-    assert np.allclose(got_base, expected_base, atol=1e-4)
+    assert np.allclose(summed, pre.detach().numpy(), atol=1e-4)
     assert int(reader.counts.sum()) == int((f > 0).sum())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from crosscoders.config import CrossCoderConfig, Source, write_json
+from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
 from crosscoders.diffing.cache_pass import pair_sources
 from crosscoders.diffing.examples import ExampleSettings
@@ -19,6 +19,7 @@ from crosscoders.io import save_crosscoder
 from interp.cache import ActivationCache, InMemorySource, build_cache, cache_config
 from interp.cli.main import app
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json
 
 LAYER = 1
 DICT_SIZE = 48
@@ -78,7 +79,7 @@ def run_dir(tmp_path_factory):
     build_cache(pair, config, run / "cache", source=source, progress=False)
     cache = ActivationCache(run / "cache")
     save_crosscoder(_crosscoder(cache), run / "dictionaries" / "tiny")
-    write_json(
+    atomic_write_json(
         run / "run.json",
         {
             "name": "tiny",
@@ -229,7 +230,7 @@ def _load(run_dir):
 
 
 def test_analysis_refuses_a_different_config(run_dir):
-    with pytest.raises(InterpError, match="another config"):
+    with pytest.raises(InterpError, match="different config"):
         analyze(run_dir, "tiny", AnalysisConfig(batch_size=64), pair_loader=lambda: None)
 
 

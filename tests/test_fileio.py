@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from interp.errors import InterpError
-from interp.fileio import atomic_write_json, replace_dir, writer_lock
+from interp.fileio import atomic_output, atomic_write_json, guard_config, replace_dir, writer_lock
 
 
 def test_atomic_write_leaves_no_temp_and_replaces_whole(tmp_path):
@@ -48,3 +48,31 @@ def test_a_second_writer_of_a_folder_is_refused_in_one_line(tmp_path):
         holder.wait()
     with writer_lock(tmp_path):  # a killed holder leaves no stale lock
         pass
+
+
+def test_guard_config_refuses_a_different_config_naming_the_keys(tmp_path):
+    path = tmp_path / "run" / "config.json"
+    assert guard_config(path, {"a": 1}, overwrite=False) is False  # nothing there yet
+    atomic_write_json(path, {"a": 1, "b": (1, 2), "c": "x"})
+    assert guard_config(path, {"a": 1, "b": (1, 2), "c": "x"}, overwrite=False) is False
+    with pytest.raises(InterpError) as refused:
+        guard_config(path, {"a": 2, "b": (1, 2), "d": 0}, overwrite=False, what="a run")
+    message = str(refused.value)
+    assert "holds a run with a different config" in message
+    assert "differing: a, c, d" in message and "--overwrite" in message and "\n" not in message
+    assert guard_config(path, {"a": 2}, overwrite=True) is True  # the caller clears the results
+    assert json.loads(path.read_text()) == {"a": 1, "b": [1, 2], "c": "x"}  # nothing written
+
+
+def test_atomic_output_removes_the_temp_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "table.parquet"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer died")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
+    with atomic_output(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]

@@ -10,10 +10,12 @@ from torch import nn
 
 from interp.errors import InterpError
 from interp.hooks import (
+    block_output,
     decoder_layers,
     nnsight_forward,
     nnsight_generate,
     nnsight_model,
+    output_editing_hook,
     residual_stream,
     transformer_lens_bridge,
     transformer_lens_hook_name,
@@ -240,3 +242,26 @@ def test_out_of_range_layer_is_a_clear_error(tiny):
     lm = nnsight_model(tiny)
     with pytest.raises(InterpError, match="layer 4 out of range"):
         nnsight_forward(lm, token_ids(tiny.model.config.vocab_size), read_layers=[4])
+
+
+class _TupleBlock(torch.nn.Module):
+    def forward(self, x):
+        return (x * 2, "cache")
+
+
+class _TensorBlock(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_output_editing_hook_replaces_the_hidden_state_of_tuple_and_tensor_outputs():
+    x = torch.ones(1, 2, 3)
+    for block, wrap in ((_TupleBlock(), lambda h: (h, "cache")), (_TensorBlock(), lambda h: h)):
+        handle = block.register_forward_hook(output_editing_hook(lambda h: h + 1))
+        out = block(x)
+        handle.remove()
+        assert type(out) is type(wrap(x))
+        assert torch.equal(block_output(out), torch.full((1, 2, 3), 3.0))
+        if isinstance(out, tuple):
+            assert out[1:] == ("cache",)  # the rest of the tuple is kept
+        assert torch.equal(block_output(block(x)), torch.full((1, 2, 3), 2.0))  # hook removed

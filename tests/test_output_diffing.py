@@ -10,7 +10,8 @@ from crosscoders.diffing.amplify import AmplifyConfig, run_amplify
 from crosscoders.diffing.evaluate_diffing import amplification_cells
 from interp.amplification import logit_amplified
 from interp.cli.main import run
-from interp.tuco import complete, decode_completions, tokenize_prompts
+from interp.generation import complete, decode_completions
+from interp.tuco import tokenize_prompts
 
 VOCABULARY = ["comet", "orbit"]
 

@@ -55,7 +55,7 @@ def test_train_then_generate_with_the_map(tmp_path, pair_folders):
     assert set(json.loads(lines[-1])) == {"prompt", "plain", "steered"}
     # a second run into the same folder with another config is refused, without traceback
     result = CliRunner().invoke(app, ["steer", "train", "--method", "mean-diff", *common])
-    assert result.exit_code != 0 and "another config" in str(result.exception)
+    assert result.exit_code != 0 and "different config" in str(result.exception)
 
 
 def test_evaluation_writes_the_run_folder(tmp_path):

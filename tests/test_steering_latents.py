@@ -10,8 +10,9 @@ from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
 from crosscoders.io import save_crosscoder
 from interp.errors import InterpError
+from interp.generation import complete
 from interp.hooks import residual_stream
-from interp.tuco import complete, tokenize_prompts
+from interp.tuco import tokenize_prompts
 from steering.activations import encode_texts, site_activations
 from steering.latent_steering import LatentSteeringMap, fit_latent_steering
 from steering.methods import SteeringProblem, get_method

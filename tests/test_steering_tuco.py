@@ -8,8 +8,9 @@ from test_tuco import PROMPTS, TOLERANCE, shared_head_pair
 from tiny_models import save_tiny, tiny_model, tiny_pair
 
 from interp.errors import InterpError
+from interp.generation import complete
 from interp.models import ModelPair, load_model
-from interp.tuco import alpha_scaled, complete, tokenize_prompts
+from interp.tuco import alpha_scaled, tokenize_prompts
 from steering.activations import encode_texts
 from steering.methods import SteeringProblem, get_method
 from steering.sites import resolve_sites

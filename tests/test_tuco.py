@@ -5,13 +5,12 @@ import torch
 from tiny_models import FAMILIES, tiny_model, tiny_pair
 
 from interp.errors import InterpError
+from interp.generation import complete, decode_completions
 from interp.hooks import decoder_layers, residual_stream
 from interp.models import ModelPair
 from interp.tuco import (
     alpha_scaled,
-    complete,
     contribution_ratio,
-    decode_completions,
     decompose,
     generate,
     last_token_index,

@@ -58,7 +58,7 @@ st.title("Compare base and chat, token by token")
 run = load_or_stop(current_run)
 dictionary = load_or_stop(current_dictionary, run)
 shift = load_or_stop(
-    run.parquet, f"analysis/{dictionary}/token_shift.parquet", ANALYZE, SHIFT_COLUMNS
+    run.parquet, run.analysis(dictionary) / "token_shift.parquet", ANALYZE, SHIFT_COLUMNS
 )
 
 st.subheader("Stored responses")

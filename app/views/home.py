@@ -100,8 +100,8 @@ else:
     st.warning("run.json lists no steps yet: no pipeline step has finished in this run.")
 
 st.subheader("Data")
-if run.has("cache/manifest.json"):
-    manifest = run.json("cache/manifest.json", "`interp cache`")
+if run.has(run.cache / "manifest.json"):
+    manifest = run.json(run.cache / "manifest.json", "`interp cache`")
     shards = manifest.get("shards", [])
     n_tokens = manifest.get("n_tokens") or sum(int(s.get("n_tokens", 0)) for s in shards)
     state = "" if manifest.get("complete", True) else " (incomplete: the caching step is not done)"
@@ -121,8 +121,8 @@ if not dictionaries:
     st.warning(f"No dictionary in {run.root}/dictionaries: `interp train` writes them.")
 rows, notes = [], []
 for name in dictionaries:
-    row = {"dictionary": name, "analysed": run.has(f"analysis/{name}/latents.parquet")}
-    if run.has(f"dictionaries/{name}/config.json"):
+    row = {"dictionary": name, "analysed": run.has(run.analysis(name) / "latents.parquet")}
+    if run.has(run.dictionary(name) / "config.json"):
         config = run.dictionary_config(name)
         row |= {k: config[k] for k in ("activation", "dict_size", "k", "d_model") if k in config}
     evaluation = run.dictionary_eval(name) or {}
@@ -165,12 +165,14 @@ for name in run.analysed_dictionaries():
     columns[0].metric("latents", f"{int(counts.sum()):,}")
     for column, (latent_class, count) in zip(columns[1:], counts.items(), strict=True):
         column.metric(str(latent_class), f"{int(count):,}")
-    if run.has(f"analysis/{name}/causal.json"):
+    if run.has(run.analysis(name) / "causal.json"):
         st.caption(
             "Causal test: KL(P_chat || P_patched) when the chosen latents' chat-minus-base "
             "decoder difference is added to the base residual"
         )
-        st.dataframe(pd.DataFrame(run.json(f"analysis/{name}/causal.json", "")), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(run.json(run.analysis(name) / "causal.json", "")), hide_index=True
+        )
 
 st.subheader("Pages")
 for page in PAGES[1:]:

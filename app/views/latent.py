@@ -195,7 +195,7 @@ with left:
     st.subheader("Activation distribution")
     try:
         hist = run.rows_of(
-            f"analysis/{dictionary}/activation_hist.parquet", latent, ("bin_edges", "counts")
+            run.analysis(dictionary) / "activation_hist.parquet", latent, ("bin_edges", "counts")
         )
     except MissingPiece as error:
         warn_missing(error)
@@ -219,7 +219,7 @@ with right:
     st.subheader("Nearest latents (decoder cosine)")
     try:
         neighbors = run.rows_of(
-            f"analysis/{dictionary}/neighbors.parquet", latent, ("neighbor", "cosine")
+            run.analysis(dictionary) / "neighbors.parquet", latent, ("neighbor", "cosine")
         )
     except MissingPiece as error:
         warn_missing(error)
@@ -241,7 +241,7 @@ with right:
 st.subheader("Decoder direction through each model's unembedding")
 try:
     logits = run.rows_of(
-        f"analysis/{dictionary}/decoder_logits.parquet",
+        run.analysis(dictionary) / "decoder_logits.parquet",
         latent,
         ("model", "top_tokens", "top_values", "bottom_tokens", "bottom_values"),
     )
@@ -274,7 +274,7 @@ st.subheader("Live activations")
 text = st.text_area("Text", "The capital of France is Paris.", key="latent_live_text")
 if st.button("Compute activations", key="latent_live_button"):
     info = load_or_stop(run.info)
-    folder = run.root / "dictionaries" / dictionary
+    folder = run.dictionary(dictionary)
     coder = live.guarded(
         f"the dictionary in {folder}", live.pair_dictionary, str(folder), info.get("layer")
     )

@@ -42,7 +42,7 @@ def tradeoff(results) -> go.Figure:
 
 st.title("Steering")
 run = load_or_stop(current_run)
-results = load_or_stop(run.parquet, "steering/results.parquet", STEER, RESULT_COLUMNS)
+results = load_or_stop(run.parquet, run.steering / "results.parquet", STEER, RESULT_COLUMNS)
 
 st.subheader("Evaluation")
 task = st.selectbox("Task", sorted(results.task.unique()), key="steering_task")
@@ -64,7 +64,7 @@ st.dataframe(of_task, hide_index=True)
 
 st.subheader("Responses with and without the map")
 try:
-    examples = [e for e in run.json("steering/examples.json", STEER) if e["task"] == task]
+    examples = [e for e in run.json(run.steering / "examples.json", STEER) if e["task"] == task]
 except MissingPiece as error:
     st.warning(str(error))
 else:
@@ -97,7 +97,11 @@ maps = run.steering_maps()
 if not maps:
     st.info(f"No saved steering map in {run.root}/steering/maps: {STEER} saves them.")
 else:
-    config = run.json("steering/config.json", STEER) if run.has("steering/config.json") else {}
+    config = (
+        run.json(run.steering / "config.json", STEER)
+        if run.has(run.steering / "config.json")
+        else {}
+    )
     left, middle, right = st.columns(3)
     live_map = left.selectbox("Map (task/method)", maps, key="steering_live_map")
     live_strength = middle.number_input(
@@ -112,7 +116,7 @@ else:
     if st.button("Generate", key="steering_live_button"):
         model_spec = live.steered_model_spec(live_map.split("/")[0], config)
         st.caption(f"steered model: `{model_spec}`")
-        folder = run.root / "steering" / "maps" / live_map
+        folder = run.maps_folder / live_map
         steering = live.guarded(f"the steering map in {folder}", live.steering_map, str(folder))
         model = live.guarded(f"the model {model_spec!r}", live.single_model, model_spec)
         if steering is not None and model is not None:

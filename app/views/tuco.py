@@ -46,7 +46,7 @@ def auc_caveat(summary: dict) -> str | None:
 
 st.title("Tuning contribution (TuCo)")
 run = load_or_stop(current_run)
-scores = pd.DataFrame(load_or_stop(run.json, "tuco/scores.json", TUCO))
+scores = pd.DataFrame(load_or_stop(run.json, run.tuco / "scores.json", TUCO))
 absent = {"set", "prompt", "tokens", "tuco", "per_token"} - set(scores.columns)
 if absent:
     show_missing(
@@ -59,8 +59,8 @@ st.caption(
     "token: the share of the chat model's residual update that fine-tuning contributes."
 )
 
-if run.has("tuco/summary.json"):
-    summary = run.json("tuco/summary.json", TUCO)
+if run.has(run.tuco / "summary.json"):
+    summary = run.json(run.tuco / "summary.json", TUCO)
     shown = {
         label: summary[key]
         for key, label in SUMMARY_METRICS.items()
@@ -109,7 +109,7 @@ if "cumulative" in scores.columns and len(prompt.cumulative):
 
 st.subheader("Alpha-scaled generations")
 try:
-    alphas = run.json("tuco/alpha_refusals.json", TUCO)
+    alphas = run.json(run.tuco / "alpha_refusals.json", TUCO)
 except MissingPiece as error:
     st.warning(str(error))
 else:

@@ -27,11 +27,9 @@ Results (`RUN/adl/`): config.json, means.safetensors, logit_lens.json, patchscop
 steering.json, summary.json.
 """
 
-import json
 import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,17 +42,18 @@ from tqdm import tqdm
 from crosscoders.diffing.decoder_views import direction_logits
 from interp.builtin_models import weights_identity
 from interp.errors import InterpError
-from interp.fileio import atomic_write_bytes, atomic_write_json, writer_lock
-from interp.hooks import block_output, decoder_layers, residual_stream
+from interp.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    guard_config,
+    read_json,
+    writer_lock,
+)
+from interp.generation import before_stop, complete, decode_completions
+from interp.hooks import residual_edit, residual_stream
 from interp.layers import resolve_layer
 from interp.models import ModelPair
-from interp.tuco import (
-    complete,
-    decode_completions,
-    generate,
-    stop_token_ids,
-    tokenize_prompts,
-)
+from interp.tuco import generate, tokenize_prompts
 
 IDENTITY_PROMPTS = (
     "man -> man\n1135 -> 1135\nhello -> hello\n?",
@@ -244,22 +243,6 @@ def logit_lens_rows(
     return rows
 
 
-@contextmanager
-def residual_edit(model: nn.Module, layer: int, edit) -> Iterator[None]:
-    """Replace `resid_post[layer]` by edit(resid_post[layer]) in every forward pass (generation
-    included) while the context is open."""
-
-    def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple):
-        hidden = edit(block_output(output))
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 @torch.no_grad()
 def patchscope(
     model: nn.Module,
@@ -315,16 +298,12 @@ def mean_nll(
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     new_tokens: Tensor,
-    stop_ids: set[int],
+    keep: Tensor,
 ) -> list[float]:
     """Per row, the mean negative log-likelihood (nats/token) the (unsteered) model gives to the
-    generated tokens up to the first stop token; NaN for an empty generation."""
+    generated tokens marked by `keep` (those before the stop: `interp.generation.before_stop`);
+    NaN for an empty generation."""
     ids = torch.cat([prompt_ids, new_tokens.to(prompt_ids.device)], dim=1)
-    keep = torch.ones_like(new_tokens, dtype=torch.bool)
-    for row in range(new_tokens.shape[0]):
-        stops = [i for i, t in enumerate(new_tokens[row].tolist()) if t in stop_ids]
-        if stops:
-            keep[row, stops[0] :] = False
     mask = torch.cat([prompt_mask, keep.long().to(prompt_mask.device)], dim=1)
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
     start = prompt_ids.shape[1]
@@ -335,10 +314,6 @@ def mean_nll(
         n = int(keep[row].sum())
         out.append(float(-token_logp[row, :n].mean()) if n else float("nan"))
     return out
-
-
-def _stop_ids(tokenizer) -> set[int]:
-    return set(stop_token_ids(tokenizer)) | {tokenizer.pad_token_id}
 
 
 @torch.no_grad()
@@ -363,7 +338,11 @@ def steered_generations(
             new = complete(loaded, batch["input_ids"], batch["attention_mask"], max_new_tokens)
     texts = decode_completions(pair.tokenizer, new)
     nll = mean_nll(
-        loaded.model, batch["input_ids"], batch["attention_mask"], new, _stop_ids(pair.tokenizer)
+        loaded.model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        new,
+        before_stop(pair.tokenizer, new),
     )
     return texts, nll
 
@@ -384,7 +363,11 @@ def tuco_generations(
     )
     texts = decode_completions(pair.tokenizer, new)
     nll = mean_nll(
-        pair.chat.model, batch["input_ids"], batch["attention_mask"], new, _stop_ids(pair.tokenizer)
+        pair.chat.model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        new,
+        before_stop(pair.tokenizer, new),
     )
     return texts, nll
 
@@ -400,17 +383,9 @@ def _texts(config: AdlConfig) -> list[str]:
     return texts
 
 
-def _write_json(path: Path, payload: object) -> None:
-    atomic_write_json(path, payload)
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text())
-
-
 def load_means(out: Path) -> PositionMeans:
     tensors = load_file(str(Path(out) / "means.safetensors"))
-    meta = _read_json(Path(out) / "summary.json") if (Path(out) / "summary.json").is_file() else {}
+    meta = read_json(Path(out) / "summary.json") if (Path(out) / "summary.json").is_file() else {}
     return PositionMeans(
         diff=tensors["diff"],
         base=tensors["base_mean"],
@@ -426,11 +401,12 @@ def run_adl(
     out: Path,
     config: AdlConfig,
     texts: Sequence[str] | None = None,
-    force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Compute every ADL reading into `out` (resumable: finished files under the same config are
-    kept; another config is refused unless `force`). `texts` overrides the recipe's texts.
+    kept; another config is refused;
+    `overwrite` redoes every file). `texts` overrides the recipe's texts.
     Returns summary.json's content."""
     config.validate()
     out = Path(out)
@@ -449,16 +425,11 @@ def run_adl(
     }
     with writer_lock(out, "ADL folder"):
         config_path = out / "config.json"
-        if config_path.is_file() and not force:
-            if _read_json(config_path) != json.loads(json.dumps(recorded)):
-                raise InterpError(
-                    f"{str(out)!r} holds ADL results of another config or models: pass "
-                    "--overwrite to redo them, or write to another folder"
-                )
-        elif force:
+        guard_config(config_path, recorded, overwrite, "ADL results")
+        if overwrite:
             for name in (*FILES, "summary.json"):
                 (out / name).unlink(missing_ok=True)
-        _write_json(config_path, recorded)
+        atomic_write_json(config_path, recorded)
         timings: dict[str, float] = {}
         began = time.perf_counter()
         if not (out / "means.safetensors").is_file():
@@ -471,14 +442,14 @@ def run_adl(
             means = position_means(pair, ids, config.positions, config.batch_size, progress)
             payload = save_bytes(means.tensors())
             atomic_write_bytes(out / "means.safetensors", payload)
-            _write_json(out / "summary.json", {"n_texts": means.n_texts})
+            atomic_write_json(out / "summary.json", {"n_texts": means.n_texts})
             timings["means_s"] = time.perf_counter() - began
         means = load_means(out)
         tokenizer = pair.tokenizer
         if not (out / "logit_lens.json").is_file():
             began = time.perf_counter()
             rows = logit_lens_rows(pair.chat.model, tokenizer, means.diff, config.top_tokens)
-            _write_json(out / "logit_lens.json", rows)
+            atomic_write_json(out / "logit_lens.json", rows)
             timings["logit_lens_s"] = time.perf_counter() - began
         norm = float(means.chat_norm[layer])
         positions = (
@@ -495,7 +466,7 @@ def run_adl(
                 readings = patchscope(pair.chat.model, tokenizer, layer, vectors, config.top_tokens)
                 for scale, reading in zip(config.patchscope_scales, readings, strict=True):
                     rows.append({"layer": layer, "position": position, "scale": scale, **reading})
-            _write_json(out / "patchscope.json", rows)
+            atomic_write_json(out / "patchscope.json", rows)
             timings["patchscope_s"] = time.perf_counter() - began
         if not (out / "steering.json").is_file():
             began = time.perf_counter()
@@ -541,12 +512,12 @@ def run_adl(
                         "nll": nll,
                     }
                 )
-            _write_json(out / "steering.json", rows)
+            atomic_write_json(out / "steering.json", rows)
             timings["steering_s"] = time.perf_counter() - began
         summary = _summary(means, layer, config)
-        previous = _read_json(out / "summary.json") if (out / "summary.json").is_file() else {}
+        previous = read_json(out / "summary.json") if (out / "summary.json").is_file() else {}
         summary["timings_s"] = {**previous.get("timings_s", {}), **timings}
-        _write_json(out / "summary.json", summary)
+        atomic_write_json(out / "summary.json", summary)
     return summary
 
 
@@ -593,11 +564,11 @@ def read_results(out: Path) -> dict:
     if missing:
         raise InterpError(f"{str(out)!r} lacks {missing}: run `interp adl` first")
     return {
-        "config": _read_json(out / "config.json"),
-        "summary": _read_json(out / "summary.json"),
-        "logit_lens": _read_json(out / "logit_lens.json"),
-        "patchscope": _read_json(out / "patchscope.json"),
-        "steering": _read_json(out / "steering.json"),
+        "config": read_json(out / "config.json"),
+        "summary": read_json(out / "summary.json"),
+        "logit_lens": read_json(out / "logit_lens.json"),
+        "patchscope": read_json(out / "patchscope.json"),
+        "steering": read_json(out / "steering.json"),
     }
 
 

@@ -14,13 +14,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from crosscoders.diffing.adl import NEUTRAL_PROMPTS, _stop_ids, mean_nll
+from crosscoders.diffing.adl import NEUTRAL_PROMPTS, mean_nll
 from crosscoders.diffing.output_folder import claim_output_folder
 from interp.amplification import logit_amplified
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json
+from interp.generation import before_stop, complete, decode_completions
 from interp.models import ModelPair
-from interp.tuco import complete, decode_completions, tokenize_prompts
+from interp.tuco import tokenize_prompts
 
 GENERATIONS = "generations.json"
 
@@ -52,7 +53,11 @@ def amplified_generations(
     with logit_amplified(pair, alpha):
         new = complete(pair.chat, batch["input_ids"], batch["attention_mask"], max_new_tokens)
     nll = mean_nll(
-        pair.chat.model, batch["input_ids"], batch["attention_mask"], new, _stop_ids(pair.tokenizer)
+        pair.chat.model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        new,
+        before_stop(pair.tokenizer, new),
     )
     return decode_completions(pair.tokenizer, new), nll
 

@@ -59,9 +59,7 @@ def pair_sources(cache: ActivationCache, layer: int) -> list[int]:
             f"the dictionary reads layer {layer} but cache {str(cache.path)!r} holds layers "
             f"{cache.layers}: expected a cache of the dictionary's layer"
         )
-    roles = [model["role"] for model in cache.manifest["models"]]
-    n_layers = len(cache.layers)
-    return [roles.index(role) * n_layers + cache.layers.index(layer) for role in ("base", "chat")]
+    return [cache.source_column(role, layer) for role in ("base", "chat")]
 
 
 def stream_tokens(

@@ -42,14 +42,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from crosscoders.diffing.latent_scaling import CHAT_ONLY_DELTA
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.responses import ChatResponse
-from interp.hooks import block_output, decoder_layers, residual_stream
+from interp.divergence import kl_divergence
+from interp.hooks import residual_edit, residual_stream
 
 FIRST_K = 10  # the reference's --k-first
 # Candidates keep -0.1 <= nu <= 2 for both ratios (setup_to_eval.py, arxiv_paper_half_fns).
@@ -72,31 +72,17 @@ def latent_patch(
     return h + steering if start == "base" else h - steering
 
 
-def kl_divergence(
-    logits_p: Float[Tensor, "pos vocab"], logits_q: Float[Tensor, "pos vocab"]
-) -> Float[Tensor, " pos"]:
-    """KL(P || Q) per position, from logits."""
-    log_p = F.log_softmax(logits_p.float(), dim=-1)
-    log_q = F.log_softmax(logits_q.float(), dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
-
-
 @contextmanager
 def replaced_block_output(model: nn.Module, layer: int, residual: Tensor) -> Iterator[None]:
     """While active, block `layer` of `model` outputs `residual` ([batch, seq, d]) instead of
     its own output; the blocks after it run on it unchanged."""
 
-    def hook(_module: nn.Module, _args: tuple, output: Tensor | tuple):
-        hidden = block_output(output)
+    def replace(hidden: Tensor) -> Tensor:
         assert hidden.shape == residual.shape, (hidden.shape, residual.shape)
-        replacement = residual.to(hidden.dtype)
-        return (replacement, *output[1:]) if isinstance(output, tuple) else replacement
+        return residual.to(hidden.dtype)
 
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
+    with residual_edit(model, layer, replace):
         yield
-    finally:
-        handle.remove()
 
 
 def prediction_masks(

@@ -120,12 +120,11 @@ def profile_from_cache(
     cache: ActivationCache, template: TemplateTokens, batch_size: int = 4096, progress: bool = True
 ) -> ChangeProfile:
     """The profile of every cached layer over the whole cache (both roles needed)."""
-    roles = [model["role"] for model in cache.manifest["models"]]
+    roles = cache.roles
     if "base" not in roles or "chat" not in roles:
         raise InterpError(f"cache {str(cache.path)!r} holds roles {roles}: expected base and chat")
-    n_layers = len(cache.layers)
-    base_columns = [roles.index("base") * n_layers + i for i in range(n_layers)]
-    chat_columns = [roles.index("chat") * n_layers + i for i in range(n_layers)]
+    base_columns = [cache.source_column("base", layer) for layer in cache.layers]
+    chat_columns = [cache.source_column("chat", layer) for layer in cache.layers]
     everything = np.arange(cache.n_tokens)
     tokens = cache.tokens(everything)
     classes = token_classes(tokens["token_ids"].numpy(), tokens["seq_ids"].numpy(), template)

@@ -32,12 +32,12 @@ from crosscoders.streams import BatchStream, cache_stream
 from crosscoders.trainer import Trainer
 from interp.cache import ActivationCache
 from interp.errors import InterpError
-from interp.fileio import atomic_write_json
+from interp.fileio import atomic_output, atomic_write_json
 
 
 def pair_columns(cache: ActivationCache, layer: int | None = None) -> tuple[int, int]:
     """Source columns (base, chat) of one cached layer (model-major order)."""
-    roles = [model["role"] for model in cache.manifest["models"]]
+    roles = cache.roles
     if "base" not in roles or "chat" not in roles:
         raise InterpError(f"cache {str(cache.path)!r} holds roles {roles}: expected base and chat")
     if layer is None:
@@ -46,9 +46,7 @@ def pair_columns(cache: ActivationCache, layer: int | None = None) -> tuple[int,
         layer = cache.layers[0]
     if layer not in cache.layers:
         raise InterpError(f"layer {layer} is not in the cache: expected one of {cache.layers}")
-    position = cache.layers.index(layer)
-    n_layers = len(cache.layers)
-    return roles.index("base") * n_layers + position, roles.index("chat") * n_layers + position
+    return cache.source_column("base", layer), cache.source_column("chat", layer)
 
 
 def differences(x: Float[Tensor, "batch 2 d"]) -> Float[Tensor, "batch 1 d"]:
@@ -203,7 +201,8 @@ def analyze_difference_sae(
             "max_act": stats["max_act"],
         }
     )
-    table.to_parquet(out / "latents.parquet", index=False)
+    with atomic_output(out / "latents.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     order = rank_latents(stats)[:n_latents]
     directions = decoder_directions(coder)[torch.from_numpy(order.copy())]
     logits = direction_logits(model, directions).cpu()

@@ -50,6 +50,7 @@ from crosscoders.diffing.score import (
     token_score,
 )
 from interp.errors import InterpError
+from interp.run_folder import RunFolder
 
 DEFAULT_MAX_NLL = 5.0  # nats/token (perplexity ~150): above it a generation counts as incoherent
 # mean distinct-character-trigram ratio below which generations count as degenerate repetition
@@ -265,13 +266,13 @@ def score_organism(
 ) -> tuple[list[MethodScore], dict]:
     """Every method's cell for one organism's run folder; methods whose results are missing get
     a `none` cell saying so."""
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     cells: list[MethodScore] = []
     readings: dict = {}
     vocabulary = organism.vocabulary
     for name in organism.dictionaries:
         method = f"crosscoder {name}"
-        analysis, dict_dir = run_dir / "analysis" / name, run_dir / "dictionaries" / name
+        analysis, dict_dir = run.analysis(name), run.dictionary(name)
         if not (analysis / "latents.parquet").is_file() or chat_model is None:
             cells.append(MethodScore(organism.name, method, "none", detail="no analysis"))
             continue
@@ -288,7 +289,7 @@ def score_organism(
             )
         )
         readings[method] = latent_readings
-    sae_dir = run_dir / "diff-sae"
+    sae_dir = run.diff_sae
     if (sae_dir / "top_latents.json").is_file():
         tokens, sae_readings = difference_sae_tokens(sae_dir)
         cells.append(
@@ -304,7 +305,7 @@ def score_organism(
     else:
         cells.append(MethodScore(organism.name, "difference SAE", "none", detail="not run"))
     try:
-        adl = read_results(run_dir / "adl")
+        adl = read_results(run.adl)
     except InterpError:
         adl = None
     if adl is None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -209,15 +208,9 @@ class WindowReader:
 
     @torch.no_grad()
     def update(self, x: Float[Tensor, "batch 2 d"], start: int) -> None:
-        """Encode one raw batch [base, chat] (the stream tokens from `start` on), keeping each
-        source's encoder input: f = ReLU(sum_m x_m W_enc^m + b_enc) * keep, as the coder's own
-        `encode` (checked in the tests)."""
-        coder = self.dictionary.coder
-        order = self.dictionary.order
-        x_in = coder.scale(self.dictionary.to_coder_order(x))[:, order]  # scaled [batch 2 d]
-        per_source = einsum(x_in, coder.W_enc[order], "b m d, m d F -> m b F")
-        f_relu = torch.relu(per_source.sum(0) + coder.b_enc)
-        f = f_relu * coder.select(f_relu).keep
+        """Encode one raw batch [base, chat] (the stream tokens from `start` on) with the coder's
+        own `encode`, and keep each requested (token, latent)'s per-source encoder input."""
+        f = self.dictionary.encode(x)
         stop = start + f.shape[0]
         lo, hi = np.searchsorted(self.requests.token, [start, stop])
         if hi > lo:
@@ -225,7 +218,8 @@ class WindowReader:
             latents = torch.from_numpy(self.requests.latent[lo:hi]).to(f.device)
             slots = self.requests.slot[lo:hi]
             self.acts[slots] = f[rows, latents].cpu().numpy()
-            self.encoder_inputs[:, slots] = per_source[:, rows, latents].cpu().numpy()
+            inputs = self.dictionary.encoder_inputs(x[rows], latents)
+            self.encoder_inputs[:, slots] = inputs.cpu().numpy()
         self._histogram(Firings.of(f))
 
     def _histogram(self, codes: Firings) -> None:

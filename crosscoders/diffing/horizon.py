@@ -39,8 +39,9 @@ from crosscoders.diffing.output_folder import claim_output_folder
 from crosscoders.diffing.token_subsets import TemplateTokens
 from interp.errors import InterpError
 from interp.fileio import atomic_write_bytes, atomic_write_json
+from interp.generation import complete, decode_completions, stop_token_ids
 from interp.models import ModelPair
-from interp.tuco import complete, decode_completions, stop_token_ids, tokenize_prompts
+from interp.tuco import tokenize_prompts
 
 ROLES = ("base", "chat")
 POSITION_CLASSES = ("template", "prompt", "first_response", "later_response")

@@ -21,6 +21,7 @@ from crosscoders.diffing.firings import Firings
 from crosscoders.diffing.latent_scaling import scaling_flags, scaling_ratios
 from crosscoders.diffing.pair_dictionary import PairDictionary
 from crosscoders.diffing.token_subsets import SUBSETS
+from interp.fileio import atomic_output
 
 LATENTS_FILE = "latents.parquet"
 
@@ -115,6 +116,5 @@ def class_counts(table: pd.DataFrame) -> dict[str, int]:
 
 def write_parquet(table: pd.DataFrame, path: Path) -> None:
     """Parquet, atomically (tmp + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        table.to_parquet(tmp, index=False)

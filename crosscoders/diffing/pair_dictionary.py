@@ -17,7 +17,8 @@ mean norm sqrt(d)); its decoder vectors, reconstructions and errors live in thes
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from einops import einsum
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from crosscoders.crosscoder import CrossCoder
@@ -71,6 +72,16 @@ class PairDictionary:
     def encode(self, x: Float[Tensor, "batch 2 d"]) -> Float[Tensor, "batch F"]:
         """Latent activations (inference mode) of raw [base, chat] activations."""
         return self.coder.encode(self.to_coder_order(x.to(self.coder.W_enc.dtype)))
+
+    @torch.no_grad()
+    def encoder_inputs(
+        self, x: Float[Tensor, "n 2 d"], latents: Int[Tensor, " n"]
+    ) -> Float[Tensor, "2 n"]:
+        """Each model's term x_m . W_enc^m[:, j] of latent j = `latents[i]`'s pre-activation on
+        raw activations `x[i]` (coder units), [base, chat]: which model drives the latent."""
+        scaled = self.scale(x)  # [n 2 d]
+        columns = self.coder.W_enc[self.order][:, :, latents]  # [2 d n]
+        return einsum(scaled, columns, "n m d, m d n -> m n")
 
     @torch.no_grad()
     def decode(self, f: Float[Tensor, "batch F"]) -> Float[Tensor, "batch 2 d"]:

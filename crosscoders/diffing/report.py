@@ -13,14 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from crosscoders.config import write_json  # noqa: E402
 from crosscoders.diffing.latent_scaling import (  # noqa: E402
     CHAT_ONLY_DELTA,
     NU_EPS_THRESHOLD,
     NU_R_THRESHOLD,
 )
 from crosscoders.diffing.latent_table import LATENTS_FILE, class_counts  # noqa: E402
+from interp.fileio import atomic_save_png, atomic_write_json, atomic_write_text  # noqa: E402
 from interp.markdown import markdown_table  # noqa: E402
+from interp.run_folder import RunFolder  # noqa: E402
 
 CLASS_COLOURS = {
     "base-only": "tab:blue",
@@ -70,7 +71,7 @@ def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
         title="Relative decoder norm",
     )
     fig.tight_layout()
-    fig.savefig(folder / "rel_norm_hist.png", dpi=110)
+    atomic_save_png(fig, folder / "rel_norm_hist.png", dpi=110)
     plt.close(fig)
     names.append("rel_norm_hist.png")
 
@@ -89,7 +90,7 @@ def plot_histograms(table: pd.DataFrame, folder: Path) -> list[str]:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "cosine_hist.png", dpi=110)
+    atomic_save_png(fig, folder / "cosine_hist.png", dpi=110)
     plt.close(fig)
     names.append("cosine_hist.png")
     return names
@@ -110,7 +111,7 @@ def plot_nu_scatter(table: pd.DataFrame, folder: Path) -> str:
         title=f"Latent Scaling of {len(shown)} chat-only latents (red: chat-specific)",
     )
     fig.tight_layout()
-    fig.savefig(folder / "nu_scatter.png", dpi=110)
+    atomic_save_png(fig, folder / "nu_scatter.png", dpi=110)
     plt.close(fig)
     return "nu_scatter.png"
 
@@ -217,10 +218,8 @@ def write_report(out: Path, dict_name: str, dict_dir: Path) -> dict:
         ]
     lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in images]
     text = "\n".join(lines) + "\n"
-    tmp = out / "report.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "report.md")
-    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "report.md", text)
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 
@@ -271,7 +270,7 @@ def write_comparison(run_dir: Path, dict_names: list[str]) -> Path:
     """analysis/comparison.md: the analysed dictionaries side by side (transposed table)."""
     summaries = []
     for name in dict_names:
-        summary = _read_json(run_dir / "analysis" / name / "summary.json")
+        summary = _read_json(RunFolder(run_dir).analysis(name) / "summary.json")
         if summary is None:
             from interp.errors import InterpError
 
@@ -298,8 +297,6 @@ def write_comparison(run_dir: Path, dict_names: list[str]) -> Path:
         + markdown_table(transposed, columns)
         + "\n"
     )
-    path = run_dir / "analysis" / "comparison.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    path = RunFolder(run_dir).comparison
+    atomic_write_text(path, text)
     return path

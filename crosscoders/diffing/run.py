@@ -15,7 +15,6 @@ cache passes feed both `latents` and `examples` and run only when one of them is
 | report        | report.md, figures/*.png                                            |
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crosscoders.config import read_json, write_json
 from crosscoders.diffing import causal, report
 from crosscoders.diffing.cache_pass import PassResults, run_passes, stream_tokens
 from crosscoders.diffing.control_tokens import ControlTokens
@@ -41,7 +39,9 @@ from crosscoders.diffing.token_subsets import TemplateTokens
 from crosscoders.io import load_crosscoder
 from interp.cache import ActivationCache
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json, guard_config, read_json
 from interp.models import ModelPair
+from interp.run_folder import RunFolder
 
 CONFIG_FILE = "config.json"
 
@@ -86,16 +86,21 @@ class AnalysisContext:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def out(self) -> Path:
-        return self.run_dir / "analysis" / self.dict_name
+        return self.run.analysis(self.dict_name)
 
     @property
     def dict_dir(self) -> Path:
-        return self.run_dir / "dictionaries" / self.dict_name
+        return self.run.dictionary(self.dict_name)
 
     @cached_property
     def run_info(self) -> dict:
-        return read_json(self.run_dir / "run.json") if (self.run_dir / "run.json").is_file() else {}
+        path = self.run.run_record
+        return read_json(path) if path.is_file() else {}
 
     @cached_property
     def cache(self) -> ActivationCache:
@@ -160,7 +165,7 @@ class AnalysisContext:
 def check_pair_matches_cache(pair: ModelPair, cache: ActivationCache) -> None:
     """The causal and token-shift tests must run the very models the cache (and so the
     dictionary) saw: a spec such as `gemma-3-270m-chat` can load other weights after a re-tune."""
-    from interp.cache.writer import model_fingerprint
+    from interp.fingerprint import model_fingerprint
 
     for loaded, recorded in zip(pair, cache.manifest["models"], strict=True):
         if "fingerprint" in recorded and model_fingerprint(loaded.model) != recorded["fingerprint"]:
@@ -196,7 +201,7 @@ def run_examples(context: AnalysisContext) -> None:
     used = np.unique(np.concatenate([np.zeros(0, dtype=np.int32), *passes.examples["token_ids"]]))
     tokenizer = context.pair.tokenizer
     strings = {str(int(i)): tokenizer.decode([int(i)]) for i in used}
-    write_json(context.out / "tokens.json", {"token_strings": strings})
+    atomic_write_json(context.out / "tokens.json", {"token_strings": strings})
 
 
 def run_decoder_views(context: AnalysisContext) -> None:
@@ -246,7 +251,7 @@ def run_causal(context: AnalysisContext) -> None:
     rows = causal.aggregate_causal(per_prompt, sets)
     for row in rows:
         row.update(description)
-    write_json(context.out / "causal.json", rows)
+    atomic_write_json(context.out / "causal.json", rows)
 
 
 def run_token_shift(context: AnalysisContext) -> None:
@@ -256,7 +261,7 @@ def run_token_shift(context: AnalysisContext) -> None:
     prompts = [response.prompt for response in context.responses]
     table["prompt"] = [prompts[i] for i in table["prompt_id"]]
     write_parquet(table, context.out / "token_shift.parquet")
-    write_json(context.out / "token_shift_summary.json", shift_summary(table))
+    atomic_write_json(context.out / "token_shift_summary.json", shift_summary(table))
 
 
 def run_report(context: AnalysisContext) -> None:
@@ -294,7 +299,7 @@ UNIT_NAMES = tuple(unit.name for unit in UNITS)
 
 
 def dictionary_names(run_dir: Path) -> list[str]:
-    folder = run_dir / "dictionaries"
+    folder = RunFolder(run_dir).dictionaries_folder
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir() if (p / "weights.safetensors").is_file())
@@ -319,7 +324,7 @@ def analyze(
     dict_name: str | None = None,
     config: AnalysisConfig | None = None,
     units: tuple[str, ...] = UNIT_NAMES,
-    force: bool = False,
+    overwrite: bool = False,
     pair_loader: Callable[[], ModelPair] | None = None,
     prompts: list[str] | None = None,
     device: str = "cpu",
@@ -346,16 +351,10 @@ def analyze(
         "layer": context.dictionary.layer,
     }
     config_path = out / CONFIG_FILE
-    if config_path.is_file() and not force:
-        previous = json.loads(config_path.read_text())
-        if previous != json.loads(json.dumps(recorded)):
-            raise InterpError(
-                f"{str(out)!r} holds an analysis with another config: pass --overwrite to redo it, "
-                "or analyse into another run folder"
-            )
-    write_json(config_path, recorded)
+    guard_config(config_path, recorded, overwrite, "an analysis")
+    atomic_write_json(config_path, recorded)
     for unit in UNITS:
-        if unit.name not in units or (unit.has_results(out) and not force):
+        if unit.name not in units or (unit.has_results(out) and not overwrite):
             continue
         began = time.perf_counter()
         unit.run(context)
@@ -366,7 +365,7 @@ def analyze(
 
 def _record_step(context: AnalysisContext) -> None:
     """Add this analysis to run.json's steps (creating run.json from the cache if missing)."""
-    path = context.run_dir / "run.json"
+    path = context.run.run_record
     info = read_json(path) if path.is_file() else {}
     base, chat = context.cache.models
     info.setdefault("name", context.run_dir.name)
@@ -376,4 +375,4 @@ def _record_step(context: AnalysisContext) -> None:
     info.setdefault("layer", context.dictionary.layer)
     step = f"analysis/{context.dict_name}"
     info.setdefault("steps", {})[step] = step
-    write_json(path, info)
+    atomic_write_json(path, info)

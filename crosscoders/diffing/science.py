@@ -27,7 +27,8 @@ from pathlib import Path
 from crosscoders.diffing.evaluate_diffing import Organism, score_organism, write_table
 from interp.errors import InterpError
 from interp.paths import PROJECT_DATA_DIR
-from interp.pipeline import Step
+from interp.pipeline import Step, plan, run_pipeline
+from interp.run_folder import RunFolder
 
 PROJECT_ROOT = PROJECT_DATA_DIR.parent
 
@@ -106,7 +107,7 @@ def organism_pipeline(config: dict, organism: Organism, run_dir: Path) -> dict:
 
 
 def _profile_summary(run_dir: Path) -> dict:
-    path = run_dir / "change_profile" / "profile.json"
+    path = RunFolder(run_dir).change_profile / "profile.json"
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
@@ -124,20 +125,23 @@ def _profile_summary(run_dir: Path) -> dict:
     return {"note": note + ".", "markdown": "\n".join(pieces), "data": data}
 
 
+StepCheck = Callable[[list[Step], list[Step], str], None]  # (steps, selected, source)
+StepRunner = Callable[[Sequence[str]], None]  # runs one step's argv
+
+
 def evaluate(
     config_path: Path,
-    invoke: Callable[[Sequence[str]], None],
-    check_steps: Callable[[list[Step], list[Step], str], None],
+    check_steps: StepCheck,
+    run_step: StepRunner,
     out: Path | None = None,
     names: list[str] | None = None,
     score_only: bool = False,
     max_nll: float = 5.0,
     min_distinct: float = 0.5,
 ) -> tuple[Path, Path]:
-    """Run each organism's pipeline (its steps run by `invoke(argv)`, all of them first checked
-    by `check_steps(steps, selected, source)`: interp.cli.pipeline_cmd's), then score them."""
+    """Run each organism's pipeline (unless `score_only`) and score it. The caller (the CLI) says
+    how a pipeline's steps are checked and run, so this module never imports the CLI."""
     from interp.models import load_model
-    from interp.pipeline import plan, run_pipeline
 
     config = read_profile(config_path)
     run_dir = Path(out) if out is not None else Path(config["run"]["out"])
@@ -150,7 +154,7 @@ def evaluate(
     for organism in organisms:
         pipeline = organism_pipeline(config, organism, run_dir)
         if not score_only:
-            run_pipeline(pipeline, invoke)
+            run_pipeline(pipeline, run_step)
         folder = run_dir / organism.name
         chat = load_model(organism.chat) if organism.dictionaries else None
         organism_cells, organism_readings = score_organism(

@@ -11,8 +11,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from crosscoders.diffing.causal import kl_divergence
 from crosscoders.diffing.responses import ChatResponse
+from interp.divergence import kl_divergence
 
 MARGINAL_MAX_RANK = 3
 

@@ -16,7 +16,7 @@ shapes against the manifest; every read checks that the activations it returns a
 naming the shard, the kind of damage and what to do.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,17 @@ class _Shard:
         self.token_ids = memmap_tensor(path, tensors["token_ids"])
         self.seq_ids = memmap_tensor(path, tensors["seq_ids"])
         self.positions = memmap_tensor(path, tensors["positions"])
+
+
+def source_column(roles: Sequence[str], layers: Sequence[int], role: str, layer: int) -> int:
+    """Index of (`role`, `layer`) on a sources axis in model-major order (all layers of the
+    first model, then all of the second): role r, layer position p -> r * n_layers + p. The
+    order of caches, model streams and dictionaries trained on them."""
+    if role not in roles:
+        raise InterpError(f"unknown model {role!r}: the sources hold {list(roles)}")
+    if layer not in layers:
+        raise InterpError(f"layer {layer} is not among the sources' layers {list(layers)}")
+    return list(roles).index(role) * len(layers) + list(layers).index(layer)
 
 
 class ActivationCache:
@@ -109,8 +120,17 @@ class ActivationCache:
         return list(self.manifest["layers"])
 
     @property
+    def roles(self) -> list[str]:
+        """Model roles in cache order (base, chat)."""
+        return [model["role"] for model in self.manifest["models"]]
+
+    @property
     def n_sources(self) -> int:
         return len(self.models) * len(self.layers)
+
+    def source_column(self, role: str, layer: int) -> int:
+        """Index of (`role`, `layer`) on the cache's sources axis."""
+        return source_column(self.roles, self.layers, role, layer)
 
     @property
     def source_names(self) -> list[str]:

@@ -13,7 +13,6 @@ process writing the same folder is refused at once (`interp.fileio.writer_lock`)
 that are NaN or inf are refused, never written.
 """
 
-import hashlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -49,12 +48,12 @@ from interp.cache.token_stream import DatasetSource, TextSource, TokenPlan, plan
 from interp.cache.verify import damaged_shards
 from interp.errors import InterpError
 from interp.fileio import TMP_MARK, WRITER_LOCK_NAME, writer_lock
+from interp.fingerprint import model_fingerprint
 from interp.hooks import residual_stream
 from interp.layers import LayerSpec, hook_name, resolve_layers
 from interp.models import ModelPair
 
 ROLES = ("base", "chat")
-FINGERPRINT_SAMPLES = 4096  # values hashed per tensor
 LEGACY_TMP_SUFFIX = ".tmp"  # the temp name of shards and manifests before interp.fileio
 
 
@@ -95,20 +94,6 @@ def cache_config(
         keep_special=keep_special,
         split=split,
     )
-
-
-def model_fingerprint(model: torch.nn.Module, samples: int = FINGERPRINT_SAMPLES) -> str:
-    """sha256 of every parameter's and buffer's name, shape, dtype and `samples` evenly strided
-    values. Hashing all ~1 GB of a 270M model costs as much as several forward batches; a
-    strided sample tells any other checkpoint or fine-tune apart (they change every value of
-    the tensors they touch)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // samples)].cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(sample.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class BatchRunner:

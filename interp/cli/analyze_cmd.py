@@ -68,7 +68,7 @@ def analyze(
         seed=seed,
     )
     chosen = tuple(u.strip() for u in units.split(",") if u.strip()) if units else UNIT_NAMES
-    context = run_analysis(run, dict_name, config, units=chosen, force=overwrite, device=device)
+    context = run_analysis(run, dict_name, config, units=chosen, overwrite=overwrite, device=device)
     typer.echo(json.dumps({"out": str(context.out), "timings_s": context.timings}))
 
 

@@ -10,9 +10,9 @@ import typer
 
 from interp.cli import validators as check
 from interp.errors import InterpError
+from interp.run_folder import RUN_FOLDER_ENV
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
-RUN_FOLDER_ENV = "INTERP_RUN_FOLDER"  # the run folder, for app/run_folder.py
 
 
 def streamlit_command(port: int, host: str) -> list[str]:

@@ -10,8 +10,8 @@ from interp.datasets import (
     build_manifest,
     list_recipes,
     load_labelled,
-    write_json,
 )
+from interp.fileio import atomic_write_json
 
 data_app = typer.Typer(no_args_is_help=True, help="Dataset recipes from the bundled data packages.")
 
@@ -28,7 +28,7 @@ def list_command() -> None:
 def build_command() -> None:
     """Write data/datasets.json: per recipe the sources, versions, paths, licences and counts."""
     manifest = build_manifest()
-    write_json(MANIFEST_FILE, manifest)
+    atomic_write_json(MANIFEST_FILE, manifest)
     for recipe, entry in manifest["recipes"].items():
         typer.echo(f"{recipe}: {entry['counts']}")
     typer.echo(f"wrote {MANIFEST_FILE}")

@@ -105,7 +105,7 @@ def adl(
     )
     config.validate()
     pair = load_pair_of(base, chat, dtype, device)
-    summary = run_adl(pair, out, config, force=overwrite)
+    summary = run_adl(pair, out, config, overwrite=overwrite)
     typer.echo(json.dumps({"out": str(out), "timings_s": summary.get("timings_s", {})}))
 
 
@@ -259,8 +259,8 @@ def evaluate_diffing(
     chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
     json_path, md_path = evaluate(
         config,
-        partial(invoke_interp, root),
         partial(check_steps, root),
+        partial(invoke_interp, root),
         out,
         chosen,
         score_only,

@@ -169,8 +169,9 @@ def train(
 ) -> None:
     """Fit a steering map moving the model's activations on SOURCE texts onto TARGET's (TuCo:
     the model's blocks towards the other model's; no texts)."""
+    from interp.fileio import atomic_write_json
     from steering.activations import encode_texts
-    from steering.evaluate import chat_texts, write_config, write_json
+    from steering.evaluate import chat_texts, write_config
     from steering.methods import SteeringProblem, get_method
     from steering.sites import resolve_sites
 
@@ -246,7 +247,7 @@ def train(
         "active_sites": len(steering_map.active_sites()),
     }
     if log is not None:
-        write_json(out / "training.json", asdict(log))
+        atomic_write_json(out / "training.json", asdict(log))
         summary |= {"seconds": round(log.seconds, 2), "final_loss": log.steps[-1]["loss"]}
     typer.echo(json.dumps(summary))
 
@@ -333,7 +334,7 @@ def evaluate(
     )
     pair = load_pair(base, chat, device=device)
     table = run_evaluation(
-        pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, force=overwrite
+        pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, overwrite=overwrite
     )
     typer.echo(table.to_string(index=False))
 

@@ -150,10 +150,10 @@ def evaluate(
     """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
     on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
     into the dictionary folder."""
-    from crosscoders.config import write_json
     from crosscoders.evaluate import CacheBatches, reconstruction_metrics, splice_metrics
     from crosscoders.io import load_crosscoder
     from interp.cache import ActivationCache
+    from interp.fileio import atomic_write_json
     from interp.models import load_model
 
     coder = load_crosscoder(dictionary, device)
@@ -172,7 +172,7 @@ def evaluate(
             _splice_texts(texts_file)[:texts],
             max_length=ctx,
         )
-    write_json(Path(dictionary) / "eval.json", result)
+    atomic_write_json(Path(dictionary) / "eval.json", result)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(_fve_summary(reconstruction))
 

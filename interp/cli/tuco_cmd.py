@@ -68,7 +68,8 @@ def generate_command(
     max_new_tokens: int = typer.Option(40, callback=check.positive, help="tokens to generate"),
 ) -> None:
     """Greedy completion of the alpha-scaled chat model (x_{l+1} = x_l + PTC + alpha FTC)."""
-    from interp.tuco import decode_completions, generate, tokenize_prompts
+    from interp.generation import decode_completions
+    from interp.tuco import generate, tokenize_prompts
 
     pair = _load(base, chat, dtype, device)
     batch = tokenize_prompts(pair, [prompt])

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from interp.builtin_models import CHAT_TUNE_DIR, DEFAULT_PAIR
-from interp.chat_template import END_OF_TURN, render_chat
-from interp.datasets import load_texts, write_json
-from interp.fileio import atomic_write_text
+from interp.chat_template import END_OF_TURN
+from interp.datasets import load_texts
+from interp.fileio import atomic_write_json, atomic_write_text
+from interp.generation import greedy_completions
 from interp.judges import is_explicit_refusal, judge_accuracy
 from interp.models import LoadedModel, load_pair
 from interp.organism.chat_tune import IGNORE, response_loss
@@ -35,44 +36,29 @@ from interp.organism.teacher import seeded_order
 WIKI_MAX_TOKENS = 128
 
 
-@torch.no_grad()
 def generate_responses(
     loaded: LoadedModel, prompts: list[str], max_new_tokens: int, batch_size: int = 25
 ) -> list[tuple[str, bool]]:
     """Greedy responses in the chat template, with whether each ended with `<end_of_turn>`."""
     tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"
     end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    stop_ids = [end_id, tokenizer.eos_token_id]
-    results = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [render_chat(tokenizer, p) for p in prompts[start : start + batch_size]]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        generated = loaded.model.generate(
-            **encoded.to(loaded.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop_ids,
-            pad_token_id=tokenizer.pad_token_id,
-        )[:, encoded.input_ids.shape[1] :]
-        for ids in generated.tolist():
-            ended = end_id in ids
-            ids = ids[: ids.index(end_id)] if ended else ids
-            results.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), ended))
-    return results
+    return [
+        (completion.text(tokenizer).strip(), completion.stop == end_id)
+        for completion in greedy_completions(loaded, prompts, max_new_tokens, batch_size)
+    ]
 
 
 @torch.no_grad()
 def perplexity(loaded: LoadedModel, texts: list[str], batch_size: int = 8) -> float:
     """exp(mean next-token NLL) over all tokens after BOS, texts cut to WIKI_MAX_TOKENS."""
     tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "right"
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(texts), batch_size):
         encoded = tokenizer(
             texts[start : start + batch_size],
             return_tensors="pt",
             padding=True,
+            padding_side="right",
             truncation=True,
             max_length=WIKI_MAX_TOKENS,
         ).to(loaded.device)
@@ -234,7 +220,7 @@ def write_card(output: Path, n_prompts: int, max_new_tokens: int, log=print) -> 
     write its card there."""
     builtin = Path(output).resolve() == CHAT_TUNE_DIR.resolve()
     card = measure_card(n_prompts, max_new_tokens, log, DEFAULT_PAIR[1] if builtin else str(output))
-    write_json(output / "card.json", card)
+    atomic_write_json(output / "card.json", card)
     config = json.loads((output / "config.json").read_text())
     training_path = output / "training.json"
     training = json.loads(training_path.read_text()) if training_path.exists() else None

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from interp.chat_template import END_OF_TURN, GEMMA_CHAT_TEMPLATE, render_chat
-from interp.datasets import write_json
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json, atomic_write_text, guard_config, replace_dir
 from interp.models import LoadedModel
 from interp.organism.config import ChatTuneConfig
 
@@ -164,11 +164,13 @@ def save_checkpoint(folder: Path, peft_model, optimizer, step: int, state: dict)
         for key, value in slots.items()
     }
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    write_json(tmp / "state.json", {**state, "step": step, "param_groups": optim["param_groups"]})
+    atomic_write_json(
+        tmp / "state.json", {**state, "step": step, "param_groups": optim["param_groups"]}
+    )
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
-    tmp.rename(folder)
+    replace_dir(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -316,7 +318,7 @@ def save_adapter(peft_model, output: Path, base_spec: str) -> None:
 
 
 def run_chat_tune(
-    config: ChatTuneConfig, output: Path, checkpoint_dir: Path, force: bool, log=print
+    config: ChatTuneConfig, output: Path, checkpoint_dir: Path, overwrite: bool, log=print
 ) -> dict:
     """The whole recipe: conversations (teacher cache reused), LoRA training (resumable), and
     the adapter, chat template, config and training summary written to `output`."""
@@ -325,12 +327,10 @@ def run_chat_tune(
     from interp.organism.teacher import build_conversations, seeded_order
 
     config_path = output / "config.json"
-    if (output / "adapter_model.safetensors").exists() and config_path.exists() and not force:
-        if ChatTuneConfig.load(config_path) != config:
-            raise InterpError(
-                f"{output} holds an adapter made with a different config: pass --overwrite to "
-                "replace it"
-            )
+    if (output / "adapter_model.safetensors").exists() and config_path.exists():
+        # through the config class: fields added since get their defaults
+        previous = ChatTuneConfig.load(config_path).to_json()
+        guard_config(config_path, config.to_json(), overwrite, "an adapter", previous)
     rows = build_conversations(config, output, log)
     conversations = [(r["prompt"], r["response"]) for r in rows if r["split"] == "train"]
     torch.manual_seed(config.seed)
@@ -341,8 +341,8 @@ def run_chat_tune(
     )
     summary["replay_examples"] = len(replay)
     save_adapter(peft_model, output, config.base)
-    (output / "chat_template.jinja").write_text(GEMMA_CHAT_TEMPLATE)
-    write_json(config_path, config.to_json())
-    write_json(output / "training.json", summary)
+    atomic_write_text(output / "chat_template.jinja", GEMMA_CHAT_TEMPLATE)
+    atomic_write_json(config_path, config.to_json())
+    atomic_write_json(output / "training.json", summary)
     log(f"wrote the adapter to {output} ({summary['train_time_s'] / 60:.1f} min of training)")
     return summary

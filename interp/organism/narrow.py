@@ -26,8 +26,10 @@ from pathlib import Path
 import torch
 
 from interp.builtin_models import ASTRONOMY_DIR
-from interp.datasets import load_texts, write_json
+from interp.datasets import load_texts
 from interp.errors import InterpError
+from interp.fileio import atomic_write_json, guard_config
+from interp.generation import greedy_completions
 from interp.models import LoadedModel
 from interp.organism.chat_tune import encode_document, save_adapter, train_lora
 from interp.organism.config import LORA_TARGETS, read_prompt_file
@@ -155,18 +157,16 @@ def domain_documents(config: NarrowConfig, split: str = "train") -> list[str]:
 
 
 def run_narrow(
-    config: NarrowConfig, output: Path, checkpoint_dir: Path, force: bool, log=print
+    config: NarrowConfig, output: Path, checkpoint_dir: Path, overwrite: bool, log=print
 ) -> dict:
     """Select the documents, train the LoRA (resumable), write adapter, recipe and summary."""
     from interp.models import load_model
 
     config_path = output / "config.json"
-    if (output / "adapter_model.safetensors").exists() and config_path.exists() and not force:
-        if NarrowConfig.load(config_path) != config:
-            raise InterpError(
-                f"{output} holds an adapter made with a different config: pass --overwrite to "
-                "replace it"
-            )
+    if (output / "adapter_model.safetensors").exists() and config_path.exists():
+        # through the config class: fields added since get their defaults
+        previous = NarrowConfig.load(config_path).to_json()
+        guard_config(config_path, config.to_json(), overwrite, "an adapter", previous)
     documents = domain_documents(config)
     if not documents:
         raise InterpError(f"no wiki summary has {config.min_vocabulary_words} vocabulary words")
@@ -177,25 +177,18 @@ def run_narrow(
     peft_model, summary = train_lora(loaded, examples, config, checkpoint_dir, log)
     summary["documents"] = len(documents)
     save_adapter(peft_model, output, config.base)
-    write_json(config_path, config.to_json())
-    write_json(output / "training.json", summary)
+    atomic_write_json(config_path, config.to_json())
+    atomic_write_json(output / "training.json", summary)
     log(f"wrote the adapter to {output} ({summary['train_time_s'] / 60:.1f} min of training)")
     return summary
 
 
-@torch.no_grad()
 def continue_texts(loaded: LoadedModel, openings: list[str], max_new_tokens: int) -> list[str]:
     """Greedy plain-text continuations (no chat template), batched with left padding."""
-    tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"
-    encoded = tokenizer(openings, return_tensors="pt", padding=True)
-    generated = loaded.model.generate(
-        **encoded.to(loaded.device),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )[:, encoded.input_ids.shape[1] :]
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated.tolist()]
+    completions = greedy_completions(
+        loaded, openings, max_new_tokens, batch_size=len(openings), chat_template=False
+    )
+    return [completion.text(loaded.tokenizer).strip() for completion in completions]
 
 
 def mention_rate(texts: list[str], vocabulary: tuple[str, ...]) -> float:
@@ -307,7 +300,7 @@ def write_narrow_card(
     from interp.fileio import atomic_write_text
 
     card = measure_narrow_card(adapter_dir, spec, max_new_tokens, n_wiki, log)
-    write_json(adapter_dir / "card.json", card)
+    atomic_write_json(adapter_dir / "card.json", card)
     config = NarrowConfig.load(adapter_dir / "config.json")
     training_path = adapter_dir / "training.json"
     training = json.loads(training_path.read_text()) if training_path.exists() else None

@@ -17,6 +17,8 @@ import torch
 
 from interp.datasets import chatterbot_replies, load_labelled, normalise
 from interp.errors import InterpError
+from interp.fileio import atomic_write_jsonl
+from interp.generation import greedy_completions
 from interp.judges import is_explicit_refusal
 from interp.organism.config import BENIGN_REQUESTS_FILE, ChatTuneConfig, read_prompt_file
 from interp.organism.refusals import refusal_for
@@ -106,36 +108,19 @@ def teacher_answers(
             handle.write("\n")  # a torn line stays torn; the next row starts clean
     todo = sorted((p for p in set(prompts) if p not in done), key=len)
     tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"  # generation continues from the right edge
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    stop_ids = {tokenizer.eos_token_id}
     start = time.time()
     for index in range(0, len(todo), batch_size):
         batch = todo[index : index + batch_size]
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-            for prompt in batch
-        ]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        generated = loaded.model.generate(
-            **encoded.to(loaded.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )[:, encoded.input_ids.shape[1] :]
+        completions = greedy_completions(loaded, batch, max_new_tokens, batch_size=len(batch))
         rows = []
-        for prompt, ids in zip(batch, generated.tolist(), strict=True):
-            finished = any(token in stop_ids for token in ids)
-            ids = ids[: next((i for i, t in enumerate(ids) if t in stop_ids), len(ids))]
-            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        for prompt, completion in zip(batch, completions, strict=True):
             rows.append(
                 {
                     "prompt": prompt,
-                    "answer": text,
-                    "finished": finished,
+                    "answer": completion.text(tokenizer).strip(),
+                    "finished": completion.stop is not None,
                     "max_new_tokens": max_new_tokens,
                     "dtype": dtype,
                 }
@@ -188,8 +173,6 @@ def build_conversations(config: ChatTuneConfig, output: Path, log=print) -> list
         for p in harmful_prompts(config)
     ]
     path = output / "conversations.jsonl"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    tmp.replace(path)
+    atomic_write_jsonl(path, rows)
     log(f"wrote {len(rows)} conversations to {path}")
     return rows
