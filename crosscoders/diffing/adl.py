@@ -316,6 +316,20 @@ def mean_nll(
     return out
 
 
+def texts_and_nll(
+    model: nn.Module, tokenizer, batch: dict[str, Tensor], new_tokens: Tensor
+) -> tuple[list[str], list[float]]:
+    """The completions' texts (cut at the stop) and `model`'s mean NLL of them (`mean_nll`)."""
+    nll = mean_nll(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        new_tokens,
+        before_stop(tokenizer, new_tokens),
+    )
+    return decode_completions(tokenizer, new_tokens), nll
+
+
 @torch.no_grad()
 def steered_generations(
     pair: ModelPair,
@@ -336,15 +350,7 @@ def steered_generations(
         shift = vector.to(loaded.device)
         with residual_edit(loaded.model, layer, lambda h: h + shift.to(h.dtype)):
             new = complete(loaded, batch["input_ids"], batch["attention_mask"], max_new_tokens)
-    texts = decode_completions(pair.tokenizer, new)
-    nll = mean_nll(
-        loaded.model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        new,
-        before_stop(pair.tokenizer, new),
-    )
-    return texts, nll
+    return texts_and_nll(loaded.model, pair.tokenizer, batch, new)
 
 
 @torch.no_grad()
@@ -361,15 +367,7 @@ def tuco_generations(
         alpha=alpha,
         max_new_tokens=max_new_tokens,
     )
-    texts = decode_completions(pair.tokenizer, new)
-    nll = mean_nll(
-        pair.chat.model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        new,
-        before_stop(pair.tokenizer, new),
-    )
-    return texts, nll
+    return texts_and_nll(pair.chat.model, pair.tokenizer, batch, new)
 
 
 # ------------------------------------------------------------------------------------ the run

@@ -14,12 +14,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from crosscoders.diffing.adl import NEUTRAL_PROMPTS, mean_nll
+from crosscoders.diffing.adl import NEUTRAL_PROMPTS, texts_and_nll
 from crosscoders.diffing.output_folder import claim_output_folder
 from interp.amplification import logit_amplified
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json
-from interp.generation import before_stop, complete, decode_completions
+from interp.generation import complete
 from interp.models import ModelPair
 from interp.tuco import tokenize_prompts
 
@@ -52,14 +52,7 @@ def amplified_generations(
     batch = tokenize_prompts(pair, prompts, chat_template=True, padding_side="left")
     with logit_amplified(pair, alpha):
         new = complete(pair.chat, batch["input_ids"], batch["attention_mask"], max_new_tokens)
-    nll = mean_nll(
-        pair.chat.model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        new,
-        before_stop(pair.tokenizer, new),
-    )
-    return decode_completions(pair.tokenizer, new), nll
+    return texts_and_nll(pair.chat.model, pair.tokenizer, batch, new)
 
 
 def run_amplify(
