@@ -7,7 +7,6 @@
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Self
 
-from crosscoders.activations import ACTIVATIONS
 from interp.errors import InterpError
 
 
@@ -52,6 +51,10 @@ class CrossCoderConfig:
         self.validate()
 
     def validate(self) -> None:
+        # imported here, not at the top: activations imports torch, and the CLI's option
+        # declarations (crosscoders.train_options) read this module for `interp --help`
+        from crosscoders.activations import ACTIVATIONS
+
         if self.activation not in ACTIVATIONS:
             raise InterpError(
                 f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
