@@ -464,11 +464,14 @@ def test_sigint_during_a_command_exits_130_with_one_line(tiny, tmp_path):
     out = tmp_path / "cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [str(INTERP), *cache_args(tiny, out, tokens=200_000)],
+        [str(INTERP), *cache_args(tiny, out, tokens=50_000)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # as in a terminal: a test run started in the background (`cmd &` without job control,
+        # as CI may start it) ignores SIGINT, and a child inherits that, so Ctrl-C would be lost
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("shard-*")):
