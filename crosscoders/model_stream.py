@@ -27,11 +27,22 @@ Epochs: one epoch is `n_tokens // batch_size` batches; epoch e re-runs the forwa
 window (the last window computed is kept, so a plan that fits in one window runs the models
 once) and reads it in a new permutation.
 
+Data parallelism (`part`, `parts`). With N ranks each rank streams its own part of the plan and
+runs the models on it alone: part r is plan tokens [r L, (r + 1) L), L = n_tokens // N (the last
+n_tokens mod N tokens are not used), cut into windows of `buffer_batches * B / N` tokens exactly
+as above, and the stream yields the rank's B / N rows of every global batch (the trainer sees
+`parts` > 1 and takes them as its rows: global batch i = part 0's batch i, then part 1's, ..., the
+rows `crosscoders.ddp.local_rows` would give each rank). The parts are disjoint, so an epoch of
+N ranks uses every token of N L once; `parts = 1` is the single-process stream above. A single
+process joining the N parts' batches in rank order trains the same dictionary as the N ranks
+(tested).
+
 `stream_record(stream)` is what a streamed run used (models and their fingerprints, layers, mix,
-token plan hash, tokens, seed, buffer), written beside the weights as `stream.json`
+token plan hash, tokens, seed, buffer, ranks), written beside the weights as `stream.json`
 (`write_stream_record`, with the input normalisation the trainer took from the stream's warm-up
 slice). `stream_identity(record)` goes into the trainer's training.json, so a rerun into the same
-folder with another stream is refused like one with another config.
+folder with another stream (or another number of ranks, which parts the plan otherwise) is
+refused like one with another config.
 """
 
 from collections.abc import Iterator, Sequence
@@ -67,10 +78,11 @@ STREAM_FORMAT = "interp-activation-stream"
 CACHE_ONLY_FIELDS = ("shards", "stats", "complete", "n_shards", "shard_tokens", "format")
 
 
-def window_seed(seed: int, epoch: int, window: int) -> int:
-    """Seed of the permutation of one window in one epoch. Window 0 uses the cache reader's
-    (seed, epoch) seed, so one window over the whole plan reads it as a cache would be read."""
-    return seed * 1_000_003 + epoch + (window << 40)
+def window_seed(seed: int, epoch: int, window: int, part: int = 0) -> int:
+    """Seed of the permutation of one window of one part in one epoch. Window 0 of part 0 uses
+    the cache reader's (seed, epoch) seed, so one window over the whole plan reads it as a cache
+    would be read."""
+    return seed * 1_000_003 + epoch + (window << 40) + (part << 56)
 
 
 class ModelStream:
@@ -85,6 +97,8 @@ class ModelStream:
         seed: int,
         source: TextSource,
         sources: Sequence[int] | None = None,
+        part: int = 0,
+        parts: int = 1,
     ) -> None:
         check_config_fits_pair(config, pair)
         if batch_size < 1:
@@ -93,22 +107,35 @@ class ModelStream:
             raise InterpError(
                 f"bad buffer size {buffer_batches} batches: expected 0 (off) or a positive integer"
             )
+        if parts < 1 or not 0 <= part < parts:
+            raise InterpError(f"bad part {part} of {parts}: expected 0 <= part < parts")
+        if batch_size % parts:
+            raise InterpError(
+                f"batch_size = {batch_size} is not divisible by {parts} ranks: expected a "
+                "multiple of the number of workers"
+            )
         self.pair, self.config, self.source = pair, config, source
-        self.batch_size, self.buffer_batches, self.seed = batch_size, buffer_batches, seed
+        self.part, self.parts = part, parts
+        self.global_batch_size = batch_size
+        self.batch_size = batch_size // parts  # the rows this stream yields per batch
+        self.buffer_batches, self.seed = buffer_batches, seed
         self.plan = token_plan(pair, config, source)
         self.n_tokens = config.n_tokens
-        self.per_epoch = self.n_tokens // batch_size
+        self.part_tokens = self.n_tokens // parts
+        self.offset = part * self.part_tokens  # plan token where this part starts
+        self.per_epoch = self.part_tokens // self.batch_size
         if self.per_epoch == 0:
+            per_rank = f", {self.part_tokens} per rank," if parts > 1 else ""
             raise InterpError(
-                f"the stream has {self.n_tokens} tokens: expected at least one batch of "
-                f"{batch_size} (raise --tokens or lower --batch-size)"
+                f"the stream has {self.n_tokens} tokens{per_rank}: expected at least one batch "
+                f"of {batch_size} (raise --tokens or lower --batch-size)"
             )
         n_sources = 2 * len(config.layers)
         self.columns = list(range(n_sources)) if sources is None else list(sources)
         if not self.columns or not all(0 <= c < n_sources for c in self.columns):
             raise InterpError(f"bad sources {self.columns}: expected indices in 0..{n_sources - 1}")
-        self.window_tokens = max(1, buffer_batches) * batch_size
-        self.n_windows = -(-self.n_tokens // self.window_tokens)
+        self.window_tokens = max(1, buffer_batches) * self.batch_size
+        self.n_windows = -(-self.part_tokens // self.window_tokens)
         self.runner = BatchRunner(
             pair, self.plan, config.layers, config.storage_dtype, acts_device=pair.base.device
         )
@@ -119,9 +146,9 @@ class ModelStream:
         return self.buffer_batches > 0
 
     def window_range(self, window: int) -> tuple[int, int]:
-        """Stream tokens [start, stop) of window number `window`."""
-        start = window * self.window_tokens
-        return start, min(start + self.window_tokens, self.n_tokens)
+        """Plan stream tokens [start, stop) of window number `window` of this part."""
+        start = self.offset + window * self.window_tokens
+        return start, min(start + self.window_tokens, self.offset + self.part_tokens)
 
     def locate(self, batch: int) -> tuple[int, int, int]:
         """(epoch, window, batch within the window) of global batch number `batch`."""
@@ -136,7 +163,7 @@ class ModelStream:
         start, stop = self.window_range(window)
         rows = np.arange(local * self.batch_size, (local + 1) * self.batch_size, dtype=np.int64)
         if self.shuffled:
-            rows = permute(rows, stop - start, window_seed(self.seed, epoch, window))
+            rows = permute(rows, stop - start, window_seed(self.seed, epoch, window, self.part))
         return start + rows
 
     def window_acts(self, window: int) -> Tensor:
@@ -162,9 +189,10 @@ class ModelStream:
         """Where batch number `batch` comes from (named when its loss is not finite)."""
         epoch, window, _ = self.locate(batch)
         start, stop = self.window_range(window)
+        part = f" of part {self.part} (rank) of {self.parts}" if self.parts > 1 else ""
         return (
             f"streamed from {self.config.base!r} / {self.config.chat!r}, epoch {epoch}, window "
-            f"{window} (plan tokens {start}..{stop - 1})"
+            f"{window}{part} (plan tokens {start}..{stop - 1})"
         )
 
     def __call__(self, first: int) -> Iterator[Tensor]:
@@ -182,10 +210,13 @@ def model_stream(
     seed: int = 0,
     source: TextSource | None = None,
     sources: Sequence[int] | None = None,
+    part: int = 0,
+    parts: int = 1,
 ) -> ModelStream:
     """Endless batches of raw activations of `pair` on the token plan of `config` (the plan a
     cache of `config` holds), shuffled in windows of `buffer_batches` batches (0: plan order).
-    `sources` picks columns of the sources axis (model-major, as a cache's `source_names`)."""
+    `sources` picks columns of the sources axis (model-major, as a cache's `source_names`).
+    `part` of `parts`: this data-parallel rank's part of the plan and rows of each batch."""
     return ModelStream(
         pair,
         config,
@@ -194,6 +225,8 @@ def model_stream(
         seed,
         source or DatasetSource(config.split),
         sources,
+        part,
+        parts,
     )
 
 
@@ -210,12 +243,14 @@ def stream_record(stream: ModelStream, model_dtype: str) -> dict[str, Any]:
         "mix": format_mix(stream.config.mix),
         "model_dtype": model_dtype,
         "sources": stream.columns,
-        "batch_size": stream.batch_size,
-        "buffer": {
+        "batch_size": stream.global_batch_size,
+        "buffer": {  # per rank
             "batches": stream.buffer_batches,
             "tokens": stream.window_tokens if stream.shuffled else 0,
         },
         "seed": stream.seed,
+        # each data-parallel rank's part of the plan (rank r: tokens [r tokens_each, ...))
+        "ranks": {"count": stream.parts, "tokens_each": stream.part_tokens},
     }
 
 
@@ -223,8 +258,11 @@ def stream_identity(record: dict[str, Any]) -> dict[str, Any]:
     """The fields of a record that decide which activations a run trains on, in which order
     (the trainer keeps them in training.json: a rerun on another stream is refused)."""
     keys = ("config_hash", "sources", "batch_size", "buffer", "seed", "model_dtype")
+    stream = {key: record[key] for key in keys}
+    if record["ranks"]["count"] > 1:  # the parts decide which tokens make each batch
+        stream["ranks"] = record["ranks"]["count"]
     return {
-        "stream": {key: record[key] for key in keys},
+        "stream": stream,
         "fingerprints": [model["fingerprint"] for model in record["models"]],
         "plan_sha256": record["dataset"]["plan_sha256"],
     }

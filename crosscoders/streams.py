@@ -5,7 +5,10 @@ A `BatchStream` is a callable `stream(start)` yielding global batches number sta
 give from i on, which is all exact resume needs. `PlantedDictionary.stream` (synthetic data),
 `cache_stream` (an `interp.cache.ActivationCache`) and `tensor_stream` (an in-memory tensor)
 implement it. A stream may also have `describe(i)`: where batch i comes from (the trainer names it
-when a loss is not finite).
+when a loss is not finite). A stream with `parts` = N > 1 (a model stream of one data-parallel rank,
+crosscoders.model_stream) yields only this rank's B / N rows of each global batch, read from its
+own part of the data; the trainer then runs under exactly N ranks and gathers the ranks' rows
+where it needs the global batch (the initialisation sample).
 """
 
 from collections.abc import Callable, Iterator, Sequence

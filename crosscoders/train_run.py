@@ -99,7 +99,8 @@ def _train_streamed(
     log_to: str | None,
 ) -> None:
     """Train from the models (crosscoders.model_stream): no cache anywhere; `stream.json` beside
-    the weights records what the run used."""
+    the weights records what the run used. Under N data-parallel ranks each rank loads the pair
+    and streams its own part of the token plan (model_stream's `part` / `parts`)."""
     from crosscoders.model_stream import (
         model_stream,
         open_model_stream,
@@ -112,12 +113,8 @@ def _train_streamed(
     from interp.layers import resolve_layer
 
     batch_size, seed = options.batch_size, options.seed
+    is_main = ddp.rank() == 0
     try:
-        if ddp.world_size() > 1:
-            raise InterpError(
-                "--workers > 1 with a stream is not supported yet (each rank would run the "
-                "whole forward): train from a cache, or stream with one worker"
-            )
         started = time.perf_counter()
         pair, config = open_model_stream(spec, batch_size, seed, device, options.steps)
         layers = list(config.layers)
@@ -132,7 +129,10 @@ def _train_streamed(
             if index not in layers:
                 raise InterpError(f"layer {layer!r} is not streamed: expected one of {layers}")
             columns = [ROLES.index(role) * len(layers) + layers.index(index)]
-        stream = model_stream(pair, config, batch_size, spec.buffer_batches, seed, sources=columns)
+        stream = model_stream(
+            pair, config, batch_size, spec.buffer_batches, seed, sources=columns,
+            part=ddp.rank(), parts=ddp.world_size(),
+        )  # fmt: skip
         origins = _origins([pair.base.spec, pair.chat.spec], list(ROLES), layers)
         steps = options.steps if options.steps is not None else stream.per_epoch
         coder_config = options.coder_config(
@@ -144,22 +144,26 @@ def _train_streamed(
             coder_config, training, stream, out, device, overwrite=overwrite,
             data=stream_identity(record), log_to=log_to,
         )  # fmt: skip
-        write_stream_record(
-            out,
-            record,
-            trainer.coder.input_scale,
-            training.init_sample_tokens,
-            training.normalize_inputs,
-        )
+        if is_main:
+            write_stream_record(
+                out,
+                record,
+                trainer.coder.input_scale,
+                training.init_sample_tokens,
+                training.normalize_inputs,
+            )
         trainer.train()
     finally:
         ddp.shutdown()
     elapsed = time.perf_counter() - started
-    print(
-        f"dictionary written to {out} ({training.n_steps} steps of {batch_size} tokens from a "
-        f"{config.n_tokens}-token plan streamed from the models, {elapsed:.1f} s, no cache)",
-        flush=True,
-    )
+    ranks = f" by {stream.parts} ranks, each on its part" if stream.parts > 1 else ""
+    if is_main:
+        print(
+            f"dictionary written to {out} ({training.n_steps} steps of {batch_size} tokens from "
+            f"a {config.n_tokens}-token plan streamed from the models{ranks}, {elapsed:.1f} s, "
+            "no cache)",
+            flush=True,
+        )
 
 
 def _source_columns(cache, model: str, layer: str | None) -> list[int]:

@@ -87,11 +87,27 @@ def learning_rate(step: int, config: TrainingConfig) -> float:
     return config.lr * warmup * (config.n_steps - step) / (config.n_steps - decay_from)
 
 
+def stream_parts(stream: BatchStream) -> int:
+    """1 for a stream of global batches; N for one that yields this rank's rows of each global
+    batch from its own part of the data (streams.py), which needs exactly N ranks."""
+    parts = int(getattr(stream, "parts", 1))
+    if parts > 1 and parts != ddp.world_size():
+        raise InterpError(
+            f"the activation stream is split into {parts} rank parts but {ddp.world_size()} "
+            "ranks run: expected one part per rank"
+        )
+    return parts
+
+
 def take_sample(stream: BatchStream, n_tokens: int) -> Tensor:
-    """The first `n_tokens` rows of the stream (for b_dec and the input scales)."""
+    """The first `n_tokens` rows of the global stream (for b_dec and the input scales): the same
+    sample on every rank, gathered from the ranks' rows when each streams its own part."""
+    gather = stream_parts(stream) > 1
     rows, have = [], 0
     for batch in stream(0):
-        rows.append(batch)
+        if gather:
+            batch = ddp.all_gather_cat(batch)  # on the rank's device (gloo: cpu, nccl: its GPU)
+        rows.append(batch.cpu())
         have += batch.shape[0]
         if have >= n_tokens:
             break
@@ -124,6 +140,7 @@ class Trainer:
             )
         self.coder_config, self.training = coder_config, training
         self.stream, self.out_dir, self.device = stream, Path(out_dir), torch.device(device)
+        self.local_stream = stream_parts(stream) > 1  # it yields this rank's rows already
         self.data = data  # what the stream reads (e.g. a streamed run's models and token plan)
         self.progress = progress and ddp.rank() == 0
         self.log_to = log_to
@@ -145,7 +162,7 @@ class Trainer:
             if not self._resume():
                 self._truncate_log()  # a run killed before its first checkpoint starts over
                 torch.manual_seed(training.seed)
-                sample = take_sample(stream, training.init_sample_tokens).cpu()
+                sample = take_sample(stream, training.init_sample_tokens)
                 generator = torch.Generator().manual_seed(training.seed)
                 # on the CPU with a CPU generator, so an accelerator run starts from the same
                 # weights
@@ -311,10 +328,14 @@ class Trainer:
 
     # --- training -------------------------------------------------------------------------------
 
+    def local_rows(self, batch: Tensor) -> Tensor:
+        """This rank's rows of a batch of the stream (all of it when the stream yields them)."""
+        return batch if self.local_stream else ddp.local_rows(batch)
+
     def train_step(self, batch: Float[Tensor, "batch n_sources d"]) -> LossOutput:
         """One optimizer step on a global batch (this rank uses its rows)."""
         config = self.training
-        x = ddp.local_rows(batch).to(self.device, torch.float32)
+        x = self.local_rows(batch).to(self.device, torch.float32)
         dead = self.tokens_since_fired >= config.dead_after_tokens
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, config)
@@ -332,8 +353,11 @@ class Trainer:
             self.coder.normalize_decoder()
         with torch.no_grad():
             fired = ddp.all_reduce_max(out.fired.to(torch.int32)).bool()
-            self.tokens_since_fired += batch.shape[0]
-            self.tokens_consumed += batch.shape[0]
+            # every rank checked that its rows are its share (_train_steps), so the ranks'
+            # rows sum to the global batch
+            rows = x.shape[0] * ddp.world_size()
+            self.tokens_since_fired += rows
+            self.tokens_consumed += rows
             self.tokens_since_fired[fired] = 0
             if out.min_kept_g is not None:
                 self.coder.update_inference_threshold(out.min_kept_g, self.step)
@@ -381,7 +405,7 @@ class Trainer:
         self.coder.train()  # the training rule: each batch's top k*B and its cutoff
         cutoffs = []
         for batch in islice(self.stream(self.training.n_steps - n_batches), n_batches):
-            x = self.coder.scale(ddp.local_rows(batch).to(self.device, torch.float32))
+            x = self.coder.scale(self.local_rows(batch).to(self.device, torch.float32))
             selection = self.coder.select(torch.relu(self.coder.pre_activations(x)))
             if selection.min_kept_g is not None:  # None: no positive g in the batch
                 cutoffs.append(selection.min_kept_g)
@@ -459,11 +483,13 @@ class Trainer:
             {"crosscoder": self.coder_config.to_dict(), "training": self.training.to_dict()},
         )
         self.coder.train()
+        expected_rows = config.batch_size // ddp.world_size() if self.local_stream else None
         for batch in islice(self.stream(self.step), config.n_steps - self.step):
-            if batch.shape[0] != config.batch_size:
+            if batch.shape[0] != (expected_rows or config.batch_size):
+                share = f" / {ddp.world_size()} ranks" if expected_rows else ""
                 raise InterpError(
                     f"batch {self.step} has {batch.shape[0]} rows: expected batch_size = "
-                    f"{config.batch_size}"
+                    f"{config.batch_size}{share}"
                 )
             out = self.train_step(batch)
             bar.update(config.batch_size)

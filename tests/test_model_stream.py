@@ -97,6 +97,30 @@ def test_each_epoch_uses_every_token_once_and_a_batch_mixes_its_window(pair):
     assert recipes == {0, 1} and len(forward_batches) >= 4
 
 
+def test_each_rank_streams_its_own_part_of_the_plan_and_uses_it_once_per_epoch(pair):
+    divisible = cache_config(pair, [2], "wiki:0.5,chat:0.5", 960, ctx=32, batch_size=4, seed=1)
+    parts = [
+        model_stream(pair, divisible, BATCH, 3, seed=5, source=mixed_source(), part=r, parts=2)
+        for r in range(2)
+    ]
+    # 480 plan tokens per rank, 32 rows of each 64-token global batch, windows of 3 x 32
+    assert [(s.batch_size, s.per_epoch, s.n_windows) for s in parts] == [(32, 15, 5)] * 2
+    for epoch in range(2):
+        for rank, stream in enumerate(parts):
+            used = np.concatenate([stream.token_index(epoch * 15 + i) for i in range(15)])
+            assert np.array_equal(np.sort(used), np.arange(rank * 480, (rank + 1) * 480))
+    # the ranks' rows are their parts' bytes: buffer off, rank r's batch i is the single
+    # 32-row stream's batch 15 r + i
+    single = model_stream(pair, divisible, 32, 0, seed=5, source=mixed_source())
+    plain = [
+        model_stream(pair, divisible, BATCH, 0, seed=5, source=mixed_source(), part=r, parts=2)
+        for r in range(2)
+    ]
+    for rank, stream in enumerate(plain):
+        for index in (0, 6, 14):
+            assert torch.equal(next(stream(index)), next(single(15 * rank + index)))
+
+
 def test_a_stream_is_seekable_to_any_batch(pair, config):
     stream = model_stream(pair, config, BATCH, buffer_batches=2, seed=3, source=mixed_source())
     run = list(islice(stream(0), 20))
@@ -252,3 +276,69 @@ def test_cache_and_stream_options_are_one_or_the_other(tmp_path, extra, missing)
     assert isinstance(result.exception, InterpError)
     assert "pass either --cache DIR or the stream options" in str(result.exception)
     assert missing in str(result.exception)
+
+
+# --- data parallel: each rank streams its own part ------------------------------------------------
+
+
+def joined_parts(streams):
+    """One process's global batches from the ranks' streams: rank 0's rows, then rank 1's, ..."""
+
+    def batches(first: int):
+        for rows in zip(*(stream(first) for stream in streams), strict=True):
+            yield torch.cat(rows)
+
+    return batches
+
+
+@pytest.fixture(scope="module")
+def two_ranks(folders):
+    """`--workers 2` (torchrun, gloo): 2 CPU ranks, each streaming its part of the plan."""
+    out = folders / "two-ranks"
+    finished = subprocess.run(
+        [sys.executable, "-m", "interp.cli.main", *stream_args(folders, out), "--workers", "2"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "by 2 ranks, each on its part" in finished.stdout
+    return out
+
+
+def test_two_ranks_streaming_their_parts_train_what_one_process_trains_on_the_joined_parts(
+    folders, two_ranks, tmp_path
+):
+    from crosscoders.model_stream import open_model_stream
+    from crosscoders.train_options import StreamSpec
+
+    record = json.loads((two_ranks / STREAM_RECORD).read_text())
+    assert record["ranks"] == {"count": 2, "tokens_each": N_TOKENS // 2}
+    assert record["batch_size"] == BATCH and record["buffer"] == {"batches": 3, "tokens": 96}
+    state = json.loads((two_ranks / "checkpoints" / "step-00000024" / "state.json").read_text())
+    assert state["tokens_consumed"] == 24 * BATCH
+    saved = json.loads((two_ranks / "training.json").read_text())
+    assert saved["data"]["stream"]["ranks"] == 2
+    # the same run in one process: the pair and plan of the same options, both parts joined
+    spec = StreamSpec(base=str(folders / "base"), chat=str(folders / "chat"), layers="1,3",
+                      mix=str(folders / "docs.txt"), tokens=N_TOKENS, ctx=32, forward_batch=4,
+                      buffer_batches=3)  # fmt: skip
+    pair, config = open_model_stream(spec, BATCH, seed=0, device="cpu", n_steps=24)
+    parts = [model_stream(pair, config, BATCH, 3, seed=0, part=r, parts=2) for r in range(2)]
+    coder = CrossCoderConfig.from_dict(saved["crosscoder"])
+    training = TrainingConfig.from_dict(saved["training"])
+    single = Trainer(coder, training, joined_parts(parts), tmp_path, progress=False).train()
+    parallel = load_crosscoder(two_ranks)
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(
+            parallel.state_dict()[name], tensor, rtol=1e-4, atol=1e-5, msg=name
+        )
+    normalization = record["normalization"]
+    assert normalization["input_scale"] == pytest.approx(single.input_scale.tolist(), rel=1e-6)
+
+
+def test_a_rerun_with_another_number_of_ranks_is_refused(folders, two_ranks):
+    """The ranks part the plan, so one worker would read other batches: refused, not mixed."""
+    refused = run_cli(stream_args(folders, two_ranks))
+    assert refused.returncode == 2
+    last = refused.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and "holds a run with a different config" in last
+    assert json.loads((two_ranks / STREAM_RECORD).read_text())["ranks"]["count"] == 2
