@@ -11,7 +11,8 @@ table sets `overwrite = true` / `force = true`).
     [run]        out, base, chat, layer
     [cache]      `interp cache`             -> RUN/cache
     [train.NAME] `interp train crosscoder`  -> RUN/dictionaries/NAME (one table per dictionary;
-                 `kind = "sae"` trains an SAE instead)
+                 `kind = "sae"` trains an SAE instead; `source = "stream"` trains from [run]'s
+                 models and layer with the table's stream options instead of RUN/cache)
     [eval]       `interp dict eval`         -> RUN/dictionaries/NAME/eval.json (each dictionary)
     [analyze]    `interp analyze`           -> RUN/analysis/NAME (each dictionary)
     [diff_sae]   `interp diff-sae`          -> RUN/diff-sae (difference SAE on the cache)
@@ -146,7 +147,14 @@ def plan(config: dict) -> list[Step]:
     for name, options in dictionaries.items():
         options = dict(options)
         kind = options.pop("kind", "crosscoder")
-        argv = ["train", kind, "--cache", cache, "--out", str(layout.dictionary(name))]
+        source = options.pop("source", "cache")
+        if source == "cache":
+            data = ["--cache", cache]
+        elif source == "stream":
+            data = [*models, "--layers", str(run.get("layer", "0.5"))]
+        else:
+            raise InterpError(f'[train.{name}] source = {source!r}: expected "cache" or "stream"')
+        argv = ["train", kind, *data, "--out", str(layout.dictionary(name))]
         steps.append(_step(f"train.{name}", f"train.{name}", argv, options))
     if "eval" in config:
         for name in dictionaries:

@@ -5,6 +5,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from cache_support import documents
 from tiny_models import save_tiny_gemma_pair_with_real_tokenizer
 
 from interp.errors import InterpError
@@ -115,6 +116,45 @@ def test_failed_step_is_not_recorded(tmp_path):
         "train.btk",
         "train.l1",
     ]
+
+
+def test_a_train_table_can_stream_from_the_runs_models_instead_of_the_cache(tmp_path):
+    config = _config(tmp_path)
+    config["train"]["btk"] = {"dict_size": 8, "source": "stream", "tokens": 4000}
+    (train_btk,) = [s for s in plan(config) if s.name == "train.btk"]
+    assert train_btk.argv[:8] == ("train", "crosscoder", "--base", "B", "--chat", "C",
+                                  "--layers", "2")  # fmt: skip
+    assert "--cache" not in train_btk.argv and ("tokens", 4000) in train_btk.options
+    config["train"]["btk"]["source"] = "disk"
+    with pytest.raises(InterpError, match='source = .disk.: expected "cache" or "stream"'):
+        plan(config)
+
+
+def test_a_streamed_train_step_runs_with_no_cache_anywhere(tmp_path):
+    from tiny_models import save_tiny, tiny_pair
+    from typer.testing import CliRunner
+
+    from crosscoders.model_stream import STREAM_RECORD
+    from interp.cli.main import app
+
+    pair = tiny_pair()
+    for role, loaded in zip(("base", "chat"), pair, strict=True):
+        save_tiny(loaded, tmp_path / role)
+    (tmp_path / "docs.txt").write_text("\n".join(documents(60, seed=4)))
+    out = tmp_path / "run"
+    (tmp_path / "stream.toml").write_text(
+        f"[run]\nout = '{out}'\nbase = '{tmp_path / 'base'}'\nchat = '{tmp_path / 'chat'}'\n"
+        "layer = 2\n[train.streamed]\nsource = 'stream'\n"
+        f"mix = '{tmp_path / 'docs.txt'}'\nctx = 32\ndict_size = 32\nk = 4\nsteps = 4\n"
+        "batch_size = 64\ndevice = 'cpu'\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "stream.toml")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "dictionaries" / "streamed" / STREAM_RECORD).read_text())
+    assert record["layers"] == [2] and record["n_tokens"] == 4 * 64
+    assert [m["spec"] for m in record["models"]] == [str(tmp_path / "base"), str(tmp_path / "chat")]
+    assert not (out / "cache").exists()
+    assert json.loads((out / "pipeline" / "train.streamed.json").read_text())
 
 
 def test_unknown_step_and_bad_config_are_clear_errors(tmp_path):
