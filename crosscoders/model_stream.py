@@ -60,6 +60,7 @@ from interp.cache.config import STORAGE_DTYPES, CacheConfig, canonical_dtype, fo
 from interp.cache.permutation import permute
 from interp.cache.token_stream import DatasetSource, TextSource
 from interp.cache.writer import (
+    ROLES,
     BatchRunner,
     _initial_manifest,
     check_config_fits_pair,
@@ -136,9 +137,19 @@ class ModelStream:
             raise InterpError(f"bad sources {self.columns}: expected indices in 0..{n_sources - 1}")
         self.window_tokens = max(1, buffer_batches) * self.batch_size
         self.n_windows = -(-self.part_tokens // self.window_tokens)
+        # only the models some source reads run (an SAE's stream runs one model)
+        n_layers = len(config.layers)
+        roles = [
+            role for m, role in enumerate(ROLES) if any(c // n_layers == m for c in self.columns)
+        ]
         self.runner = BatchRunner(
-            pair, self.plan, config.layers, config.storage_dtype, acts_device=pair.base.device
+            pair, self.plan, config.layers, config.storage_dtype, pair.base.device, roles
         )
+        # column of each source in the run models' activations (model-major, as a cache's)
+        self.run_columns = [
+            self.runner.roles.index(ROLES[c // n_layers]) * n_layers + c % n_layers
+            for c in self.columns
+        ]
         self._window: tuple[int, Tensor] | None = None  # the last window computed
 
     @property
@@ -167,7 +178,7 @@ class ModelStream:
         return start + rows
 
     def window_acts(self, window: int) -> Tensor:
-        """Activations [tokens, n_models, n_layers, d] of one window, in the storage dtype."""
+        """Activations [tokens, run models, n_layers, d] of one window, in the storage dtype."""
         if self._window is not None and self._window[0] == window:
             return self._window[1]
         self._window = None  # let the old window go before the new one is computed
@@ -183,7 +194,7 @@ class ModelStream:
         acts = self.window_acts(window)
         rows = torch.from_numpy(self.token_index(batch) - start).to(acts.device)
         values = rearrange(acts[rows].float(), "n m l d -> n (m l) d")
-        return values[:, self.columns]
+        return values[:, self.run_columns]
 
     def describe(self, batch: int) -> str:
         """Where batch number `batch` comes from (named when its loss is not finite)."""

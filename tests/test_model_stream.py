@@ -121,6 +121,24 @@ def test_each_rank_streams_its_own_part_of_the_plan_and_uses_it_once_per_epoch(p
             assert torch.equal(next(stream(index)), next(single(15 * rank + index)))
 
 
+def test_an_sae_stream_runs_only_its_model_and_yields_its_column_of_the_crosscoder_stream(
+    config,
+):
+    pair = tiny_pair()  # its own: the base model is made unusable below
+    full = model_stream(pair, config, BATCH, 2, seed=3, source=mixed_source())
+    expected = {index: next(full(index)) for index in (0, 5)}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the base model ran for a chat SAE")
+
+    pair.base.model.forward = refuse
+    for column in (2, 3):  # chat at layers 1 and 3 (model-major: base/1, base/3, chat/1, chat/3)
+        sae = model_stream(pair, config, BATCH, 2, seed=3, source=mixed_source(), sources=[column])
+        assert sae.runner.roles == ["chat"]
+        for index, batch in expected.items():
+            assert torch.equal(next(sae(index)), batch[:, [column]]), (column, index)
+
+
 def test_a_stream_is_seekable_to_any_batch(pair, config):
     stream = model_stream(pair, config, BATCH, buffer_batches=2, seed=3, source=mixed_source())
     run = list(islice(stream(0), 20))
@@ -231,6 +249,17 @@ def test_a_streamed_run_records_what_it_used_beside_its_weights(folders, uninter
     assert normalization["warmup_tokens"] == TrainingConfig(n_steps=1).init_sample_tokens
     assert normalization["input_scale"] == coder.input_scale.tolist()
     assert not any(p.suffix == ".safetensors" and "shard" in p.name for p in folders.rglob("*"))
+
+
+def test_a_streamed_sae_reads_its_model_and_layer(folders, tmp_path):
+    args = stream_args(folders, tmp_path / "sae")
+    args[1] = "sae"
+    result = CliRunner().invoke(app, [*args, "--model", "chat", "--layer", "3"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "sae" / STREAM_RECORD).read_text())
+    assert record["sources"] == [3]  # chat/3 of base/1, base/3, chat/1, chat/3
+    (source,) = load_crosscoder(tmp_path / "sae").config.sources
+    assert (source.model, source.layer, source.name) == (str(folders / "chat"), 3, "chat/3")
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,9 @@ def cache_config(
 
 
 class BatchRunner:
-    """Runs plan batches through both models; keeps the last batch for shard boundaries."""
+    """Runs plan batches through the pair's models (`roles`: which of them, in ROLES order; a
+    cache holds both, a stream for an SAE needs one); keeps the last batch for shard
+    boundaries."""
 
     def __init__(
         self,
@@ -106,9 +108,12 @@ class BatchRunner:
         layers: Sequence[int],
         dtype: torch.dtype,
         acts_device: torch.device | str = "cpu",
+        roles: Sequence[str] = ROLES,
     ):
         self.pair, self.plan, self.layers, self.dtype = pair, plan, list(layers), dtype
         self.acts_device = torch.device(acts_device)  # where `rows` leaves the activations
+        assert roles and all(role in ROLES for role in roles), roles
+        self.roles = [role for role in ROLES if role in roles]
         pad = pair.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self._last: tuple[int, dict[str, Tensor]] | None = None
@@ -121,7 +126,8 @@ class BatchRunner:
         device = self.pair.base.device
         streams = [
             residual_stream(loaded.model, input_ids.to(device), self.layers, attention.to(device))
-            for loaded in self.pair
+            for role, loaded in zip(ROLES, self.pair, strict=True)
+            if role in self.roles
         ]
         # [batch, seq, n_layers, d] per model -> [batch, seq, n_models, n_layers, d]
         acts = torch.stack(streams, dim=2)[keep.to(device)]
@@ -418,13 +424,13 @@ def _write_shards(
 def stream_rows(
     runner: BatchRunner, start: int, stop: int, progress: Callable[[int], object] | None = None
 ) -> dict[str, Tensor]:
-    """Tokens [start, stop) of the plan's stream: `acts` [n, n_models, n_layers, d] in the
+    """Tokens [start, stop) of the plan's stream: `acts` [n, runner models, n_layers, d] in the
     runner's storage dtype on its `acts_device`, `token_ids`, `seq_ids`, `positions`; the forward
     batches that overlap the range are run (a batch shared with the previous range is reused).
     `progress(n)` is told each batch's contribution. A shard is one such range; so is a window of
     a streamed training run (crosscoders.model_stream)."""
     plan, pair = runner.plan, runner.pair
-    shape = (len(ROLES), len(runner.layers), pair.d_model)
+    shape = (len(runner.roles), len(runner.layers), pair.d_model)
     tensors = {
         "acts": torch.empty((stop - start, *shape), dtype=runner.dtype, device=runner.acts_device),
         "token_ids": torch.empty(stop - start, dtype=torch.int32),
