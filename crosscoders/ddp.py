@@ -5,7 +5,9 @@ identity when `torch.distributed` is not initialised, so single-process code is 
 
 Conventions that make N ranks match one process at the same global batch B:
 - every rank reads the same global batch stream and keeps rows [rank * B/N, (rank + 1) * B/N),
-  so data order, resume position and b_dec initialisation are those of the single process;
+  so data order, resume position and b_dec initialisation are those of the single process (a
+  model stream split into rank parts computes only those rows, each rank from its own part of
+  the token plan: the single process it matches reads the parts' rows joined in rank order);
 - losses are means over the local rows; DDP averages gradients, which gives the global mean;
 - BatchTopK keeps the global top k*B (see `activations.batch_topk_cutoff`), not k*B/N per rank;
 - AuxK's normaliser and the dead-latent counters use all-reduced (global) statistics.

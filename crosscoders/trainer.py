@@ -4,7 +4,9 @@ data parallelism across `torchrun` ranks (see ddp.py).
 
 The data source is a `BatchStream` (streams.py): `stream(start)` yields the global batches number
 start, start + 1, ... as float tensors [batch, n_sources, d]. Batch number i is used at step i,
-so resuming at step i only needs `stream(i)`; the trainer never holds more than one batch.
+so resuming at step i only needs `stream(i)`; the trainer never holds more than one batch. A
+stream split into rank parts (`parts` = the number of ranks; a model stream under torchrun)
+yields only this rank's rows of batch i, which the trainer uses as they come.
 
 Output folder layout:
     config.json, weights.safetensors   the final dictionary (crosscoders.io)
