@@ -262,6 +262,33 @@ def test_a_streamed_sae_reads_its_model_and_layer(folders, tmp_path):
     assert (source.model, source.layer, source.name) == (str(folders / "chat"), 3, "chat/3")
 
 
+@pytest.mark.slow
+def test_the_issues_check_command_runs_on_a_tiny_pair_with_no_cache_anywhere(tmp_path, monkeypatch):
+    """`interp train crosscoder --base B --chat C --layers 0.5 --tokens 4000 --dict-size 256 --k 8
+    --steps 10 --out DIR` as the issue gives it (default mix of bundled wiki and chat data,
+    default batch 2048: a 4000-token plan, one batch per epoch, ten epochs), on 4-block random
+    Gemma 3 models with the real tokenizer instead of the built-in pair."""
+    from tiny_models import save_tiny_gemma_pair_with_real_tokenizer
+
+    base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "crosscoder", "--base", base, "--chat", chat, "--layers", "0.5",
+            "--tokens", "4000", "--dict-size", "256", "--k", "8", "--steps", "10",
+            "--out", "DIR"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "DIR" / STREAM_RECORD).read_text())
+    assert record["n_tokens"] == 4000 and record["layers"] == [2] and record["batch_size"] == 2048
+    assert record["mix"] == "wiki:0.5,chat:0.5"
+    state = json.loads(
+        (tmp_path / "DIR" / "checkpoints" / "step-00000010" / "state.json").read_text()
+    )
+    assert state["tokens_consumed"] == 10 * 2048
+    assert load_crosscoder(tmp_path / "DIR").config.dict_size == 256
+    written = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert "manifest.json" not in written and not any(n.startswith("shard-") for n in written)
+
+
 @pytest.mark.parametrize(
     "kill_at_batch,kill_at",
     [(13, None), (3, None), (None, "before-final-checkpoint")],
