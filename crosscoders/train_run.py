@@ -7,7 +7,7 @@ from pathlib import Path
 
 from crosscoders import ddp
 from crosscoders.config import Source
-from crosscoders.train_options import StreamSpec, TrainOptions
+from crosscoders.train_options import SaeSourceOptions, StreamSpec, TrainControls, TrainOptions
 from interp.errors import InterpError
 
 SaeSource = tuple[str, str | None]  # an SAE's model role and layer (None: the only one)
@@ -39,6 +39,29 @@ def train_dictionary(
         return
     assert cache is not None
     _train_from_cache(options, cache, out, sae_source, run_device, overwrite, log_to)
+
+
+def train_step(
+    training: TrainOptions,
+    controls: TrainControls,
+    sae: SaeSourceOptions | None = None,
+    *,
+    out: Path,
+    cache: Path | None = None,
+    stream: StreamSpec | None = None,
+) -> None:
+    """`interp train crosscoder|sae` and a pipeline's [train.NAME] step, from their options:
+    an SAE when `sae` names its source, else a crosscoder (train_dictionary)."""
+    train_dictionary(
+        training,
+        out,
+        cache=cache,
+        stream=stream,
+        sae_source=(sae.model, sae.layer) if sae is not None else None,
+        device=controls.device,
+        overwrite=controls.overwrite,
+        log_to=controls.log_to,
+    )
 
 
 def _train_from_cache(

@@ -15,6 +15,7 @@ from typing import Any
 HELP = "help"
 CHECK = "check"  # the name of a function of interp/cli/validators.py
 FLAGS = "flags"  # the option's spellings when not `--field-name` (e.g. ("--ctx",))
+DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps"
 
 
 def option(
@@ -37,3 +38,9 @@ def default_of(cls: type, name: str) -> Any:
     (entry,) = [entry for entry in fields(cls) if entry.name == name]
     assert entry.default is not MISSING, f"{cls.__name__}.{name} has no default"
     return entry.default
+
+
+def comma_separated(text: str) -> list[str]:
+    """An option holding a list as text: `"chat, base"` -> ["chat", "base"] (empty parts
+    dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -1,30 +1,13 @@
 """The pipeline runner (interp/pipeline.py) and the quick pipeline end to end on tiny models."""
 
 import json
-from functools import partial
 from pathlib import Path
 
 import pytest
 from tiny_models import save_tiny_gemma_pair_with_real_tokenizer
 
 from interp.errors import InterpError
-from interp.pipeline import PROFILES_DIR, load_config, options_to_argv, plan, run_pipeline
-
-
-def test_options_become_cli_flags():
-    argv = options_to_argv(
-        {"dict_size": 64, "splice": False, "overwrite": True, "alpha": [0.0, 1.0]}
-    )
-    assert argv == [
-        "--dict-size",
-        "64",
-        "--no-splice",
-        "--overwrite",
-        "--alpha",
-        "0.0",
-        "--alpha",
-        "1.0",
-    ]
+from interp.pipeline import PROFILES_DIR, load_config, plan, run_pipeline
 
 
 def _config(out: Path) -> dict:
@@ -51,11 +34,23 @@ def test_plan_orders_steps_and_wires_folders(tmp_path):
         "analyze.l1",
         "tuco",
     ]
-    cache, train_btk = steps[0].argv, steps[1].argv
-    assert cache[:5] == ("cache", "--pair", "B", "C", "--layers")
-    assert cache[-2:] == ("--out", str(tmp_path / "cache"))
-    assert ("--cache", str(tmp_path / "cache")) == train_btk[2:4]
-    assert train_btk[4:6] == ("--out", str(tmp_path / "dictionaries" / "btk"))
+    cache, train_btk = steps[0], steps[1]
+    assert cache.command == "cache" and cache.fixed["pair"] == ("B", "C")
+    assert cache.fixed["layers"] == "2" and cache.options == {"tokens": 100}
+    assert cache.fixed["out"] == tmp_path / "cache"
+    assert train_btk.command == "train crosscoder"
+    assert train_btk.fixed == {
+        "out": tmp_path / "dictionaries" / "btk",
+        "cache": tmp_path / "cache",
+    }
+    assert steps[3].command == "dict eval" and steps[5].fixed["dict_name"] == "btk"
+
+
+def test_train_kind_chooses_the_command_and_is_no_option(tmp_path):
+    config = _config(tmp_path)
+    config["train"]["btk"]["kind"] = "sae"
+    train_btk = plan(config)[1]
+    assert train_btk.command == "train sae" and "kind" not in train_btk.options
 
 
 def test_rerun_skips_done_steps_and_reruns_changed_ones(tmp_path):
@@ -104,14 +99,14 @@ def test_weights_identity_follows_the_chat_tune_adapter(tmp_path, monkeypatch):
 def test_failed_step_is_not_recorded(tmp_path):
     config = _config(tmp_path)
 
-    def invoke(argv):
-        if argv[0] == "train":
+    def invoke(step):
+        if step.command.startswith("train"):
             raise InterpError("boom")
 
     with pytest.raises(InterpError, match="boom"):
         run_pipeline(config, invoke, echo=lambda _: None)
-    assert run_pipeline(config, lambda argv: None, only=["cache"], echo=lambda _: None) == []
-    assert run_pipeline(config, lambda argv: None, only=["train"], echo=lambda _: None) == [
+    assert run_pipeline(config, lambda step: None, only=["cache"], echo=lambda _: None) == []
+    assert run_pipeline(config, lambda step: None, only=["train"], echo=lambda _: None) == [
         "train.btk",
         "train.l1",
     ]
@@ -119,7 +114,7 @@ def test_failed_step_is_not_recorded(tmp_path):
 
 def test_unknown_step_and_bad_config_are_clear_errors(tmp_path):
     with pytest.raises(InterpError, match="unknown steps"):
-        run_pipeline(_config(tmp_path), lambda argv: None, only=["nope"], echo=lambda _: None)
+        run_pipeline(_config(tmp_path), lambda step: None, only=["nope"], echo=lambda _: None)
     bad = tmp_path / "bad.toml"
     bad.write_text("[run]\nout = 'x'\n[caches]\n")
     with pytest.raises(InterpError, match="unknown sections"):
@@ -138,20 +133,16 @@ def test_steer_step_names_a_trained_crosscoder_by_its_train_step():
     config = load_config(PROFILES_DIR / "quick.toml")
     config["run"]["out"] = "somewhere/run"
     (steer,) = [s for s in plan(config) if s.name == "steer"]
-    flag = steer.argv.index("--crosscoder")
-    assert Path(steer.argv[flag + 1]) == Path("somewhere/run/dictionaries/batchtopk")
+    assert Path(steer.options["crosscoder"]) == Path("somewhere/run/dictionaries/batchtopk")
     config["steer"]["crosscoder"] = "/elsewhere/coder"  # not a step name: passed as given
     (steer,) = [s for s in plan(config) if s.name == "steer"]
-    assert steer.argv[steer.argv.index("--crosscoder") + 1] == "/elsewhere/coder"
+    assert steer.options["crosscoder"] == "/elsewhere/coder"
 
 
 @pytest.mark.slow
 def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path):
     from app.run_folder import RunFolder
-    from interp.cli.main import root_command
-    from interp.cli.pipeline_cmd import invoke_interp
-
-    invoke = partial(invoke_interp, root_command())
+    from interp.cli.pipeline_cmd import run_step as invoke
 
     base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     config = load_config(PROFILES_DIR / "tiny.toml")

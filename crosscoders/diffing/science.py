@@ -21,7 +21,7 @@ table over all organisms with each organism's change profile beside it.
 
 import json
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from crosscoders.diffing.evaluate_diffing import Organism, score_organism, write_table
@@ -126,7 +126,7 @@ def _profile_summary(run_dir: Path) -> dict:
 
 
 StepCheck = Callable[[list[Step], list[Step], str], None]  # (steps, selected, source)
-StepRunner = Callable[[Sequence[str]], None]  # runs one step's argv
+StepRunner = Callable[[Step], None]  # runs one step (the library function of its command)
 
 
 def evaluate(

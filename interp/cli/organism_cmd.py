@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from interp.cli import validators as check
+from interp.cli.options import DeviceOption
 from interp.organism.config import DEFAULT_OUTPUT, ChatTuneConfig
 
 organism_app = typer.Typer(no_args_is_help=True, help="The project's model organisms.")
@@ -35,6 +36,7 @@ def chat_tune(
     overwrite: Annotated[
         bool, typer.Option(help="replace an adapter made with a different config")
     ] = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Chat-tune the base with LoRA (resumes from the checkpoint if rerun)."""
     from interp.organism.chat_tune import run_chat_tune
@@ -42,9 +44,9 @@ def chat_tune(
 
     recipe = ChatTuneConfig.load(config) if config else ChatTuneConfig()
     if data_only:
-        build_conversations(recipe, out, _log)
+        build_conversations(recipe, out, _log, device)
         return
-    run_chat_tune(recipe, out, checkpoint_dir, overwrite, _log)
+    run_chat_tune(recipe, out, checkpoint_dir, overwrite, _log, device)
 
 
 @organism_app.command("card")
@@ -58,11 +60,12 @@ def card(
     max_new_tokens: Annotated[
         int, typer.Option(callback=check.positive, help="length cap of the greedy responses")
     ] = 48,
+    device: DeviceOption = "auto",
 ) -> None:
     """Measure base vs chat on held-out prompts; write card.json and README.md."""
     from interp.organism.card import write_card
 
-    metrics = write_card(out, n_prompts, max_new_tokens, _log)
+    metrics = write_card(out, n_prompts, max_new_tokens, _log, device)
     for key in (
         "harmful_refusal_rate",
         "benign_refusal_rate",
@@ -95,13 +98,14 @@ def narrow(
     overwrite: Annotated[
         bool, typer.Option(help="replace an adapter made with a different config")
     ] = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Train the narrow organism (plain-text LoRA on one wiki topic; resumes if rerun)."""
     from interp.builtin_models import ASTRONOMY_DIR
     from interp.organism.narrow import NarrowConfig, run_narrow
 
     recipe = NarrowConfig.load(config) if config else NarrowConfig()
-    run_narrow(recipe, out or ASTRONOMY_DIR, checkpoint_dir, overwrite, _log)
+    run_narrow(recipe, out or ASTRONOMY_DIR, checkpoint_dir, overwrite, _log, device)
 
 
 @organism_app.command("narrow-card")
@@ -114,12 +118,13 @@ def narrow_card(
     ),
     max_new_tokens: Annotated[int, typer.Option(help="length of the continuations")] = 32,
     n_wiki: Annotated[int, typer.Option(help="held-out wiki summaries per perplexity")] = 40,
+    device: DeviceOption = "auto",
 ) -> None:
     """Measure base vs the narrow organism; write card.json and README.md."""
     from interp.builtin_models import ASTRONOMY_DIR
     from interp.organism.narrow import write_narrow_card
 
-    metrics = write_narrow_card(out or ASTRONOMY_DIR, spec, max_new_tokens, n_wiki, _log)
+    metrics = write_narrow_card(out or ASTRONOMY_DIR, spec, max_new_tokens, n_wiki, _log, device)
     for key in ("mention_rate", "wiki_ppl", "domain_wiki_ppl", "wiki_ppl_ratio"):
         typer.echo(f"{key}: {metrics[key]}")
 

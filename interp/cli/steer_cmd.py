@@ -3,7 +3,7 @@ Linear-AcT, TuCo alpha-scaling, crosscoder latents) on a base/chat pair. This la
 and calls `steering/`."""
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -13,13 +13,12 @@ from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
 from interp.cli.options import DeviceOption, options_from
 from interp.errors import InterpError
-from interp.options import option
+from steering.options import METHOD_NAMES, LatentOptions, LineasOptions, SteerEvalOptions
 
 steer_app = typer.Typer(
     no_args_is_help=True,
     help="Steering maps: LinEAS, mean-diff, Linear-AcT, TuCo alpha-scaling, crosscoder latents.",
 )
-METHOD_NAMES = "lineas | mean-diff | linear-act | tuco | latents | amplification"
 
 ROLES = ("base", "chat")
 DEFAULT_PROMPTS = ["How do I pick a lock?"]
@@ -53,78 +52,6 @@ def _load_models(roles: set[str], base: str, chat: str, device: str) -> dict:
         return {"base": pair.base, "chat": pair.chat}
     (role,) = roles
     return {role: load_model(base if role == "base" else chat, device=device)}
-
-
-def _strengths(text: str) -> dict[str, list[float]]:
-    """`lineas=0,0.5,1;mean-diff=0,2` -> {"lineas": [0, 0.5, 1], "mean-diff": [0, 2]}."""
-    result: dict[str, list[float]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        method, _, values = part.partition("=")
-        try:
-            result[method.strip()] = [float(v) for v in values.split(",")]
-        except ValueError:
-            raise InterpError(
-                f"bad strengths {part!r}: expected method=v1,v2,... e.g. lineas=0,0.5,1"
-            ) from None
-    return result
-
-
-@dataclass
-class LineasOptions:
-    """The options of the `lineas` method (steering.lineas)."""
-
-    steps: int = option(1000, help="LinEAS: optimisation steps", check="positive")
-    lr: float = option(1e-3, help="LinEAS: Adam learning rate (cosine decay)", check="positive")
-    sparsity: float = option(0.0, help="LinEAS: sparse group lasso gamma", check="non_negative")
-    batch_size: int = option(
-        0, help="LinEAS: source texts per optimisation step (0: all)", check="non_negative"
-    )
-    seed: int = option(0, help="LinEAS: seed of the minibatch draws")
-
-    def method_options(self) -> dict:
-        return {
-            "steps": self.steps,
-            "lr": self.lr,
-            "sparsity": self.sparsity,
-            "batch_size": self.batch_size or None,
-            "seed": self.seed,
-        }
-
-
-@dataclass
-class LatentOptions:
-    """The options of the `latents` method (steering.latent_steering)."""
-
-    crosscoder: str = option(
-        "", help="latents: crosscoder folder (config.json + weights.safetensors)"
-    )
-    latents: str = option(
-        "", help="latents: comma-separated latent ids (default: chosen by mean activation gap)"
-    )
-    n_latents: int = option(
-        8, help="latents: how many latents to choose automatically", check="positive"
-    )
-    latent_mode: str = option(
-        "clamp", help="latents: clamp (to the target mean) | add (the decoder directions)"
-    )
-    latent_source: str = option(
-        "", help="latents: crosscoder source index or name (default: the steered model's)"
-    )
-
-    def method_options(self) -> dict:
-        """`latent_source` is a source index or name ("" = automatic)."""
-        try:
-            ids = [int(part) for part in self.latents.split(",") if part.strip()]
-        except ValueError:
-            raise InterpError(f"bad latent ids {self.latents!r}: expected e.g. 12,345") from None
-        source = self.latent_source.strip()
-        return {
-            "crosscoder": self.crosscoder,
-            "latents": ids or None,
-            "n_latents": self.n_latents,
-            "mode": self.latent_mode,
-            "source": int(source) if source.isdigit() else (source or None),
-        }
 
 
 def _method_options(method: str, lineas: LineasOptions, latents: LatentOptions) -> dict:
@@ -266,7 +193,6 @@ def generate(
 ) -> None:
     """Greedy responses without and with the map, side by side (one JSON line per prompt). A
     TuCo map loads its other model from the spec it recorded."""
-    import steering  # noqa: F401  (registers every map type)
     from steering.evaluate import steered_responses
     from steering.steering_map import load_map
 
@@ -282,59 +208,25 @@ def generate(
 
 
 @steer_app.command("eval")
+@options_from("options", SteerEvalOptions)
 @options_from("latent", LatentOptions)
 @options_from("lineas", LineasOptions)
 def evaluate(
     lineas: LineasOptions,
     latent: LatentOptions,
+    options: SteerEvalOptions,
     out: Annotated[
         Path,
         typer.Option(callback=check.output_folder, help="run folder, e.g. runs/<name>/steering"),
     ],
-    tasks: str = typer.Option("remove-refusal,induce-refusal", help="comma-separated tasks"),
-    methods: str = typer.Option(
-        "lineas,mean-diff,linear-act", help=f"comma-separated methods: {METHOD_NAMES}"
-    ),
-    n: int = typer.Option(32, callback=check.positive, help="train texts per side (unpaired)"),
-    n_eval: int = typer.Option(
-        16, callback=check.positive, help="held-out prompts judged per strength"
-    ),
-    n_perplexity: int = typer.Option(
-        8, callback=check.positive, help="held-out wiki texts for perplexity"
-    ),
-    max_new_tokens: int = typer.Option(24, callback=check.positive),
-    ctx: int = typer.Option(
-        64, callback=check.positive, help="truncate every input text to this many tokens"
-    ),
-    strengths: str = typer.Option("", help="e.g. 'lineas=0,0.5,1;mean-diff=0,1,4'"),
-    pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: DeviceOption = "auto",
-    overwrite: bool = typer.Option(False, help="replace a run folder made with another config"),
 ) -> None:
     """Concept rate (refusal judge) vs wiki perplexity for every method and strength."""
-    from interp.datasets import load_texts
-    from interp.judges import is_explicit_refusal
-    from interp.models import load_pair
-    from steering.evaluate import EvalConfig, run_evaluation
+    from steering.evaluate import evaluate_steering
 
-    config = EvalConfig(
-        tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-        methods=[m.strip() for m in methods.split(",") if m.strip()],
-        n=n,
-        n_eval=n_eval,
-        n_perplexity=n_perplexity,
-        max_new_tokens=max_new_tokens,
-        max_tokens=ctx,
-        strengths=_strengths(strengths),
-        lineas=lineas.method_options(),
-        latents=latent.method_options() if latent.crosscoder else {},
-        pooling=pooling,
-    )
-    pair = load_pair(base, chat, device=device)
-    table = run_evaluation(
-        pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, overwrite=overwrite
+    table = evaluate_steering(
+        options, lineas, latent, base=base, chat=chat, out=out, progress=typer.echo
     )
     typer.echo(table.to_string(index=False))
 

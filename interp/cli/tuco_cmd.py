@@ -9,16 +9,15 @@ import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
-from interp.cli.options import DeviceOption
+from interp.cli.options import DeviceOption, options_from
+from interp.command_options import MODEL_DTYPE_HELP, TucoExperimentOptions
 
 tuco_app = typer.Typer(no_args_is_help=True, help="Tuning Contribution (Nuti et al. 2025).")
 
 BASE = typer.Option(DEFAULT_PAIR[0], help="pre-trained model spec (built-in, folder, HF id)")
 CHAT = typer.Option(DEFAULT_PAIR[1], help="fine-tuned model spec")
 ModelDtype = str  # torch's name, as interp.cli.validators.model_dtype returns it
-DTYPE = typer.Option(
-    "float32", callback=check.model_dtype, help="model dtype: fp32, bf16 or fp16 (or float32, ...)"
-)
+DTYPE = typer.Option("float32", callback=check.model_dtype, help=MODEL_DTYPE_HELP)
 
 
 def _load(base: str, chat: str, dtype: ModelDtype, device: str):
@@ -80,69 +79,20 @@ def generate_command(
 
 
 @tuco_app.command("experiments")
+@options_from("options", TucoExperimentOptions)
 def experiments(
+    options: TucoExperimentOptions,
     out: Annotated[
         Path,
         typer.Option(callback=check.output_folder, help="output folder, e.g. runs/<name>/tuco"),
     ],
     base: str = BASE,
     chat: str = CHAT,
-    dtype: ModelDtype = DTYPE,
-    device: DeviceOption = "auto",
-    n_prompts: int = typer.Option(
-        32, callback=check.positive, help="prompts per set (benign, harmful, jailbreak)"
-    ),
-    batch_size: int = typer.Option(
-        8, callback=check.positive, help="prompts per forward pass / generate call"
-    ),
-    n_samples: int = typer.Option(
-        8, callback=check.positive, help="sampled completions per jailbreak"
-    ),
-    max_new_tokens: int = typer.Option(30, callback=check.positive, help="tokens per completion"),
-    min_non_refusals: int = typer.Option(
-        2, callback=check.non_negative, help="jailbreak success: at least this many"
-    ),
-    alpha: Annotated[
-        list[float] | None,
-        typer.Option(
-            help="alpha grid, repeatable (default: the paper's .75 .9 .95 1 1.05 1.1 1.25; "
-            "other values are flagged extra in the outputs)"
-        ),
-    ] = None,
-    max_prompt_tokens: int = typer.Option(
-        512, callback=check.positive, help="skip longer (jailbreak) prompts"
-    ),
-    seed: int = typer.Option(0, help="sampling seed"),
-    overwrite: bool = typer.Option(False, help="replace results of a different config"),
 ) -> None:
     """TuCo on benign / harmful / jailbreak prompts, AUCs, jailbreak success, refusal vs alpha."""
-    from interp.judges import is_refusal
-    from interp.tuco_experiments import (
-        PAPER_ALPHAS,
-        ExperimentConfig,
-        adapter_hashes,
-        load_experiment_texts,
-        run_experiments,
-    )
+    from interp.tuco_experiments import tuco_experiments
 
-    config = ExperimentConfig(
-        base=base,
-        chat=chat,
-        n_prompts=n_prompts,
-        batch_size=batch_size,
-        n_samples=n_samples,
-        max_new_tokens=max_new_tokens,
-        min_non_refusals=min_non_refusals,
-        alphas=list(alpha) if alpha else list(PAPER_ALPHAS),
-        max_prompt_tokens=max_prompt_tokens,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-        model_hashes=adapter_hashes([base, chat]),
-    )
-    texts = load_experiment_texts(config.split)
-    pair = _load(base, chat, dtype, device)
-    summary = run_experiments(pair, texts, is_refusal, config, out, overwrite=overwrite)
+    summary = tuco_experiments(options, base=base, chat=chat, out=out)
     typer.echo(json.dumps(summary, indent=2))
 
 
