@@ -100,3 +100,27 @@ class SteerEvalOptions:
     pooling: str = option("mean", help="mean | last | tokens: samples per text")
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help="replace a run folder made with another config")
+
+
+@dataclass(kw_only=True)
+class SteerTrainOptions:
+    """`interp steer train` (beside LineasOptions and LatentOptions; run by
+    steering.train_map.train_map)."""
+
+    method: str = option("lineas", help=METHOD_NAMES)
+    source: str = option(
+        "", help="source texts: a dataset recipe or a .txt/.json file (tuco: none)"
+    )
+    target: str = option(
+        "", help="target texts: a dataset recipe or a .txt/.json file (tuco: none)"
+    )
+    n: int = option(32, help="texts per side (unpaired)", check="positive")
+    model: str = option("chat", help="the model to steer: base | chat")
+    target_model: str = option("", help="model for the target activations (default: --model)")
+    site: str = option("", help="post-norm | block | re:<regex> (default: the method's)")
+    layers: str = option("", help="comma-separated layers, e.g. 3,-1,0.5 (default: method's)")
+    pooling: str = option("mean", help="mean | last (one sample per text) | tokens")
+    chat_template: bool = option(True, help="render texts as chat user turns")
+    ctx: int = option(64, help="truncate texts to this many tokens", check="positive")
+    device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
+    overwrite: bool = option(False, help="replace a map trained with another config")
