@@ -378,7 +378,7 @@ def tuco_experiments(options: TucoExperimentOptions, *, base: str, chat: str, ou
     the held-out prompt sets into `out`; returns the summary."""
     from interp.device import resolve_device
     from interp.judges import is_refusal
-    from interp.models import load_pair
+    from interp.models import load_pair_in
 
     device = resolve_device(options.device)
     config = ExperimentConfig(
@@ -397,5 +397,5 @@ def tuco_experiments(options: TucoExperimentOptions, *, base: str, chat: str, ou
         model_hashes=adapter_hashes([base, chat]),
     )
     texts = load_experiment_texts(config.split)
-    pair = load_pair(base, chat, dtype=getattr(torch, options.dtype), device=device)
+    pair = load_pair_in(base, chat, options.dtype, device)
     return run_experiments(pair, texts, is_refusal, config, Path(out), overwrite=options.overwrite)

@@ -1,7 +1,8 @@
 """What the diffing commands run (`interp analyze`, `diff-sae`, `adl`, `change-profile`,
 `weights`, `horizon`, `amplify`), from their options (crosscoders.diffing.options) and what a
 pipeline sets itself (run folder, models, layer): the CLI and a pipeline step call these same
-functions. Each returns the summary the command prints."""
+functions. Each returns the summary the command prints. (Imported only when a command runs: it
+imports torch.)"""
 
 from pathlib import Path
 
@@ -18,19 +19,9 @@ from crosscoders.diffing.options import (
 )
 from interp.device import resolve_device
 from interp.errors import InterpError
+from interp.models import load_pair_in
 from interp.options import comma_separated
 from interp.run_folder import RunFolder
-
-
-def load_pair_in(base: str, chat: str, dtype: str, device: str):
-    """The pair in `dtype` (torch's name: float32, bfloat16, float16) on `device`."""
-    import torch
-
-    from interp.models import load_pair
-
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise InterpError(f"unknown dtype {dtype!r}: expected float32, bfloat16 or float16")
-    return load_pair(base, chat, dtype=getattr(torch, dtype), device=resolve_device(device))
 
 
 def models_identity(**specs: str) -> dict[str, str]:

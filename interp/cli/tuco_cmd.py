@@ -20,14 +20,6 @@ ModelDtype = str  # torch's name, as interp.cli.validators.model_dtype returns i
 DTYPE = typer.Option("float32", callback=check.model_dtype, help=MODEL_DTYPE_HELP)
 
 
-def _load(base: str, chat: str, dtype: ModelDtype, device: str):
-    import torch
-
-    from interp.models import load_pair
-
-    return load_pair(base, chat, dtype=getattr(torch, dtype), device=device)
-
-
 @tuco_app.command("score")
 def score(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="user message (repeatable)")],
@@ -39,9 +31,10 @@ def score(
     per_token: bool = typer.Option(False, help="also print TuCo at every token"),
 ) -> None:
     """TuCo and OutputCo of each prompt (chat template, last prompt token), one JSON line each."""
+    from interp.models import load_pair_in
     from interp.tuco import score_prompts
 
-    pair = _load(base, chat, dtype, device)
+    pair = load_pair_in(base, chat, dtype, device)
     for result in score_prompts(pair, prompt, batch_size=batch_size):
         line = {
             "prompt": result.prompt,
@@ -68,9 +61,10 @@ def generate_command(
 ) -> None:
     """Greedy completion of the alpha-scaled chat model (x_{l+1} = x_l + PTC + alpha FTC)."""
     from interp.generation import decode_completions
+    from interp.models import load_pair_in
     from interp.tuco import generate, tokenize_prompts
 
-    pair = _load(base, chat, dtype, device)
+    pair = load_pair_in(base, chat, dtype, device)
     batch = tokenize_prompts(pair, [prompt])
     for value in alpha or [0.0, 1.0]:
         new_tokens = generate(pair, **batch, alpha=value, max_new_tokens=max_new_tokens)
