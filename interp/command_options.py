@@ -6,6 +6,7 @@ output folder) is an argument of the function that runs the command, not an opti
 
 from dataclasses import dataclass
 
+from interp.builtin_models import DEFAULT_PAIR
 from interp.options import DEVICE_HELP, option
 
 MODEL_DTYPE_HELP = "model dtype: fp32, bf16 or fp16 (or float32, ...)"
@@ -61,3 +62,33 @@ class TucoExperimentOptions:
     max_prompt_tokens: int = option(512, help="skip longer (jailbreak) prompts", check="positive")
     seed: int = option(0, help="sampling seed")
     overwrite: bool = option(False, help="replace results of a different config")
+
+
+@dataclass(kw_only=True)
+class TucoPairOptions:
+    """The pair of `interp tuco score | generate | experiments` and how it loads."""
+
+    base: str = option(DEFAULT_PAIR[0], help="pre-trained model spec (built-in, folder, HF id)")
+    chat: str = option(DEFAULT_PAIR[1], help="fine-tuned model spec")
+    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
+
+
+@dataclass(kw_only=True)
+class TucoScoreOptions:
+    """`interp tuco score`."""
+
+    prompt: list[str] = option(help="user message (repeatable)", flags=("--prompt", "-p"))
+    batch_size: int = option(8, help="prompts per forward pass", check="positive")
+    per_token: bool = option(False, help="also print TuCo at every token")
+
+
+@dataclass(kw_only=True)
+class TucoGenerateOptions:
+    """`interp tuco generate`."""
+
+    prompt: str = option(help="user message", flags=("--prompt", "-p"))
+    alpha: list[float] | None = option(
+        None, help="scale(s) of the fine-tuning component [0, 1] (default: 0 and 1)"
+    )
+    max_new_tokens: int = option(40, help="tokens to generate", check="positive")

@@ -40,6 +40,13 @@ def default_of(cls: type, name: str) -> Any:
     return entry.default
 
 
+def option_help(cls: type, name: str) -> str:
+    """The help line of option `name` of dataclass `cls` (a command that takes the value as an
+    argument of its own, e.g. the models a pipeline sets, keeps the one wording)."""
+    (entry,) = [entry for entry in option_fields(cls) if entry.name == name]
+    return entry.metadata[HELP]
+
+
 def comma_separated(text: str) -> list[str]:
     """An option holding a list as text: `"chat, base"` -> ["chat", "base"] (empty parts
     dropped)."""

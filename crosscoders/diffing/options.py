@@ -167,3 +167,19 @@ class AmplifyOptions:
     dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
+
+
+@dataclass(kw_only=True)
+class ScienceOptions:
+    """`interp evaluate-diffing PROFILE` (crosscoders.diffing.science.evaluate)."""
+
+    organisms: str | None = option(None, help="comma-separated organisms (default: all)")
+    score_only: bool = option(False, help="only score the results already there")
+    max_nll: float = option(
+        5.0, help="steered generations above this NLL are incoherent", check="positive"
+    )
+    min_distinct: float = option(
+        0.5,
+        help="steered generations below this distinct-trigram ratio are degenerate",
+        check="non_negative",
+    )

@@ -8,7 +8,12 @@ from typing import Annotated
 
 import typer
 
-from crosscoders.diffing.options import AdlOptions, ChangeProfileOptions, DiffSaeOptions
+from crosscoders.diffing.options import (
+    AdlOptions,
+    ChangeProfileOptions,
+    DiffSaeOptions,
+    ScienceOptions,
+)
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
 from interp.cli.options import options_from
@@ -62,34 +67,23 @@ def change_profile(
     typer.echo(str(commands.change_profile(options, run=run, base=base, chat=chat)))
 
 
+@options_from("options", ScienceOptions)
 def evaluate_diffing(
     config: Annotated[Path, typer.Argument(help="science profile (data/pipelines/science.toml)")],
+    options: ScienceOptions,
     out: Annotated[
         Path | None,
         typer.Option(
             callback=check.output_folder, help="run folder (default: the profile's [run] out)"
         ),
     ] = None,
-    organisms: str = typer.Option(None, help="comma-separated organisms (default: all)"),
-    score_only: bool = typer.Option(False, help="only score the results already there"),
-    max_nll: float = typer.Option(
-        5.0, callback=check.positive, help="steered generations above this NLL are incoherent"
-    ),
-    min_distinct: float = typer.Option(
-        0.5,
-        callback=check.non_negative,
-        help="steered generations below this distinct-trigram ratio are degenerate",
-    ),
 ) -> None:
     """Run every diffing method on every organism of the profile and write one table
     (RUN/diffing.json + RUN/diffing.md)."""
     from crosscoders.diffing.science import evaluate
     from interp.cli.pipeline_cmd import check_steps, run_step
 
-    chosen = [o.strip() for o in organisms.split(",") if o.strip()] if organisms else None
-    json_path, md_path = evaluate(
-        config, check_steps, run_step, out, chosen, score_only, max_nll, min_distinct
-    )
+    json_path, md_path = evaluate(config, options, check_steps, run_step, out)
     typer.echo(json.dumps({"json": str(json_path), "markdown": str(md_path)}))
 
 
