@@ -131,6 +131,7 @@ def _train_streamed(
         write_stream_record,
     )
     from crosscoders.trainer import Trainer
+    from interp.cache.reader import source_column
     from interp.cache.writer import ROLES
     from interp.layers import resolve_layer
 
@@ -154,7 +155,7 @@ def _train_streamed(
             index = layers[0] if layer is None else resolve_layer(layer, pair.n_layers)
             if index not in layers:
                 raise InterpError(f"layer {layer!r} is not streamed: expected one of {layers}")
-            columns = [ROLES.index(role) * len(layers) + layers.index(index)]
+            columns = [source_column(ROLES, layers, role, index)]
         stream = model_stream(pair, config, batch_size, spec.buffer_batches, seed, sources=columns)
         origins = _origins([pair.base.spec, pair.chat.spec], list(ROLES), layers)
         steps = options.steps if options.steps is not None else stream.per_epoch
@@ -200,4 +201,4 @@ def _source_columns(cache, model: str, layer: str | None) -> list[int]:
         layer_index = resolve_layer(layer, int(cache.manifest["models"][0]["n_layers"]))
     if layer_index not in cache.layers:
         raise InterpError(f"layer {layer!r} is not in the cache: expected one of {cache.layers}")
-    return [roles.index(model) * len(cache.layers) + cache.layers.index(layer_index)]
+    return [cache.source_column(model, layer_index)]
