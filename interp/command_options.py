@@ -92,3 +92,14 @@ class TucoGenerateOptions:
         None, help="scale(s) of the fine-tuning component [0, 1] (default: 0 and 1)"
     )
     max_new_tokens: int = option(40, help="tokens to generate", check="positive")
+
+
+@dataclass(kw_only=True)
+class CompareOptions:
+    """`interp compare`."""
+
+    prompt: str = option("What is the capital of France?", help="user message")
+    base: str = option(DEFAULT_PAIR[0], help="base model spec")
+    chat: str = option(DEFAULT_PAIR[1], help="chat model spec")
+    top: int = option(5, help="how many next tokens to show", check="positive")
+    device: str = option("auto", help=DEVICE_HELP, check="resolved_device")

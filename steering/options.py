@@ -5,6 +5,7 @@ steering.evaluate.evaluate_steering runs `steer eval` from them. No torch here."
 
 from dataclasses import dataclass
 
+from interp.builtin_models import DEFAULT_PAIR
 from interp.errors import InterpError
 from interp.options import DEVICE_HELP, option
 
@@ -124,3 +125,17 @@ class SteerTrainOptions:
     ctx: int = option(64, help="truncate texts to this many tokens", check="positive")
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help="replace a map trained with another config")
+
+
+@dataclass(kw_only=True)
+class SteerGenerateOptions:
+    """`interp steer generate MAP`."""
+
+    prompt: list[str] | None = option(None, help="user message (repeatable)")
+    strength: float = option(1.0, help="lambda (the multiplier for mean-diff, latents)")
+    invert: bool = option(False, help="apply the inverse map (induce instead of remove)")
+    model: str = option("chat", help="the model to steer: base | chat")
+    max_new_tokens: int = option(40, help="greedy tokens per response", check="positive")
+    base: str = option(DEFAULT_PAIR[0], help="base model spec")
+    chat: str = option(DEFAULT_PAIR[1], help="chat model spec")
+    device: str = option("auto", help=DEVICE_HELP, check="resolved_device")

@@ -35,6 +35,8 @@ NOT_FROM_A_TABLE = {
     "evaluate-diffing": {"config", "out"},
     "tuco score": set(),
     "tuco generate": set(),
+    "compare": set(),
+    "steer generate": {"map_dir"},
 }  # fmt: skip
 # commands that are no pipeline step, with their options dataclasses
 OTHER_COMMANDS = {
@@ -44,6 +46,8 @@ OTHER_COMMANDS = {
         "steering.options:LatentOptions",
     ),
     "evaluate-diffing": ("crosscoders.diffing.options:ScienceOptions",),
+    "compare": ("interp.command_options:CompareOptions",),
+    "steer generate": ("steering.options:SteerGenerateOptions",),
     "tuco score": (
         "interp.command_options:TucoScoreOptions",
         "interp.command_options:TucoPairOptions",

@@ -10,8 +10,14 @@ import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
-from interp.cli.options import DeviceOption, options_from
-from steering.options import LatentOptions, LineasOptions, SteerEvalOptions, SteerTrainOptions
+from interp.cli.options import options_from
+from steering.options import (
+    LatentOptions,
+    LineasOptions,
+    SteerEvalOptions,
+    SteerGenerateOptions,
+    SteerTrainOptions,
+)
 
 steer_app = typer.Typer(
     no_args_is_help=True,
@@ -47,16 +53,10 @@ def train(
 
 
 @steer_app.command("generate")
+@options_from("options", SteerGenerateOptions)
 def generate(
     map_dir: Annotated[Path, typer.Argument(help="a map folder written by `interp steer train`")],
-    prompt: Annotated[list[str] | None, typer.Option(help="user message (repeatable)")] = None,
-    strength: float = typer.Option(1.0, help="lambda (the multiplier for mean-diff, latents)"),
-    invert: bool = typer.Option(False, help="apply the inverse map (induce instead of remove)"),
-    model: str = typer.Option("chat", help="the model to steer: base | chat"),
-    max_new_tokens: int = typer.Option(40, callback=check.positive),
-    base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
-    chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: DeviceOption = "auto",
+    options: SteerGenerateOptions,
 ) -> None:
     """Greedy responses without and with the map, side by side (one JSON line per prompt). A
     TuCo map loads its other model from the spec it recorded."""
@@ -65,11 +65,13 @@ def generate(
     from steering.train_map import load_models
 
     steering_map = load_map(map_dir)
-    loaded = load_models({model}, base, chat, device)[model]
-    prompts = prompt or DEFAULT_PROMPTS
+    model = options.model
+    loaded = load_models({model}, options.base, options.chat, options.device)[model]
+    prompts = options.prompt or DEFAULT_PROMPTS
+    max_new_tokens = options.max_new_tokens
     plain = steered_responses(loaded, prompts, None, 0.0, max_new_tokens)
     steered = steered_responses(
-        loaded, prompts, steering_map, strength, max_new_tokens, inverse=invert
+        loaded, prompts, steering_map, options.strength, max_new_tokens, inverse=options.invert
     )
     for text, before, after in zip(prompts, plain, steered, strict=True):
         typer.echo(json.dumps({"prompt": text, "plain": before, "steered": after}))
