@@ -37,6 +37,10 @@ NOT_FROM_A_TABLE = {
     "tuco generate": set(),
     "compare": set(),
     "steer generate": {"map_dir"},
+    "organism chat-tune": set(),
+    "organism card": set(),
+    "organism narrow": set(),
+    "organism narrow-card": set(),
 }  # fmt: skip
 # commands that are no pipeline step, with their options dataclasses
 OTHER_COMMANDS = {
@@ -48,6 +52,10 @@ OTHER_COMMANDS = {
     "evaluate-diffing": ("crosscoders.diffing.options:ScienceOptions",),
     "compare": ("interp.command_options:CompareOptions",),
     "steer generate": ("steering.options:SteerGenerateOptions",),
+    "organism chat-tune": ("interp.organism.options:ChatTuneOptions",),
+    "organism card": ("interp.organism.options:CardOptions",),
+    "organism narrow": ("interp.organism.options:NarrowOptions",),
+    "organism narrow-card": ("interp.organism.options:NarrowCardOptions",),
     "tuco score": (
         "interp.command_options:TucoScoreOptions",
         "interp.command_options:TucoPairOptions",
