@@ -172,3 +172,37 @@ def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path)
     assert run.has("steering/results.parquet")
     # a second run skips every step
     assert run_pipeline(config, invoke, echo=lambda _: None) == []
+
+
+def test_a_step_with_workers_runs_its_command_under_torchrun_and_writes_what_one_process_does(
+    tmp_path,
+):
+    """`workers = 2` in a table: the one step that becomes a command line (torchrun's worker
+    processes); its cache equals the one-process step's, shard for shard."""
+    from cache_support import documents
+    from tiny_models import save_tiny, tiny_pair
+
+    from interp.cli.pipeline_cmd import run_step
+
+    pair = tiny_pair()
+    save_tiny(pair.base, tmp_path / "base")
+    save_tiny(pair.chat, tmp_path / "chat")
+    (tmp_path / "docs.txt").write_text("\n".join(documents(100, seed=4)))
+    shards = {}
+    for workers in (1, 2):
+        config = {
+            "run": {
+                "out": str(tmp_path / f"run{workers}"),
+                "base": str(tmp_path / "base"),
+                "chat": str(tmp_path / "chat"),
+                "layer": 1,
+            },
+            "cache": {
+                "tokens": 800, "ctx": 32, "batch_size": 4, "shard_tokens": 100,
+                "mix": str(tmp_path / "docs.txt"), "device": "cpu", "workers": workers,
+            },
+        }  # fmt: skip
+        assert run_pipeline(config, run_step, echo=lambda _: None) == ["cache"]
+        manifest = json.loads((tmp_path / f"run{workers}" / "cache" / "manifest.json").read_text())
+        shards[workers] = [(s["file"], s["sha256"]) for s in manifest["shards"]]
+    assert len(shards[1]) == 8 and shards[2] == shards[1]
