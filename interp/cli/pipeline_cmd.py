@@ -2,7 +2,6 @@
 default pair: a built-in pipeline profile, then the app on its run folder)."""
 
 import importlib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import typer
 
 from interp.cli import validators as check
 from interp.cli.options import options_from_table
+from interp.cli.torchrun import torchrun_command
 from interp.errors import InterpError
 from interp.pipeline import PROFILES_DIR, Step, load_config, plan, run_pipeline, select
 
@@ -132,11 +132,7 @@ def _run_under_torchrun(step: Step, workers: int) -> None:
                 argv += [flag, str(item)]
         else:
             argv += [flag, str(value)]
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={workers}", "-m", "interp.cli.main", *argv,
-    ]  # fmt: skip
-    code = subprocess.run(command, check=False).returncode
+    code = subprocess.run(torchrun_command(workers, argv), check=False).returncode
     if code != 0:
         raise InterpError(f"step {step.name} under torchrun ({workers} workers) exited with {code}")
 
