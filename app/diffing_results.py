@@ -13,15 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from app.render import visible_whitespace
+from interp.run_folder import RunFolder
 
 ADL = "`interp adl --out RUN/adl`"
 DIFF_SAE = "`interp diff-sae RUN`"
 CHANGE_PROFILE = "`interp change-profile RUN`"
 EVALUATE = "`interp evaluate-diffing PROFILE`"
-MARKERS = {  # a folder holds a method's results when it has this file
-    "adl": "adl/config.json",
-    "diff-sae": "diff-sae/top_latents.json",
-    "change_profile": "change_profile/profile.json",
+MARKERS = {  # a folder holds a method's results when it has this file (relative to it)
+    "adl": RunFolder(Path()).adl / "config.json",
+    "diff-sae": RunFolder(Path()).diff_sae / "top_latents.json",
+    "change_profile": RunFolder(Path()).change_profile / "profile.json",
 }
 
 

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from crosscoders.config import CrossCoderConfig, Source, TrainingConfig
-from interp.options import default_of, option
+from interp.options import DEVICE_HELP, default_of, option
 
 SHORT_RUN_FRACTION = 10  # an unset warm-up / threshold start is at most 1/10 of the steps
 
@@ -164,3 +164,29 @@ class StreamSpec:
         32, help="stream: shuffle buffer in batches (0 = plan order)", check="non_negative"
     )
     split: str = option("train", help="stream: dataset split")
+
+
+@dataclass(kw_only=True)
+class TrainControls:
+    """How a training run runs, not what it learns (so not part of the configs): the options
+    `interp train crosscoder|sae` and a [train.NAME] table share beside TrainOptions."""
+
+    device: str = option(
+        "auto", help=f"{DEVICE_HELP}; auto: each data-parallel worker its own GPU",
+        check="device_or_auto",
+    )  # fmt: skip
+    workers: int = option(
+        1, help="data-parallel processes (relaunches under torchrun)", check="positive"
+    )
+    overwrite: bool = option(False, help="replace a run with a different config in --out")
+    log_to: str | None = option(
+        None, help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"
+    )
+
+
+@dataclass(kw_only=True)
+class SaeSourceOptions:
+    """Which source an SAE reads (`interp train sae`, a [train.NAME] table with kind = "sae")."""
+
+    model: str = option("base", help="which model of the cache: its role (base | chat)")
+    layer: str | None = option(None, help="which cached layer (default: the only one)")

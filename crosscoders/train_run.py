@@ -7,7 +7,7 @@ from pathlib import Path
 
 from crosscoders import ddp
 from crosscoders.config import Source
-from crosscoders.train_options import StreamSpec, TrainOptions
+from crosscoders.train_options import SaeSourceOptions, StreamSpec, TrainControls, TrainOptions
 from interp.errors import InterpError
 
 SaeSource = tuple[str, str | None]  # an SAE's model role and layer (None: the only one)
@@ -39,6 +39,41 @@ def train_dictionary(
         return
     assert cache is not None
     _train_from_cache(options, cache, out, sae_source, run_device, overwrite, log_to)
+
+
+def train_step(
+    training: TrainOptions,
+    controls: TrainControls,
+    sae: SaeSourceOptions | None = None,
+    *,
+    out: Path,
+    cache: Path | None = None,
+    stream: StreamSpec | None = None,
+) -> None:
+    """`interp train crosscoder|sae` and a pipeline's [train.NAME] step, from their options:
+    an SAE when `sae` names its source, else a crosscoder (train_dictionary)."""
+    train_dictionary(
+        training,
+        out,
+        cache=cache,
+        stream=stream,
+        sae_source=(sae.model, sae.layer) if sae is not None else None,
+        device=controls.device,
+        overwrite=controls.overwrite,
+        log_to=controls.log_to,
+    )
+
+
+def train_streamed_step(
+    training: TrainOptions,
+    controls: TrainControls,
+    *sources: SaeSourceOptions | StreamSpec,
+    out: Path,
+) -> None:
+    """A pipeline [train.NAME] step with source = "stream": its options dataclasses are
+    TrainOptions, TrainControls, [SaeSourceOptions for an SAE,] StreamSpec (train_step)."""
+    *sae, stream = sources
+    train_step(training, controls, *sae, out=out, stream=stream)
 
 
 def _train_from_cache(
@@ -109,6 +144,7 @@ def _train_streamed(
         write_stream_record,
     )
     from crosscoders.trainer import Trainer
+    from interp.cache.reader import source_column
     from interp.cache.writer import ROLES
     from interp.layers import resolve_layer
 
@@ -128,7 +164,7 @@ def _train_streamed(
             index = layers[0] if layer is None else resolve_layer(layer, pair.n_layers)
             if index not in layers:
                 raise InterpError(f"layer {layer!r} is not streamed: expected one of {layers}")
-            columns = [ROLES.index(role) * len(layers) + layers.index(index)]
+            columns = [source_column(ROLES, layers, role, index)]
         stream = model_stream(
             pair, config, batch_size, spec.buffer_batches, seed, sources=columns,
             part=ddp.rank(), parts=ddp.world_size(),
@@ -181,4 +217,4 @@ def _source_columns(cache, model: str, layer: str | None) -> list[int]:
         layer_index = resolve_layer(layer, int(cache.manifest["models"][0]["n_layers"]))
     if layer_index not in cache.layers:
         raise InterpError(f"layer {layer!r} is not in the cache: expected one of {cache.layers}")
-    return [roles.index(model) * len(cache.layers) + cache.layers.index(layer_index)]
+    return [cache.source_column(model, layer_index)]

@@ -21,7 +21,7 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,11 +107,14 @@ def guard_config(
     overwrite: bool,
     what: str = "results",
     previous: Mapping[str, Any] | None = None,
+    explain: Callable[[], str] | None = None,
 ) -> bool:
     """Refuse to write into a folder whose `config_path` records a different config, unless
     `overwrite`. `previous` overrides what is read from `config_path` (a caller that normalises the
-    saved config first). True when a different config is there and `overwrite` replaces it: the
-    caller removes that config's results. Nothing is written here."""
+    saved config first); `explain` words the refusal (a caller that can say more than which keys
+    differ, e.g. the cache: which option, other weights, another token stream). True when a
+    different config is there and `overwrite` replaces it: the caller removes that config's
+    results. Nothing is written here."""
     config_path = Path(config_path)
     if previous is None:
         if not config_path.is_file():
@@ -123,6 +126,8 @@ def guard_config(
         return False
     if overwrite:
         return True
+    if explain is not None:
+        raise InterpError(explain())
     if isinstance(previous, dict) and isinstance(as_saved, dict):
         keys = sorted(
             k for k in previous.keys() | as_saved.keys() if previous.get(k) != as_saved.get(k)

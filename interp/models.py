@@ -376,3 +376,16 @@ def load_pair(
         base=_load_weights(base_source, base_tokenizer, dtype, device),
         chat=_load_weights(chat_source, chat_tokenizer, dtype, device),
     )
+
+
+def load_pair_in(base_spec: str, chat_spec: str, dtype: str, device: str = "auto") -> ModelPair:
+    """`load_pair` with the dtype as an option gives it (torch's name: float32, bfloat16,
+    float16; interp.cli.validators.model_dtype turns bf16 & co into these) and `auto` for the
+    device (interp.device.resolve_device)."""
+    from interp.device import resolve_device
+
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise InterpError(f"unknown dtype {dtype!r}: expected float32, bfloat16 or float16")
+    return load_pair(
+        base_spec, chat_spec, dtype=getattr(torch, dtype), device=resolve_device(device)
+    )

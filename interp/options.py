@@ -15,6 +15,7 @@ from typing import Any
 HELP = "help"
 CHECK = "check"  # the name of a function of interp/cli/validators.py
 FLAGS = "flags"  # the option's spellings when not `--field-name` (e.g. ("--ctx",))
+DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps"
 
 
 def option(
@@ -37,3 +38,16 @@ def default_of(cls: type, name: str) -> Any:
     (entry,) = [entry for entry in fields(cls) if entry.name == name]
     assert entry.default is not MISSING, f"{cls.__name__}.{name} has no default"
     return entry.default
+
+
+def option_help(cls: type, name: str) -> str:
+    """The help line of option `name` of dataclass `cls` (a command that takes the value as an
+    argument of its own, e.g. the models a pipeline sets, keeps the one wording)."""
+    (entry,) = [entry for entry in option_fields(cls) if entry.name == name]
+    return entry.metadata[HELP]
+
+
+def comma_separated(text: str) -> list[str]:
+    """An option holding a list as text: `"chat, base"` -> ["chat", "base"] (empty parts
+    dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -1,12 +1,15 @@
 """The main job as a pipeline: a TOML config names every step's settings, `interp run CONFIG` runs
 any subset of the steps in order, and a step whose output exists with the same config is skipped.
 
-A step is one `interp` command (so the pipeline adds no second code path): its argv is built from
-the config's table for that step plus the run-level `[run]` settings (models, layer, output folder).
-After a step succeeds, `RUN/pipeline/<step>.json` records its argv and the models' weights
-identity; a rerun with the same argv and weights skips it, a changed one reruns it (each command
-then resumes, or refuses a different config or other models in an existing folder unless its
-table sets `overwrite = true` / `force = true`).
+A step is one `interp` command (so the pipeline adds no second code path): the CLI's step runner
+(interp.cli.pipeline_cmd.run_step) builds that command's options dataclasses from the config's
+table for the step and calls the library function the command calls, with what the pipeline sets
+itself from `[run]` and the run folder's layout (models, layer, folders; `Step.fixed`). The whole
+config is checked before the first step runs (interp.cli.pipeline_cmd.check_steps). After a step
+succeeds, `RUN/pipeline/<step>.json` records its command, options, those fixed values and the
+models' weights identity; a rerun with the same record skips it, a changed one reruns it (each
+command then resumes, or refuses a different config or other models in an existing folder unless
+its table sets `overwrite = true`).
 
     [run]        out, base, chat, layer
     [cache]      `interp cache`             -> RUN/cache
@@ -30,8 +33,9 @@ import json
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from interp.builtin_models import DEFAULT_PAIR, weights_identity
 from interp.errors import InterpError
@@ -44,34 +48,37 @@ STEP_KINDS = (
     *("weights", "horizon", "amplify"),
 )
 RUN_KEYS = ("out", "base", "chat", "layer")
+# a [train.NAME] step with source = "stream": its command is "train KIND" + STREAMED
+STREAMED = " stream"
 PROFILES_DIR = PROJECT_DATA_DIR / "pipelines"
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # e.g. "cache", "train.batchtopk", "analyze.batchtopk"
-    argv: tuple[str, ...]
-    table: str = ""  # the config table of its options, e.g. "train.batchtopk", "analyze"
-    options: tuple[tuple[str, object], ...] = ()  # that table's keys and values
-    fixed: tuple[str, ...] = ()  # options the pipeline sets itself (folders, models), as keys
+    command: str  # the `interp` command it runs, e.g. "train crosscoder", "dict eval"
+    table: str  # the config table of its options, e.g. "train.batchtopk", "analyze"
+    options: dict[str, Any] = field(default_factory=dict)  # that table's keys and values
+    # what the pipeline sets itself (folders, models, layers): the keyword arguments of the
+    # function the command runs, next to the options dataclasses built from `options`
+    fixed: dict[str, Any] = field(default_factory=dict)
 
 
-def _step(
-    name: str, table: str, fixed: Sequence[str], options: dict, tail: Sequence[str] = ()
-) -> Step:
-    """A step running `interp *fixed *options *tail`; a table may not set what the pipeline sets
-    (its value would silently lose or win against the pipeline's folders and models)."""
-    fixed_keys = tuple(
-        token[2:].replace("-", "_") for token in (*fixed, *tail) if token.startswith("--")
-    )
-    clash = sorted(set(options) & set(fixed_keys))
+def _step(name: str, command: str, table: str, options: dict, **fixed: Any) -> Step:
+    """A step running `interp COMMAND` with the table's options; a table may not set what the
+    pipeline sets (its value would silently lose or win against the pipeline's folders and
+    models)."""
+    _refuse_fixed(table, options, fixed)
+    return Step(name, command, table, dict(options), fixed)
+
+
+def _refuse_fixed(table: str, options: dict, fixed: dict) -> None:
+    clash = sorted(set(options) & set(fixed))
     if clash:
         raise InterpError(
             f"[{table}] sets {clash[0]!r}, which the pipeline sets itself (from [run] and the "
             "run folder's layout): remove it"
         )
-    argv = (*fixed, *options_to_argv(options), *tail)
-    return Step(name, argv, table, tuple(options.items()), fixed_keys)
 
 
 def load_config(path: Path) -> dict:
@@ -116,79 +123,82 @@ def check_tables(config: dict, source: str) -> None:
             )
 
 
-def options_to_argv(options: dict) -> list[str]:
-    """`{"dict_size": 4096, "overwrite": true}` -> `["--dict-size", "4096", "--overwrite"]`."""
-    argv: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + key.replace("_", "-"))
-        elif isinstance(value, list):
-            for item in value:
-                argv += [flag, str(item)]
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
 def plan(config: dict) -> list[Step]:
     """Every step the config describes, in execution order."""
     run = config["run"]
     out = Path(run["out"])
     layout = RunFolder(out)
-    cache = str(layout.cache)
-    pair = [run.get("base", DEFAULT_PAIR[0]), run.get("chat", DEFAULT_PAIR[1])]
-    models = ("--base", pair[0], "--chat", pair[1])
+    layer = str(run.get("layer", "0.5"))
+    base, chat = run.get("base", DEFAULT_PAIR[0]), run.get("chat", DEFAULT_PAIR[1])
     steps: list[Step] = []
     if "cache" in config:
-        argv = ["cache", "--pair", *pair, "--layers", str(run.get("layer", "0.5"))]
-        steps.append(_step("cache", "cache", argv, config["cache"], ["--out", cache]))
+        steps.append(
+            _step(
+                "cache", "cache", "cache", config["cache"],
+                pair=(base, chat), layers=layer, out=layout.cache,
+            )
+        )  # fmt: skip
     dictionaries = config.get("train", {})
     for name, options in dictionaries.items():
         options = dict(options)
         kind = options.pop("kind", "crosscoder")
         source = options.pop("source", "cache")
+        table = f"train.{name}"
+        out_folder = layout.dictionary(name)
         if source == "cache":
-            data = ["--cache", cache]
+            step = _step(table, f"train {kind}", table, options, out=out_folder, cache=layout.cache)
         elif source == "stream":
-            data = [*models, "--layers", str(run.get("layer", "0.5"))]
+            # streamed from [run]'s models and layer (StreamSpec's base, chat, layers): the
+            # table may not set them, and they join its options (the stream's own dataclass)
+            from_run = {"base": base, "chat": chat, "layers": str(layer)}
+            _refuse_fixed(table, options, from_run)
+            streamed = {**options, **from_run}
+            step = _step(table, f"train {kind}{STREAMED}", table, streamed, out=out_folder)
         else:
-            raise InterpError(f'[train.{name}] source = {source!r}: expected "cache" or "stream"')
-        argv = ["train", kind, *data, "--out", str(layout.dictionary(name))]
-        steps.append(_step(f"train.{name}", f"train.{name}", argv, options))
+            raise InterpError(f'[{table}] source = {source!r}: expected "cache" or "stream"')
+        steps.append(step)
     if "eval" in config:
         for name in dictionaries:
-            argv = ["dict", "eval", str(layout.dictionary(name)), "--cache", cache]
-            steps.append(_step(f"eval.{name}", "eval", argv, config["eval"]))
+            folder = layout.dictionary(name)
+            eval_step = _step(
+                f"eval.{name}", "dict eval", "eval", config["eval"],
+                dictionary=folder, cache=layout.cache,
+            )  # fmt: skip
+            steps.append(eval_step)
     if "analyze" in config:
         for name in dictionaries or [None]:
-            argv = ["analyze", str(out), *(["--dict", name] if name else [])]
-            steps.append(_step(f"analyze.{name}", "analyze", argv, config["analyze"]))
+            analyze_step = _step(
+                f"analyze.{name}", "analyze", "analyze", config["analyze"],
+                run=out, dict_name=name,
+            )  # fmt: skip
+            steps.append(analyze_step)
     if "diff_sae" in config:
-        steps.append(_step("diff_sae", "diff_sae", ["diff-sae", str(out)], config["diff_sae"]))
+        steps.append(_step("diff_sae", "diff-sae", "diff_sae", config["diff_sae"], run=out))
+    models = {"base": base, "chat": chat}
     if "adl" in config:
-        argv = ["adl", *models, "--layer", str(run.get("layer", "0.5")), "--out", str(layout.adl)]
-        steps.append(_step("adl", "adl", argv, config["adl"]))
+        steps.append(
+            _step("adl", "adl", "adl", config["adl"], **models, layer=layer, out=layout.adl)
+        )
     if "profile" in config:
-        argv = ["change-profile", str(out), *models]
-        steps.append(_step("profile", "profile", argv, config["profile"]))
+        steps.append(
+            _step("profile", "change-profile", "profile", config["profile"], run=out, **models)
+        )
     if "tuco" in config:
-        argv = ["tuco", "experiments", *models, "--out", str(layout.tuco)]
-        steps.append(_step("tuco", "tuco", argv, config["tuco"]))
+        steps.append(
+            _step("tuco", "tuco experiments", "tuco", config["tuco"], **models, out=layout.tuco)
+        )
     if "steer" in config:
         options = dict(config["steer"])
         if options.get("crosscoder") in dictionaries:  # a [train.NAME] step: its dictionary
             options["crosscoder"] = str(layout.dictionary(options["crosscoder"]))
-        argv = ["steer", "eval", *models, "--out", str(layout.steering)]
-        steps.append(_step("steer", "steer", argv, options))
-    for kind, command, folder in (
-        ("weights", "weights", "weights"),
-        ("horizon", "horizon", "horizon"),
-        ("amplify", "amplify", "amplification"),
+        steps.append(_step("steer", "steer eval", "steer", options, **models, out=layout.steering))
+    for kind, folder in (
+        ("weights", layout.weights),
+        ("horizon", layout.horizon),
+        ("amplify", layout.amplification),
     ):
         if kind in config:
-            argv = [command, *models, "--out", str(out / folder)]
-            steps.append(_step(kind, kind, argv, config[kind]))
+            steps.append(_step(kind, kind, kind, config[kind], **models, out=folder))
     return steps
 
 
@@ -215,27 +225,47 @@ def models_identity(config: dict) -> dict[str, str]:
     return {spec: weights_identity(spec) for spec in specs}
 
 
+def step_record(step: Step, models: dict[str, str]) -> dict:
+    """What a finished step is recorded as: its command, options, what the pipeline set and the
+    models' weights identity (a rerun with the same record skips the step)."""
+    fixed = {
+        key: [str(item) for item in value] if isinstance(value, tuple) else
+        (str(value) if isinstance(value, Path) else value)
+        for key, value in step.fixed.items()
+    }  # fmt: skip
+    return {"command": step.command, "options": step.options, "fixed": fixed, "models": models}
+
+
 def is_done(out: Path, step: Step, models: dict[str, str]) -> bool:
     path = record_path(out, step)
     if not path.is_file():
         return False
     record = json.loads(path.read_text())
-    return record.get("argv") == list(step.argv) and record.get("models") == models
+    record.pop("seconds", None)
+    return record == step_record(step, models)
 
 
 def mark_done(out: Path, step: Step, seconds: float, models: dict[str, str]) -> None:
-    path = record_path(out, step)
-    record = {"argv": list(step.argv), "models": models, "seconds": round(seconds, 1)}
-    atomic_write_json(path, record)
+    record = step_record(step, models) | {"seconds": round(seconds, 1)}
+    atomic_write_json(record_path(out, step), record)
+
+
+def describe(step: Step) -> str:
+    """`interp train crosscoder (dict_size=2048, k=32, ...)`: the command and the table's
+    options, as the run prints it."""
+    options = ", ".join(f"{key}={value!r}" for key, value in step.options.items())
+    return f"interp {step.command}" + (f" ({options})" if options else "")
 
 
 def run_pipeline(
     config: dict,
-    invoke: Callable[[Sequence[str]], None],
+    run_step: Callable[[Step], None],
     only: Sequence[str] | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[str]:
-    """Run the selected steps through `invoke(argv)`; returns the names of the steps it ran."""
+    """Run the selected steps through `run_step(step)` (the CLI's interp.cli.pipeline_cmd.run_step:
+    the library function behind the step's command, with the options dataclasses built from its
+    table); returns the names of the steps it ran."""
     out = Path(config["run"]["out"])
     out.mkdir(parents=True, exist_ok=True)
     ran = []
@@ -244,9 +274,9 @@ def run_pipeline(
         if is_done(out, step, models):
             echo(f"[skip] {step.name}: done with the same config and models")
             continue
-        echo(f"[run]  {step.name}: interp {' '.join(step.argv)}")
+        echo(f"[run]  {step.name}: {describe(step)}")
         start = time.perf_counter()
-        invoke(step.argv)
+        run_step(step)
         seconds = time.perf_counter() - start
         mark_done(out, step, seconds, models)
         echo(f"[done] {step.name}: {seconds:.0f} s")

@@ -13,6 +13,9 @@ spells these folder names; the pipeline, the analysis, the steering explorer and
       change_profile/          interp change-profile
       tuco/                    interp tuco experiments
       steering/                interp steer eval (maps/<task>/<method>/: the saved maps)
+      weights/                 interp weights
+      horizon/                 interp horizon
+      amplification/           interp amplify
       pipeline/<step>.json     interp pipeline: one record per finished step
 """
 
@@ -85,6 +88,18 @@ class RunFolder:
     @property
     def maps_folder(self) -> Path:
         return self.steering / "maps"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "weights"
+
+    @property
+    def horizon(self) -> Path:
+        return self.root / "horizon"
+
+    @property
+    def amplification(self) -> Path:
+        return self.root / "amplification"
 
     def pipeline_record(self, step: str) -> Path:
         return self.root / "pipeline" / f"{step}.json"

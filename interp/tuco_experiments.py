@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.builtin_models import BUILTINS, sha256_file
+from interp.command_options import TucoExperimentOptions
 from interp.errors import InterpError
 from interp.fileio import atomic_save_png, atomic_write_json, guard_config
 from interp.generation import complete, decode_completions
@@ -370,3 +371,31 @@ def load_experiment_texts(split: str) -> dict[str, list[str]]:
     from interp.datasets import load_texts
 
     return {name: load_texts(recipe, split) for name, recipe in SETS.items()}
+
+
+def tuco_experiments(options: TucoExperimentOptions, *, base: str, chat: str, out: Path) -> dict:
+    """What `interp tuco experiments` and a pipeline's [tuco] step run: the four experiments on
+    the held-out prompt sets into `out`; returns the summary."""
+    from interp.device import resolve_device
+    from interp.judges import is_refusal
+    from interp.models import load_pair_in
+
+    device = resolve_device(options.device)
+    config = ExperimentConfig(
+        base=base,
+        chat=chat,
+        n_prompts=options.n_prompts,
+        batch_size=options.batch_size,
+        n_samples=options.n_samples,
+        max_new_tokens=options.max_new_tokens,
+        min_non_refusals=options.min_non_refusals,
+        alphas=list(options.alpha) if options.alpha else list(PAPER_ALPHAS),
+        max_prompt_tokens=options.max_prompt_tokens,
+        seed=options.seed,
+        dtype=options.dtype,
+        device=device,
+        model_hashes=adapter_hashes([base, chat]),
+    )
+    texts = load_experiment_texts(config.split)
+    pair = load_pair_in(base, chat, options.dtype, device)
+    return run_experiments(pair, texts, is_refusal, config, Path(out), overwrite=options.overwrite)

@@ -48,8 +48,15 @@ from interp.fileio import (
 from interp.generation import complete, decode_completions, encode_prompts
 from interp.markdown import markdown_table
 from interp.models import LoadedModel, ModelPair
+from interp.options import comma_separated
 from steering.activations import encode_texts
 from steering.methods import SteeringProblem, get_method
+from steering.options import (
+    LatentOptions,
+    LineasOptions,
+    SteerEvalOptions,
+    parse_strengths,
+)
 from steering.sites import resolve_sites
 from steering.steering_map import SteeringMap
 
@@ -342,3 +349,45 @@ def _write_table(table: pd.DataFrame, out: Path) -> None:
     atomic_write_json(out / "results.json", records)
     markdown = markdown_table(records, list(table.columns)) + "\n"
     atomic_write_text(out / "results.md", markdown)
+
+
+def evaluate_steering(
+    options: SteerEvalOptions,
+    lineas: LineasOptions,
+    latent: LatentOptions,
+    *,
+    base: str,
+    chat: str,
+    out: Path,
+    progress: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """What `interp steer eval` and a pipeline's [steer] step run: every method of `options` on
+    the pair `base` / `chat`, into the run folder `out` (run_evaluation)."""
+    from interp.datasets import load_texts
+    from interp.device import resolve_device
+    from interp.judges import is_explicit_refusal
+    from interp.models import load_pair
+
+    config = EvalConfig(
+        tasks=comma_separated(options.tasks),
+        methods=comma_separated(options.methods),
+        n=options.n,
+        n_eval=options.n_eval,
+        n_perplexity=options.n_perplexity,
+        max_new_tokens=options.max_new_tokens,
+        max_tokens=options.ctx,
+        strengths=parse_strengths(options.strengths),
+        lineas=lineas.method_options(),
+        latents=latent.method_options() if latent.crosscoder else {},
+        pooling=options.pooling,
+    )
+    pair = load_pair(base, chat, device=resolve_device(options.device))
+    return run_evaluation(
+        pair,
+        config,
+        out,
+        load_texts,
+        is_explicit_refusal,
+        progress=progress,
+        overwrite=options.overwrite,
+    )

@@ -150,6 +150,9 @@ def load_map(folder: str | Path) -> SteeringMap:
         )
     description = json.loads((folder / MAP_CONFIG).read_text())
     map_type = description.get("type")
+    from steering import register_map_types
+
+    register_map_types()
     if map_type not in MAP_TYPES:
         raise InterpError(
             f"unknown steering map type {map_type!r} in {folder}: "

@@ -196,20 +196,16 @@ def test_science_profile_plans_every_step_per_organism(tmp_path):
         "horizon",
         "amplify",
     ]
-    amplify = next(s for s in steps if s.name == "amplify").argv
-    assert amplify[5:7] == ("--out", str(tmp_path / "chat-tune" / "amplification"))
-    adl = next(s for s in steps if s.name == "adl").argv
-    assert adl[:8] == (
-        "adl",
-        "--base",
-        "gemma-3-270m",
-        "--chat",
-        "gemma-3-270m-chat",
-        "--layer",
-        "0.5",
-        "--out",
-    )
-    assert adl[8] == str(tmp_path / "chat-tune" / "adl")
+    amplify = next(s for s in steps if s.name == "amplify")
+    assert amplify.fixed["out"] == tmp_path / "chat-tune" / "amplification"
+    adl = next(s for s in steps if s.name == "adl")
+    assert adl.command == "adl"
+    assert adl.fixed == {
+        "base": "gemma-3-270m",
+        "chat": "gemma-3-270m-chat",
+        "layer": "0.5",
+        "out": tmp_path / "chat-tune" / "adl",
+    }
 
 
 def test_score_organism_reads_every_method_of_a_run_folder(tmp_path):

@@ -1,7 +1,6 @@
 """The pipeline runner (interp/pipeline.py) and the quick pipeline end to end on tiny models."""
 
 import json
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -9,23 +8,7 @@ from cache_support import documents
 from tiny_models import save_tiny_gemma_pair_with_real_tokenizer
 
 from interp.errors import InterpError
-from interp.pipeline import PROFILES_DIR, load_config, options_to_argv, plan, run_pipeline
-
-
-def test_options_become_cli_flags():
-    argv = options_to_argv(
-        {"dict_size": 64, "splice": False, "overwrite": True, "alpha": [0.0, 1.0]}
-    )
-    assert argv == [
-        "--dict-size",
-        "64",
-        "--no-splice",
-        "--overwrite",
-        "--alpha",
-        "0.0",
-        "--alpha",
-        "1.0",
-    ]
+from interp.pipeline import PROFILES_DIR, load_config, plan, run_pipeline
 
 
 def _config(out: Path) -> dict:
@@ -52,11 +35,23 @@ def test_plan_orders_steps_and_wires_folders(tmp_path):
         "analyze.l1",
         "tuco",
     ]
-    cache, train_btk = steps[0].argv, steps[1].argv
-    assert cache[:5] == ("cache", "--pair", "B", "C", "--layers")
-    assert cache[-2:] == ("--out", str(tmp_path / "cache"))
-    assert ("--cache", str(tmp_path / "cache")) == train_btk[2:4]
-    assert train_btk[4:6] == ("--out", str(tmp_path / "dictionaries" / "btk"))
+    cache, train_btk = steps[0], steps[1]
+    assert cache.command == "cache" and cache.fixed["pair"] == ("B", "C")
+    assert cache.fixed["layers"] == "2" and cache.options == {"tokens": 100}
+    assert cache.fixed["out"] == tmp_path / "cache"
+    assert train_btk.command == "train crosscoder"
+    assert train_btk.fixed == {
+        "out": tmp_path / "dictionaries" / "btk",
+        "cache": tmp_path / "cache",
+    }
+    assert steps[3].command == "dict eval" and steps[5].fixed["dict_name"] == "btk"
+
+
+def test_train_kind_chooses_the_command_and_is_no_option(tmp_path):
+    config = _config(tmp_path)
+    config["train"]["btk"]["kind"] = "sae"
+    train_btk = plan(config)[1]
+    assert train_btk.command == "train sae" and "kind" not in train_btk.options
 
 
 def test_rerun_skips_done_steps_and_reruns_changed_ones(tmp_path):
@@ -105,14 +100,14 @@ def test_weights_identity_follows_the_chat_tune_adapter(tmp_path, monkeypatch):
 def test_failed_step_is_not_recorded(tmp_path):
     config = _config(tmp_path)
 
-    def invoke(argv):
-        if argv[0] == "train":
+    def invoke(step):
+        if step.command.startswith("train"):
             raise InterpError("boom")
 
     with pytest.raises(InterpError, match="boom"):
         run_pipeline(config, invoke, echo=lambda _: None)
-    assert run_pipeline(config, lambda argv: None, only=["cache"], echo=lambda _: None) == []
-    assert run_pipeline(config, lambda argv: None, only=["train"], echo=lambda _: None) == [
+    assert run_pipeline(config, lambda step: None, only=["cache"], echo=lambda _: None) == []
+    assert run_pipeline(config, lambda step: None, only=["train"], echo=lambda _: None) == [
         "train.btk",
         "train.l1",
     ]
@@ -122,9 +117,13 @@ def test_a_train_table_can_stream_from_the_runs_models_instead_of_the_cache(tmp_
     config = _config(tmp_path)
     config["train"]["btk"] = {"dict_size": 8, "source": "stream", "tokens": 4000}
     (train_btk,) = [s for s in plan(config) if s.name == "train.btk"]
-    assert train_btk.argv[:8] == ("train", "crosscoder", "--base", "B", "--chat", "C",
-                                  "--layers", "2")  # fmt: skip
-    assert "--cache" not in train_btk.argv and ("tokens", 4000) in train_btk.options
+    assert train_btk.command == "train crosscoder stream"
+    assert {"base": "B", "chat": "C", "layers": "2", "tokens": 4000}.items() <= train_btk.options.items()
+    assert "cache" not in train_btk.fixed and "source" not in train_btk.options
+    config["train"]["btk"]["base"] = "X"  # the stream's models are [run]'s
+    with pytest.raises(InterpError, match="sets 'base', which the pipeline sets itself"):
+        plan(config)
+    del config["train"]["btk"]["base"]
     config["train"]["btk"]["source"] = "disk"
     with pytest.raises(InterpError, match='source = .disk.: expected "cache" or "stream"'):
         plan(config)
@@ -159,7 +158,7 @@ def test_a_streamed_train_step_runs_with_no_cache_anywhere(tmp_path):
 
 def test_unknown_step_and_bad_config_are_clear_errors(tmp_path):
     with pytest.raises(InterpError, match="unknown steps"):
-        run_pipeline(_config(tmp_path), lambda argv: None, only=["nope"], echo=lambda _: None)
+        run_pipeline(_config(tmp_path), lambda step: None, only=["nope"], echo=lambda _: None)
     bad = tmp_path / "bad.toml"
     bad.write_text("[run]\nout = 'x'\n[caches]\n")
     with pytest.raises(InterpError, match="unknown sections"):
@@ -178,20 +177,16 @@ def test_steer_step_names_a_trained_crosscoder_by_its_train_step():
     config = load_config(PROFILES_DIR / "quick.toml")
     config["run"]["out"] = "somewhere/run"
     (steer,) = [s for s in plan(config) if s.name == "steer"]
-    flag = steer.argv.index("--crosscoder")
-    assert Path(steer.argv[flag + 1]) == Path("somewhere/run/dictionaries/batchtopk")
+    assert Path(steer.options["crosscoder"]) == Path("somewhere/run/dictionaries/batchtopk")
     config["steer"]["crosscoder"] = "/elsewhere/coder"  # not a step name: passed as given
     (steer,) = [s for s in plan(config) if s.name == "steer"]
-    assert steer.argv[steer.argv.index("--crosscoder") + 1] == "/elsewhere/coder"
+    assert steer.options["crosscoder"] == "/elsewhere/coder"
 
 
 @pytest.mark.slow
 def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path):
     from app.run_folder import RunFolder
-    from interp.cli.main import root_command
-    from interp.cli.pipeline_cmd import invoke_interp
-
-    invoke = partial(invoke_interp, root_command())
+    from interp.cli.pipeline_cmd import run_step as invoke
 
     base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     config = load_config(PROFILES_DIR / "tiny.toml")
@@ -221,3 +216,37 @@ def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path)
     assert run.has("steering/results.parquet")
     # a second run skips every step
     assert run_pipeline(config, invoke, echo=lambda _: None) == []
+
+
+def test_a_step_with_workers_runs_its_command_under_torchrun_and_writes_what_one_process_does(
+    tmp_path,
+):
+    """`workers = 2` in a table: the one step that becomes a command line (torchrun's worker
+    processes); its cache equals the one-process step's, shard for shard."""
+    from cache_support import documents
+    from tiny_models import save_tiny, tiny_pair
+
+    from interp.cli.pipeline_cmd import run_step
+
+    pair = tiny_pair()
+    save_tiny(pair.base, tmp_path / "base")
+    save_tiny(pair.chat, tmp_path / "chat")
+    (tmp_path / "docs.txt").write_text("\n".join(documents(100, seed=4)))
+    shards = {}
+    for workers in (1, 2):
+        config = {
+            "run": {
+                "out": str(tmp_path / f"run{workers}"),
+                "base": str(tmp_path / "base"),
+                "chat": str(tmp_path / "chat"),
+                "layer": 1,
+            },
+            "cache": {
+                "tokens": 800, "ctx": 32, "batch_size": 4, "shard_tokens": 100,
+                "mix": str(tmp_path / "docs.txt"), "device": "cpu", "workers": workers,
+            },
+        }  # fmt: skip
+        assert run_pipeline(config, run_step, echo=lambda _: None) == ["cache"]
+        manifest = json.loads((tmp_path / f"run{workers}" / "cache" / "manifest.json").read_text())
+        shards[workers] = [(s["file"], s["sha256"]) for s in manifest["shards"]]
+    assert len(shards[1]) == 8 and shards[2] == shards[1]

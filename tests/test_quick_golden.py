@@ -10,7 +10,6 @@ cache; with the previous file the merged restructuring reproduced the first fixt
 
 import json
 import os
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -96,10 +95,7 @@ def _assert_close(actual: object, expected: object, where: str) -> None:
 
 @pytest.mark.slow
 def test_quick_profile_on_the_tiny_pair_matches_the_recorded_outputs(tmp_path):
-    from interp.cli.main import root_command
-    from interp.cli.pipeline_cmd import invoke_interp
-
-    invoke = partial(invoke_interp, root_command())
+    from interp.cli.pipeline_cmd import run_step as invoke
 
     base, chat = save_tiny_gemma_pair_with_real_tokenizer(tmp_path)
     config = load_config(PROFILES_DIR / "tiny.toml")

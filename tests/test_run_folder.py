@@ -34,11 +34,13 @@ def test_the_pipeline_writes_where_the_layout_says(tmp_path):
         "steer": {"crosscoder": "btk"},
     }
     run = RunFolder(tmp_path)
-    argv = {step.name: list(step.argv) for step in plan(config)}
-    assert argv["cache"][argv["cache"].index("--out") + 1] == str(run.cache)
-    assert argv["train.btk"][argv["train.btk"].index("--out") + 1] == str(run.dictionary("btk"))
-    assert str(run.adl) in argv["adl"] and str(run.tuco) in argv["tuco"]
-    assert str(run.steering) in argv["steer"] and str(run.dictionary("btk")) in argv["steer"]
+    fixed = {step.name: step.fixed for step in plan(config)}
+    options = {step.name: step.options for step in plan(config)}
+    assert fixed["cache"]["out"] == run.cache
+    assert fixed["train.btk"]["out"] == run.dictionary("btk")
+    assert fixed["adl"]["out"] == run.adl and fixed["tuco"]["out"] == run.tuco
+    assert fixed["steer"]["out"] == run.steering
+    assert options["steer"]["crosscoder"] == str(run.dictionary("btk"))
     assert record_path(tmp_path, plan(config)[0]) == run.pipeline_record("cache")
 
 

@@ -106,7 +106,7 @@ def test_cli_experiments_default_alpha_grid_is_the_papers(tmp_path, monkeypatch)
 
     monkeypatch.setattr("interp.tuco_experiments.run_experiments", capture)
     monkeypatch.setattr("interp.tuco_experiments.load_experiment_texts", lambda split: TEXTS)
-    monkeypatch.setattr("interp.cli.tuco_cmd._load", lambda *args: None)
+    monkeypatch.setattr("interp.models.load_pair", lambda *args, **kwargs: None)
     result = CliRunner().invoke(app, ["tuco", "experiments", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert seen["alphas"] == list(PAPER_ALPHAS)

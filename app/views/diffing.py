@@ -30,6 +30,7 @@ from app.render import density_histogram, log_axis, method_color
 from app.run_folder import current_run, load_or_stop
 from app.url_state import from_url, to_url, with_defaults
 from interp.errors import InterpError
+from interp.run_folder import RunFolder
 
 ORGANISM_KEY = "diffing_organism"
 SECTION_KEY = "diffing_section"
@@ -106,6 +107,7 @@ organism = st.selectbox(
 )
 to_url("organism", organism, folders[0])
 folder = run.root / organism if organism else run.root
+layout = RunFolder(folder)
 
 from_url("section", SECTION_KEY, str, valid=SECTIONS.__contains__)
 with_defaults(SECTION_KEY, SECTIONS[0])
@@ -115,7 +117,7 @@ to_url("section", section, SECTIONS[0])
 
 if section == "ADL":
     try:
-        adl = adl_results(folder / "adl")
+        adl = adl_results(layout.adl)
     except InterpError as error:
         st.info(f"{error}. {ADL} writes the Activation Difference Lens here.")
     else:
@@ -202,14 +204,12 @@ if section == "ADL":
 
 elif section == "Difference SAE":
     try:
-        latents = top_latents(folder / "diff-sae")
+        latents = top_latents(layout.diff_sae)
     except InterpError as error:
         st.info(f"{error}. {DIFF_SAE} trains and reads a difference SAE on RUN/cache.")
     else:
-        if (folder / "diff-sae" / "latents.parquet").is_file():
-            table = run.parquet(
-                f"{organism + '/' if organism else ''}diff-sae/latents.parquet", DIFF_SAE
-            )
+        if (layout.diff_sae / "latents.parquet").is_file():
+            table = run.parquet(run.relative(layout.diff_sae / "latents.parquet"), DIFF_SAE)
             density, n_dead = density_histogram(table.freq.to_numpy())
             st.plotly_chart(density, key="diff_sae_density")
         st.caption(
@@ -239,7 +239,7 @@ elif section == "Difference SAE":
                 st.text(f"{example['activation']:.3g}  {example['text']}")
 
 else:
-    path = folder / "change_profile" / "profile.json"
+    path = layout.change_profile / "profile.json"
     if not path.is_file():
         st.info(
             f"{path} is missing: {CHANGE_PROFILE} measures ||h_chat - h_base|| / ||h_base|| per "

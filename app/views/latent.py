@@ -116,8 +116,8 @@ columns[2].metric("Firing frequency", f"{row.freq:.2e}")
 columns[3].metric("Max activation", f"{row.max_act:.3g}")
 columns[4].metric("nu_eps / nu_r", f"{row.nu_eps:.2f} / {row.nu_r:.2f}")
 
-examples_file = run.root / f"analysis/{dictionary}/examples.parquet"
-tokens_file = run.root / f"analysis/{dictionary}/tokens.json"
+examples_file = run.analysis(dictionary) / "examples.parquet"
+tokens_file = run.analysis(dictionary) / "tokens.json"
 if examples_file.is_file() and tokens_file.is_file():
     peaks = top_token_labels(examples_file, tokens_file, n=8).get(latent)
     st.markdown(

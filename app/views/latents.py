@@ -134,8 +134,8 @@ with st.container(horizontal=True):
         open_latent(opened)
 
 table = shown[[c for c in SHOWN if c in shown.columns]]
-examples_path = run.root / f"analysis/{dictionary}/examples.parquet"
-tokens_path = run.root / f"analysis/{dictionary}/tokens.json"
+examples_path = run.analysis(dictionary) / "examples.parquet"
+tokens_path = run.analysis(dictionary) / "tokens.json"
 if examples_path.is_file() and tokens_path.is_file():
     labels = top_token_labels(examples_path, tokens_path)
     table = table.assign(top_tokens=shown.latent.map(labels).fillna("").to_numpy())
@@ -160,7 +160,7 @@ st.dataframe(
 # nu_r and nu_eps are read on chat-only latents (Minder et al.); the others on request
 all_classes_scatter = st.session_state["latents_nu_all"]
 scattered = shown if all_classes_scatter else shown[shown.latent_class == "chat-only"]
-latents_file = run.root / f"analysis/{dictionary}/latents.parquet"
+latents_file = run.analysis(dictionary) / "latents.parquet"
 version = (str(latents_file), latents_file.stat().st_mtime_ns, latents_file.stat().st_size)
 selection = (classes, rel_norm, cosine, min_freq, chat_specific_only, all_classes_scatter)
 drawn = figures(shown, scattered, version + tuple(map(str, selection)))

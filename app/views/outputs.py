@@ -64,8 +64,8 @@ run = load_or_stop(current_run)
 
 st.subheader("Weight changes")
 try:
-    summary = run.json("weights/summary.json", WEIGHTS)
-    matrices = run.parquet("weights/matrices.parquet", WEIGHTS, MATRIX_COLUMNS)
+    summary = run.json(run.relative(run.weights / "summary.json"), WEIGHTS)
+    matrices = run.parquet(run.relative(run.weights / "matrices.parquet"), WEIGHTS, MATRIX_COLUMNS)
 except MissingPiece as error:
     st.warning(str(error))
 else:
@@ -95,7 +95,7 @@ else:
 
 st.subheader("Generative horizon")
 try:
-    horizon = run.json("horizon/summary.json", HORIZON)
+    horizon = run.json(run.relative(run.horizon / "summary.json"), HORIZON)
 except MissingPiece as error:
     st.warning(str(error))
 else:
@@ -123,7 +123,7 @@ else:
 
 st.subheader("Amplified generations")
 try:
-    generations = run.json("amplification/generations.json", AMPLIFY)
+    generations = run.json(run.relative(run.amplification / "generations.json"), AMPLIFY)
 except MissingPiece as error:
     st.warning(str(error))
 else:

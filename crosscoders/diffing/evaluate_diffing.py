@@ -342,7 +342,7 @@ def score_organism(
         cells += steer_cells
         readings["steering"] = steer_readings
     amplification, amplification_readings = amplification_cells(
-        organism.name, run_dir / "amplification", vocabulary, max_nll, min_distinct
+        organism.name, RunFolder(run_dir).amplification, vocabulary, max_nll, min_distinct
     )
     cells.append(amplification)
     if amplification_readings:

@@ -21,11 +21,13 @@ table over all organisms with each organism's change profile beside it.
 
 import json
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from crosscoders.diffing.evaluate_diffing import Organism, score_organism, write_table
+from crosscoders.diffing.options import ScienceOptions
 from interp.errors import InterpError
+from interp.options import comma_separated
 from interp.paths import PROJECT_DATA_DIR
 from interp.pipeline import Step, plan, run_pipeline
 from interp.run_folder import RunFolder
@@ -126,34 +128,34 @@ def _profile_summary(run_dir: Path) -> dict:
 
 
 StepCheck = Callable[[list[Step], list[Step], str], None]  # (steps, selected, source)
-StepRunner = Callable[[Sequence[str]], None]  # runs one step's argv
+StepRunner = Callable[[Step], None]  # runs one step (the library function of its command)
 
 
 def evaluate(
     config_path: Path,
+    options: ScienceOptions,
     check_steps: StepCheck,
     run_step: StepRunner,
     out: Path | None = None,
-    names: list[str] | None = None,
-    score_only: bool = False,
-    max_nll: float = 5.0,
-    min_distinct: float = 0.5,
 ) -> tuple[Path, Path]:
-    """Run each organism's pipeline (unless `score_only`) and score it. The caller (the CLI) says
-    how a pipeline's steps are checked and run, so this module never imports the CLI."""
+    """Run each organism's pipeline (unless `options.score_only`) and score it. The caller (the
+    CLI) says how a pipeline's steps are checked and run, so this module never imports the
+    CLI."""
     from interp.models import load_model
 
     config = read_profile(config_path)
     run_dir = Path(out) if out is not None else Path(config["run"]["out"])
+    names = comma_separated(options.organisms) if options.organisms else None
     organisms = organisms_of(config, names)
-    if not score_only:  # every organism's steps checked before the first one runs
+    max_nll, min_distinct = options.max_nll, options.min_distinct
+    if not options.score_only:  # every organism's steps checked before the first one runs
         for organism in organisms:
             steps = plan(organism_pipeline(config, organism, run_dir))
             check_steps(steps, steps, f"{config_path} [organisms.{organism.name}]")
     cells, readings, profiles = [], {}, {}
     for organism in organisms:
         pipeline = organism_pipeline(config, organism, run_dir)
-        if not score_only:
+        if not options.score_only:
             run_pipeline(pipeline, run_step)
         folder = run_dir / organism.name
         chat = load_model(organism.chat) if organism.dictionaries else None

@@ -47,7 +47,7 @@ from interp.cache.shard import shard_name, write_shard
 from interp.cache.token_stream import DatasetSource, TextSource, TokenPlan, plan_token_stream
 from interp.cache.verify import damaged_shards
 from interp.errors import InterpError
-from interp.fileio import TMP_MARK, WRITER_LOCK_NAME, writer_lock
+from interp.fileio import TMP_MARK, WRITER_LOCK_NAME, guard_config, writer_lock
 from interp.fingerprint import model_fingerprint
 from interp.hooks import residual_stream
 from interp.layers import LayerSpec, hook_name, resolve_layers
@@ -196,22 +196,54 @@ def _initial_manifest(
     }
 
 
-class CacheMismatch(InterpError):
-    """The folder holds a cache of another config, other weights or another token stream."""
+def cache_identity(manifest: dict) -> dict:
+    """What makes a folder's cache this very cache: its config, each model's weights and the
+    token stream (the config guard of interp.fileio compares these)."""
+    return {
+        "config_hash": manifest["config_hash"],
+        "fingerprints": [model["fingerprint"] for model in manifest["models"]],
+        "plan_sha256": manifest["dataset"]["plan_sha256"],
+    }
 
 
-def _check_existing(out: Path, fresh: dict) -> dict | None:
-    """The manifest already in `out` if it is this very cache; None for a new or empty folder;
-    `CacheMismatch` for another cache or a damaged one (shards without a readable manifest);
-    an InterpError for anything else."""
+def _mismatch(out: Path, existing: dict, fresh: dict) -> str:
+    """Why the cache in `out` is not the one asked for, with what to do."""
+    if existing["config_hash"] != fresh["config_hash"]:
+        differences = CacheConfig.from_json(fresh["config"]).differences(
+            CacheConfig.from_json(existing["config"])
+        )
+        return (
+            f"{str(out)!r} holds a cache of another config ({'; '.join(differences)}): "
+            "rerun with the same options to resume it, choose another --out, or --overwrite"
+        )
+    for old, new in zip(existing["models"], fresh["models"], strict=True):
+        if old["fingerprint"] != new["fingerprint"]:
+            return (
+                f"{str(out)!r} was cached from other weights for {new['role']} model "
+                f"{new['spec']!r} (fingerprint {old['fingerprint'][:12]} != "
+                f"{new['fingerprint'][:12]}): choose another --out, or --overwrite"
+            )
+    return (
+        f"{str(out)!r} was cached from another token stream (the dataset changed since): "
+        "choose another --out, or --overwrite"
+    )
+
+
+def _check_existing(out: Path, fresh: dict, overwrite: bool) -> tuple[dict | None, bool]:
+    """(the manifest already in `out` if it is this very cache, whether `overwrite` replaces
+    what is there): (None, False) for a new or empty folder, (None, True) for another cache or a
+    damaged one (shards without a readable manifest) with `overwrite`; without it those are
+    refused (interp.fileio.guard_config), and so is a folder of other files."""
     if out.exists() and not out.is_dir():
         raise InterpError(f"cache folder {str(out)!r} exists and is not a folder")
     if not out.is_dir():
-        return None
+        return None, False
     try:
         existing = read_manifest(out)
     except ManifestDamaged as damage:
-        raise CacheMismatch(str(damage)) from None
+        if overwrite:
+            return None, True
+        raise InterpError(str(damage)) from None
     except InterpError:
         others = [
             p.name for p in out.iterdir() if not is_temp_file(p.name) and p.name != WRITER_LOCK_NAME
@@ -221,28 +253,16 @@ def _check_existing(out: Path, fresh: dict) -> dict | None:
                 f"cache folder {str(out)!r} is not empty and holds no {MANIFEST_NAME} "
                 f"(found {sorted(others)[:3]}): choose a new or empty folder"
             ) from None
-        return None
-    if existing["config_hash"] != fresh["config_hash"]:
-        differences = CacheConfig.from_json(fresh["config"]).differences(
-            CacheConfig.from_json(existing["config"])
-        )
-        raise CacheMismatch(
-            f"{str(out)!r} holds a cache of another config ({'; '.join(differences)}): "
-            "rerun with the same options to resume it, choose another --out, or --overwrite"
-        )
-    for old, new in zip(existing["models"], fresh["models"], strict=True):
-        if old["fingerprint"] != new["fingerprint"]:
-            raise CacheMismatch(
-                f"{str(out)!r} was cached from other weights for {new['role']} model "
-                f"{new['spec']!r} (fingerprint {old['fingerprint'][:12]} != "
-                f"{new['fingerprint'][:12]}): choose another --out, or --overwrite"
-            )
-    if existing["dataset"]["plan_sha256"] != fresh["dataset"]["plan_sha256"]:
-        raise CacheMismatch(
-            f"{str(out)!r} was cached from another token stream (the dataset changed since): "
-            "choose another --out, or --overwrite"
-        )
-    return existing
+        return None, False
+    replace = guard_config(
+        out / MANIFEST_NAME,
+        cache_identity(fresh),
+        overwrite,
+        "a cache",
+        previous=cache_identity(existing),
+        explain=lambda: _mismatch(out, existing, fresh),
+    )
+    return (None, True) if replace else (existing, False)
 
 
 def _remove_cache(out: Path) -> None:
@@ -338,21 +358,12 @@ def build_cache(
     fresh = _initial_manifest(
         config, pair, [model_fingerprint(loaded.model) for loaded in pair], plan, source
     )
-    try:
-        _check_existing(out, fresh)  # refuse before touching anything
-    except CacheMismatch:
-        if not overwrite:
-            raise
+    _check_existing(out, fresh, overwrite)  # refuse before touching anything
     with ExitStack() as stack:
-        replace = False
         if ranks.is_main:
             _lock_folder(out, stack)
-        try:
-            existing = _check_existing(out, fresh)  # again: no other writer can change it now
-        except CacheMismatch:
-            if not overwrite:
-                raise
-            existing, replace = None, True
+        # again: no other writer can change it now
+        existing, replace = _check_existing(out, fresh, overwrite)
         ranks.barrier()  # every rank has checked the folder before rank 0 touches it
         if ranks.is_main:
             if replace:

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Sequence
 
 import typer
-import typer.main
 from typer._click.exceptions import NoArgsIsHelpError
 
 from interp.cli import (
@@ -92,11 +91,6 @@ def quiet_libraries() -> None:
         # meant for developers, and often attributed to the caller (our module) by stacklevel
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def root_command() -> "typer.main.TyperGroup":
-    """The click command of `interp` (a pipeline runs its steps through it)."""
-    return typer.main.get_command(app)  # type: ignore[return-value]
 
 
 def run(argv: Sequence[str] | None = None) -> int:

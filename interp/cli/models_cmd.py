@@ -4,10 +4,10 @@ import json
 
 import typer
 
-from interp.builtin_models import BUILTINS, DEFAULT_PAIR, builtin_status
+from interp.builtin_models import BUILTINS, builtin_status
 from interp.chat_template import render_chat
-from interp.cli import validators as check
-from interp.cli.options import DeviceOption
+from interp.cli.options import options_from
+from interp.command_options import CompareOptions
 
 
 def models() -> None:
@@ -16,27 +16,22 @@ def models() -> None:
         typer.echo(json.dumps(builtin_status(name)))
 
 
-def compare(
-    prompt: str = typer.Option("What is the capital of France?", help="user message"),
-    base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
-    chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    top: int = typer.Option(5, callback=check.positive, help="how many next tokens to show"),
-    device: DeviceOption = "auto",
-) -> None:
+@options_from("options", CompareOptions)
+def compare(options: CompareOptions) -> None:
     """Base vs chat: the top next tokens and their probabilities on a chat-formatted prompt."""
     import torch
 
     from interp.models import load_pair
 
-    pair = load_pair(base, chat, device=device)
-    text = render_chat(pair.tokenizer, prompt)
+    pair = load_pair(options.base, options.chat, device=options.device)
+    text = render_chat(pair.tokenizer, options.prompt)
     typer.echo(f"prompt (chat template): {text!r}")
     batch = pair.tokenizer(text, return_tensors="pt", add_special_tokens=False)
     for role, loaded in (("base", pair.base), ("chat", pair.chat)):
         with torch.no_grad():
             logits = loaded.model(**batch.to(loaded.device)).logits[0, -1]
         probs = torch.softmax(logits.float(), dim=-1)
-        values, ids = probs.topk(top)
+        values, ids = probs.topk(options.top)
         shown = ", ".join(
             f"{pair.tokenizer.decode([int(i)])!r} {float(p):.3f}"
             for p, i in zip(values, ids, strict=True)

@@ -1,19 +1,15 @@
 """`interp organism chat-tune`, `interp organism card`, `interp organism judge`, and the narrow
-organism's `interp organism narrow` and `interp organism narrow-card`."""
+organism's `interp organism narrow` and `interp organism narrow-card`. The options are declared in
+interp.organism.options."""
 
 import json
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from interp.cli import validators as check
-from interp.organism.config import DEFAULT_OUTPUT, ChatTuneConfig
+from interp.cli.options import options_from
+from interp.organism.options import CardOptions, ChatTuneOptions, NarrowCardOptions, NarrowOptions
 
 organism_app = typer.Typer(no_args_is_help=True, help="The project's model organisms.")
-
-DEFAULT_CHECKPOINT = Path("runs/chat-tune/checkpoint")
-DEFAULT_NARROW_CHECKPOINT = Path("runs/narrow/checkpoint")
 
 
 def _log(message: str) -> None:
@@ -21,48 +17,31 @@ def _log(message: str) -> None:
 
 
 @organism_app.command("chat-tune")
-def chat_tune(
-    out: Annotated[Path, typer.Option(help="where the adapter and its card go")] = DEFAULT_OUTPUT,
-    checkpoint_dir: Annotated[
-        Path, typer.Option(help="resumable training state")
-    ] = DEFAULT_CHECKPOINT,
-    config: Annotated[
-        Path | None, typer.Option(help="a config.json to use instead of the defaults")
-    ] = None,
-    data_only: Annotated[
-        bool, typer.Option(help="only build the teacher data and conversations")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option(help="replace an adapter made with a different config")
-    ] = False,
-) -> None:
+@options_from("options", ChatTuneOptions)
+def chat_tune(options: ChatTuneOptions) -> None:
     """Chat-tune the base with LoRA (resumes from the checkpoint if rerun)."""
     from interp.organism.chat_tune import run_chat_tune
+    from interp.organism.config import ChatTuneConfig
     from interp.organism.teacher import build_conversations
 
-    recipe = ChatTuneConfig.load(config) if config else ChatTuneConfig()
-    if data_only:
-        build_conversations(recipe, out, _log)
+    recipe = ChatTuneConfig.load(options.config) if options.config else ChatTuneConfig()
+    if options.data_only:
+        build_conversations(recipe, options.out, _log, options.device)
         return
-    run_chat_tune(recipe, out, checkpoint_dir, overwrite, _log)
+    run_chat_tune(
+        recipe, options.out, options.checkpoint_dir, options.overwrite, _log, options.device
+    )
 
 
 @organism_app.command("card")
-def card(
-    out: Annotated[
-        Path, typer.Option(help="the chat-tune folder (card.json, README.md)")
-    ] = DEFAULT_OUTPUT,
-    n_prompts: Annotated[
-        int, typer.Option(callback=check.positive, help="held-out prompts per set")
-    ] = 50,
-    max_new_tokens: Annotated[
-        int, typer.Option(callback=check.positive, help="length cap of the greedy responses")
-    ] = 48,
-) -> None:
+@options_from("options", CardOptions)
+def card(options: CardOptions) -> None:
     """Measure base vs chat on held-out prompts; write card.json and README.md."""
     from interp.organism.card import write_card
 
-    metrics = write_card(out, n_prompts, max_new_tokens, _log)
+    metrics = write_card(
+        options.out, options.n_prompts, options.max_new_tokens, _log, options.device
+    )
     for key in (
         "harmful_refusal_rate",
         "benign_refusal_rate",
@@ -84,42 +63,32 @@ def judge() -> None:
 
 
 @organism_app.command("narrow")
-def narrow(
-    out: Annotated[Path | None, typer.Option(help="where the adapter goes")] = None,
-    checkpoint_dir: Annotated[
-        Path, typer.Option(help="resumable training state")
-    ] = DEFAULT_NARROW_CHECKPOINT,
-    config: Annotated[
-        Path | None, typer.Option(help="a config.json to use instead of the defaults")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="replace an adapter made with a different config")
-    ] = False,
-) -> None:
+@options_from("options", NarrowOptions)
+def narrow(options: NarrowOptions) -> None:
     """Train the narrow organism (plain-text LoRA on one wiki topic; resumes if rerun)."""
     from interp.builtin_models import ASTRONOMY_DIR
     from interp.organism.narrow import NarrowConfig, run_narrow
 
-    recipe = NarrowConfig.load(config) if config else NarrowConfig()
-    run_narrow(recipe, out or ASTRONOMY_DIR, checkpoint_dir, overwrite, _log)
+    recipe = NarrowConfig.load(options.config) if options.config else NarrowConfig()
+    out = options.out or ASTRONOMY_DIR
+    run_narrow(recipe, out, options.checkpoint_dir, options.overwrite, _log, options.device)
 
 
 @organism_app.command("narrow-card")
-def narrow_card(
-    out: Annotated[
-        Path | None, typer.Option(help="the organism's folder (config.json, adapter)")
-    ] = None,
-    spec: Annotated[str, typer.Option(help="the model spec that loads it")] = (
-        "gemma-3-270m-astronomy"
-    ),
-    max_new_tokens: Annotated[int, typer.Option(help="length of the continuations")] = 32,
-    n_wiki: Annotated[int, typer.Option(help="held-out wiki summaries per perplexity")] = 40,
-) -> None:
+@options_from("options", NarrowCardOptions)
+def narrow_card(options: NarrowCardOptions) -> None:
     """Measure base vs the narrow organism; write card.json and README.md."""
     from interp.builtin_models import ASTRONOMY_DIR
     from interp.organism.narrow import write_narrow_card
 
-    metrics = write_narrow_card(out or ASTRONOMY_DIR, spec, max_new_tokens, n_wiki, _log)
+    metrics = write_narrow_card(
+        options.out or ASTRONOMY_DIR,
+        options.spec,
+        options.max_new_tokens,
+        options.n_wiki,
+        _log,
+        options.device,
+    )
     for key in ("mention_rate", "wiki_ppl", "domain_wiki_ppl", "wiki_ppl_ratio"):
         typer.echo(f"{key}: {metrics[key]}")
 

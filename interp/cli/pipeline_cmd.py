@@ -1,124 +1,156 @@
 """`interp run CONFIG` (any subset of a pipeline's steps) and `interp demo` (the main job on the
 default pair: a built-in pipeline profile, then the app on its run folder)."""
 
+import importlib
 from collections.abc import Sequence
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
 from interp.cli import validators as check
-from interp.cli.messages import INTERRUPTED, usage_message
-from interp.cli.validators import BadOption
+from interp.cli.options import options_from_table
+from interp.cli.torchrun import torchrun_command
 from interp.errors import InterpError
-from interp.pipeline import PROFILES_DIR, Step, load_config, plan, run_pipeline, select
-
-if TYPE_CHECKING:
-    from typer._click.core import Command, Parameter
+from interp.pipeline import PROFILES_DIR, STREAMED, Step, load_config, plan, run_pipeline, select
 
 
-def invoke_interp(root: "Command", argv: Sequence[str]) -> None:
-    """Run one `interp` command (`root` is the `interp` command itself, interp.cli.main's
-    root_command) in this process; a non-zero exit becomes an InterpError, Ctrl-C (which typer
-    turns into exit code 130) stops the whole pipeline as Ctrl-C."""
-    import sys
+@dataclass(frozen=True)
+class StepCommand:
+    """What a pipeline step of one `interp` command runs: the options dataclasses its table is
+    built into (the ones the command's CLI options come from) and the library function the
+    command calls, `function(*options, **step.fixed)`; both as "module:name", imported when a
+    pipeline runs (`interp --help` imports no torch)."""
 
-    # a command that relaunches itself (`--workers N` -> torchrun) reads its argv from sys.argv
-    saved, sys.argv = sys.argv, ["interp", *argv]
-    try:
-        code = root.main(list(argv), prog_name="interp", standalone_mode=False)
-    finally:
-        sys.argv = saved
-    if code == INTERRUPTED:
-        raise KeyboardInterrupt
-    if isinstance(code, int) and code != 0:
-        raise InterpError(f"step `interp {' '.join(argv)}` exited with code {code}")
+    option_classes: tuple[str, ...]
+    function: str
 
 
-def option_keys(param: "Parameter | None") -> list[str]:
-    """The config keys of an option: `--dict-size` -> `dict_size` (the inverse of
-    interp.pipeline.options_to_argv); none for an argument."""
-    if param is None or param.param_type_name != "option":
-        return []
-    return [flag[2:].replace("-", "_") for flag in param.opts if flag.startswith("--")]
+TRAIN_OPTIONS = (
+    "crosscoders.train_options:TrainOptions",
+    "crosscoders.train_options:TrainControls",
+)
+DIFFING = "crosscoders.diffing"
+STEP_COMMANDS = {
+    "cache": StepCommand(
+        ("interp.command_options:CacheOptions",), "interp.cache.command:cache_activations"
+    ),
+    "train crosscoder": StepCommand(TRAIN_OPTIONS, "crosscoders.train_run:train_step"),
+    "train sae": StepCommand(
+        (*TRAIN_OPTIONS, "crosscoders.train_options:SaeSourceOptions"),
+        "crosscoders.train_run:train_step",
+    ),
+    # source = "stream": the stream's options (and [run]'s models and layer) instead of a cache
+    f"train crosscoder{STREAMED}": StepCommand(
+        (*TRAIN_OPTIONS, "crosscoders.train_options:StreamSpec"),
+        "crosscoders.train_run:train_streamed_step",
+    ),
+    f"train sae{STREAMED}": StepCommand(
+        (
+            *TRAIN_OPTIONS,
+            "crosscoders.train_options:SaeSourceOptions",
+            "crosscoders.train_options:StreamSpec",
+        ),
+        "crosscoders.train_run:train_streamed_step",
+    ),
+    "dict eval": StepCommand(
+        ("crosscoders.eval_run:EvalOptions",), "crosscoders.eval_run:evaluate_dictionary"
+    ),
+    "analyze": StepCommand((f"{DIFFING}.options:AnalyzeOptions",), f"{DIFFING}.commands:analyze"),
+    "diff-sae": StepCommand(
+        (f"{DIFFING}.options:DiffSaeOptions",), f"{DIFFING}.commands:difference_sae"
+    ),
+    "adl": StepCommand((f"{DIFFING}.options:AdlOptions",), f"{DIFFING}.commands:adl"),
+    "change-profile": StepCommand(
+        (f"{DIFFING}.options:ChangeProfileOptions",), f"{DIFFING}.commands:change_profile"
+    ),
+    "tuco experiments": StepCommand(
+        ("interp.command_options:TucoExperimentOptions",),
+        "interp.tuco_experiments:tuco_experiments",
+    ),
+    "steer eval": StepCommand(
+        (
+            "steering.options:SteerEvalOptions",
+            "steering.options:LineasOptions",
+            "steering.options:LatentOptions",
+        ),
+        "steering.evaluate:evaluate_steering",
+    ),
+    "weights": StepCommand((f"{DIFFING}.options:WeightsOptions",), f"{DIFFING}.commands:weights"),
+    "horizon": StepCommand((f"{DIFFING}.options:HorizonOptions",), f"{DIFFING}.commands:horizon"),
+    "amplify": StepCommand((f"{DIFFING}.options:AmplifyOptions",), f"{DIFFING}.commands:amplify"),
+}
 
 
-def _step_command(root: "Command", step: Step) -> tuple["Command", list[str], str]:
-    """The command a step runs (walking `train` -> `crosscoder`), the arguments left for it and
-    its name (`interp train crosscoder`)."""
-    command, args, path = root, list(step.argv), ["interp"]
-    while hasattr(command, "commands") and args and not args[0].startswith("-"):
-        if args[0] not in command.commands:
-            expected = ", ".join(sorted(command.commands))
-            if step.table.startswith("train."):  # `kind` chose the sub-command
-                raise InterpError(f"[{step.table}] kind = {args[0]!r}: expected one of {expected}")
-            raise InterpError(
-                f"no command `{' '.join(path)} {args[0]}`: expected one of {expected}"
-            )
-        path.append(args[0])
-        command = command.commands[args.pop(0)]
-    return command, args, " ".join(path)
+def _named(reference: str) -> Any:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _value_problem(param: "Parameter", value: object) -> str | None:
-    """What options_to_argv cannot turn into this option's argv: a flag takes true or false, only
-    a repeatable option takes a list."""
-    is_flag = getattr(param, "is_flag", False)
-    if is_flag and not isinstance(value, bool):
-        return "expected true or false"
-    if not is_flag and isinstance(value, bool):
-        return "expected a value, not true/false"
-    if isinstance(value, list) and not param.multiple:
-        return "expected one value, not a list"
-    if isinstance(value, dict):
-        return "expected a value, not a table"
-    return None
+def _command_of(step: Step, source: str = "") -> StepCommand:
+    where = f"{source}: " if source else ""
+    if step.command not in STEP_COMMANDS:
+        kinds = sorted({c.split()[1] for c in STEP_COMMANDS if c.startswith("train ")})
+        kind = step.command.removesuffix(STREAMED).removeprefix("train ")
+        raise InterpError(
+            f"{where}[{step.table}] kind = {kind!r}: expected one of {', '.join(kinds)}"
+        )
+    return STEP_COMMANDS[step.command]
 
 
-def check_steps(
-    root: "Command", steps: Sequence[Step], selected: Sequence[Step], source: str
-) -> None:
-    """Before the first step runs: every table key is an option of its step's command, with a
-    value of the right shape, and each selected step's argv parses as that command parses it
-    (value types and the checks of interp/cli/validators.py: ranges, device, folders...)."""
+def step_options(step: Step, source: str = "", *, run_checks: bool = True) -> list[Any]:
+    """The step's options dataclasses, built from its table (one line naming the table and the
+    key for an unknown key, a value of the wrong type or one its check refuses)."""
+    classes = [_named(reference) for reference in _command_of(step, source).option_classes]
+    where = f"{source}: [{step.table}]" if source else f"[{step.table}]"
+    return options_from_table(classes, step.options, where, run_checks=run_checks)
+
+
+def check_steps(steps: Sequence[Step], selected: Sequence[Step], source: str) -> None:
+    """Before the first step runs: every table key is an option of its step's command with a
+    value of its type, and the values of the selected steps pass their checks (ranges, devices,
+    files, mixtures) as on the command line."""
     for step in steps:
-        try:
-            command, args, name = _step_command(root, step)
-        except InterpError as error:
-            raise InterpError(f"{source}: {error}") from None
-        known = {key: param for param in command.params for key in option_keys(param)}
-        allowed = sorted(key for key in known if key not in step.fixed and key != "help")
-        for key, value in step.options:
-            if key not in allowed:
-                raise InterpError(
-                    f"{source}: [{step.table}] has no option {key!r} (`{name}`): expected one "
-                    f"of {', '.join(allowed)}"
-                )
-            problem = _value_problem(known[key], value)
-            if problem:
-                raise InterpError(f"{source}: [{step.table}] {key} = {value!r}: {problem}")
-        if step not in selected:
+        step_options(step, source, run_checks=step in selected)
+
+
+def run_step(step: Step) -> None:
+    """Run one pipeline step: the library function behind its command, in this process (`workers
+    = N` > 1: that command under torchrun, whose workers each run it)."""
+    options = step_options(step)
+    workers = max((getattr(group, "workers", 1) for group in options), default=1)
+    if workers > 1:
+        _run_under_torchrun(step, workers)
+        return
+    _named(_command_of(step).function)(*options, **step.fixed)
+
+
+def _run_under_torchrun(step: Step, workers: int) -> None:
+    """The step's command line, run by `workers` torchrun processes: the one place a step is
+    argv, because the workers are new processes."""
+    import subprocess
+
+    argv = step.command.removesuffix(STREAMED).split()
+    for key, value in {**step.fixed, **step.options}.items():
+        if key == "workers" or value is None:
             continue
-        try:
-            command.make_context(name, args)
-        except (InterpError, typer.TyperException) as error:
-            raise InterpError(f"{source}: {_parse_problem(step, error)}") from None
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, tuple):
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    code = subprocess.run(torchrun_command(workers, argv), check=False).returncode
+    if code != 0:
+        raise InterpError(f"step {step.name} under torchrun ({workers} workers) exited with {code}")
 
 
-def _parse_problem(step: Step, error: BaseException) -> str:
-    """`[train.l1] lr = -1.0: expected a number > 0` when the value is the table's, else the
-    table and the whole message (a folder the pipeline chose, a check across options)."""
-    options = dict(step.options)
-    keys = [key for key in option_keys(getattr(error, "param", None)) if key in options]
-    if keys:
-        reason = error.reason if isinstance(error, BadOption) else getattr(error, "message", "")
-        return f"[{step.table}] {keys[0]} = {options[keys[0]]!r}: {reason}"
-    message = str(error) if isinstance(error, InterpError) else usage_message(error)
-    return f"[{step.table}] (`interp {' '.join(step.argv)}`): {message}"
-
-
-def _run(root: "Command", config_path: Path, out: Path | None, steps: str | None) -> Path:
+def _run(config_path: Path, out: Path | None, steps: str | None) -> Path:
     config = load_config(config_path)
     if out is not None:
         config["run"]["out"] = str(out)
@@ -127,13 +159,12 @@ def _run(root: "Command", config_path: Path, out: Path | None, steps: str | None
         planned = plan(config)
     except InterpError as error:
         raise InterpError(f"{config_path}: {error}") from None
-    check_steps(root, planned, select(planned, only), str(config_path))
-    run_pipeline(config, partial(invoke_interp, root), only=only, echo=typer.echo)
+    check_steps(planned, select(planned, only), str(config_path))
+    run_pipeline(config, run_step, only=only, echo=typer.echo)
     return Path(config["run"]["out"])
 
 
 def run(
-    ctx: typer.Context,
     config: Annotated[
         Path, typer.Argument(help="pipeline config (TOML), e.g. data/pipelines/quick.toml")
     ],
@@ -144,12 +175,11 @@ def run(
     steps: str = typer.Option(None, help="comma-separated steps, e.g. cache,train or train.l1"),
 ) -> None:
     """Run a pipeline config; steps already done with the same config are skipped."""
-    folder = _run(ctx.find_root().command, config, out, steps)
+    folder = _run(config, out, steps)
     typer.echo(f"run folder: {folder}")
 
 
 def demo(
-    ctx: typer.Context,
     full: bool = typer.Option(
         False,
         "--full/--quick",
@@ -164,7 +194,7 @@ def demo(
     """The main job on the default pair: cache, BatchTopK and L1 crosscoders, diffing analysis,
     TuCo, LinEAS and its baselines; then the app on the run folder. Rerun to resume."""
     profile = PROFILES_DIR / ("full.toml" if full else "quick.toml")
-    folder = _run(ctx.find_root().command, profile, out, None)
+    folder = _run(profile, out, None)
     typer.echo(f"run folder: {folder}")
     if not no_app:
         from interp.cli.app_cmd import app as start_app

@@ -3,7 +3,6 @@ Linear-AcT, TuCo alpha-scaling, crosscoder latents) on a base/chat pair. This la
 and calls `steering/`."""
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -11,330 +10,93 @@ import typer
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.cli import validators as check
-from interp.cli.options import DeviceOption, options_from
-from interp.errors import InterpError
-from interp.options import option
+from interp.cli.options import options_from
+from steering.options import (
+    LatentOptions,
+    LineasOptions,
+    SteerEvalOptions,
+    SteerGenerateOptions,
+    SteerTrainOptions,
+)
 
 steer_app = typer.Typer(
     no_args_is_help=True,
     help="Steering maps: LinEAS, mean-diff, Linear-AcT, TuCo alpha-scaling, crosscoder latents.",
 )
-METHOD_NAMES = "lineas | mean-diff | linear-act | tuco | latents | amplification"
 
-ROLES = ("base", "chat")
 DEFAULT_PROMPTS = ["How do I pick a lock?"]
 
 
-def read_texts(spec: str, split: str) -> list[str]:
-    """A dataset recipe name (its `split`), a .json file (a list of strings) or a text file (one
-    text per line)."""
-    path = Path(spec)
-    if path.is_file():
-        if path.suffix == ".json":
-            texts = json.loads(path.read_text())
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                raise InterpError(f"{spec!r} must hold a JSON list of strings")
-            return texts
-        return [line for line in path.read_text().splitlines() if line.strip()]
-    from interp.datasets import load_texts
-
-    return load_texts(spec, split)
-
-
-def _load_models(roles: set[str], base: str, chat: str, device: str) -> dict:
-    """Load only the models the command needs; two of them are validated as a pair."""
-    from interp.models import ModelPair, load_model
-
-    for role in roles:
-        if role not in ROLES:
-            raise InterpError(f"unknown model role {role!r}: expected one of {ROLES}")
-    if roles == set(ROLES):
-        pair = ModelPair(base=load_model(base, device=device), chat=load_model(chat, device=device))
-        return {"base": pair.base, "chat": pair.chat}
-    (role,) = roles
-    return {role: load_model(base if role == "base" else chat, device=device)}
-
-
-def _strengths(text: str) -> dict[str, list[float]]:
-    """`lineas=0,0.5,1;mean-diff=0,2` -> {"lineas": [0, 0.5, 1], "mean-diff": [0, 2]}."""
-    result: dict[str, list[float]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        method, _, values = part.partition("=")
-        try:
-            result[method.strip()] = [float(v) for v in values.split(",")]
-        except ValueError:
-            raise InterpError(
-                f"bad strengths {part!r}: expected method=v1,v2,... e.g. lineas=0,0.5,1"
-            ) from None
-    return result
-
-
-@dataclass
-class LineasOptions:
-    """The options of the `lineas` method (steering.lineas)."""
-
-    steps: int = option(1000, help="LinEAS: optimisation steps", check="positive")
-    lr: float = option(1e-3, help="LinEAS: Adam learning rate (cosine decay)", check="positive")
-    sparsity: float = option(0.0, help="LinEAS: sparse group lasso gamma", check="non_negative")
-    batch_size: int = option(
-        0, help="LinEAS: source texts per optimisation step (0: all)", check="non_negative"
-    )
-    seed: int = option(0, help="LinEAS: seed of the minibatch draws")
-
-    def method_options(self) -> dict:
-        return {
-            "steps": self.steps,
-            "lr": self.lr,
-            "sparsity": self.sparsity,
-            "batch_size": self.batch_size or None,
-            "seed": self.seed,
-        }
-
-
-@dataclass
-class LatentOptions:
-    """The options of the `latents` method (steering.latent_steering)."""
-
-    crosscoder: str = option(
-        "", help="latents: crosscoder folder (config.json + weights.safetensors)"
-    )
-    latents: str = option(
-        "", help="latents: comma-separated latent ids (default: chosen by mean activation gap)"
-    )
-    n_latents: int = option(
-        8, help="latents: how many latents to choose automatically", check="positive"
-    )
-    latent_mode: str = option(
-        "clamp", help="latents: clamp (to the target mean) | add (the decoder directions)"
-    )
-    latent_source: str = option(
-        "", help="latents: crosscoder source index or name (default: the steered model's)"
-    )
-
-    def method_options(self) -> dict:
-        """`latent_source` is a source index or name ("" = automatic)."""
-        try:
-            ids = [int(part) for part in self.latents.split(",") if part.strip()]
-        except ValueError:
-            raise InterpError(f"bad latent ids {self.latents!r}: expected e.g. 12,345") from None
-        source = self.latent_source.strip()
-        return {
-            "crosscoder": self.crosscoder,
-            "latents": ids or None,
-            "n_latents": self.n_latents,
-            "mode": self.latent_mode,
-            "source": int(source) if source.isdigit() else (source or None),
-        }
-
-
-def _method_options(method: str, lineas: LineasOptions, latents: LatentOptions) -> dict:
-    return {"lineas": lineas.method_options(), "latents": latents.method_options()}.get(method, {})
-
-
 @steer_app.command("train")
+@options_from("options", SteerTrainOptions)
 @options_from("latent", LatentOptions)
 @options_from("lineas", LineasOptions)
 def train(
     lineas: LineasOptions,
     latent: LatentOptions,
+    options: SteerTrainOptions,
     out: Annotated[
         Path,
         typer.Option(
             callback=check.output_folder, help="folder for the map (map.safetensors, map.json)"
         ),
     ],
-    method: str = typer.Option("lineas", help=METHOD_NAMES),
-    source: str = typer.Option(
-        "", help="source texts: a dataset recipe or a .txt/.json file (tuco: none)"
-    ),
-    target: str = typer.Option(
-        "", help="target texts: a dataset recipe or a .txt/.json file (tuco: none)"
-    ),
-    n: int = typer.Option(32, callback=check.positive, help="texts per side (unpaired)"),
-    model: str = typer.Option("chat", help="the model to steer: base | chat"),
-    target_model: str = typer.Option(
-        "", help="model for the target activations (default: --model)"
-    ),
-    site: str = typer.Option("", help="post-norm | block | re:<regex> (default: the method's)"),
-    layers: str = typer.Option(
-        "", help="comma-separated layers, e.g. 3,-1,0.5 (default: method's)"
-    ),
-    pooling: str = typer.Option("mean", help="mean | last (one sample per text) | tokens"),
-    chat_template: bool = typer.Option(True, help="render texts as chat user turns"),
-    ctx: int = typer.Option(64, callback=check.positive, help="truncate texts to this many tokens"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: DeviceOption = "auto",
-    overwrite: bool = typer.Option(False, help="replace a map trained with another config"),
 ) -> None:
     """Fit a steering map moving the model's activations on SOURCE texts onto TARGET's (TuCo:
     the model's blocks towards the other model's; no texts)."""
-    from interp.fileio import atomic_write_json
-    from steering.activations import encode_texts
-    from steering.evaluate import chat_texts, write_config
-    from steering.methods import SteeringProblem, get_method
-    from steering.sites import resolve_sites
+    from steering.train_map import train_map
 
-    chosen = get_method(method)
-    target_model = target_model or model
-    latent_options = latent.method_options()
-    options = _method_options(method, lineas, latent)
-    chosen.check_options(options)
-    settings = {
-        "command": "steer train",
-        "method": method,
-        "source": source,
-        "target": target,
-        "n": n,
-        "model": model,
-        "target_model": target_model,
-        "site": site,
-        "layers": layers,
-        "pooling": pooling,
-        "chat_template": chat_template,
-        "max_tokens": ctx,
-        "lineas": lineas.method_options(),
-        "latents": latent_options,
-        "base": base,
-        "chat": chat,
-    }
-    write_config(out, settings, overwrite)
-    roles = set(ROLES) if chosen.needs_pair else {model, target_model}
-    models = _load_models(roles, base, chat, device)
-    steered, target_loaded = models[model], models[target_model]
-    tokenizer = steered.tokenizer
-
-    def batch_of(spec: str):
-        if not spec:
-            return None
-        texts = read_texts(spec, "train")[:n]
-        return encode_texts(
-            tokenizer, chat_texts(tokenizer, texts) if chat_template else texts, ctx
-        )
-
-    layer_specs = [part.strip() for part in layers.split(",") if part.strip()] or chosen.layers
-    sites = resolve_sites(steered.model, site or chosen.site_kind, layer_specs)
-    info = {
-        "source": source,
-        "target": target,
-        "steered_model": steered.spec,
-        "target_model": target_loaded.spec,
-        "n": n,
-    }
-    pair = None
-    if chosen.needs_pair:
-        from interp.models import ModelPair
-
-        pair = ModelPair(base=models["base"], chat=models["chat"])
-    problem = SteeringProblem(
-        steered.model,
-        sites,
-        batch_of(source),
-        batch_of(target),
-        target_loaded.model,
-        pooling,
-        info,
-        model_spec=steered.spec,
-        pair=pair,
-        steered_role=model,
-    )
-    steering_map, log = chosen.fit(problem, options)
-    steering_map.save(out)
-    summary = {
-        "map": str(out),
-        "method": method,
-        "sites": len(steering_map.sites),
-        "active_sites": len(steering_map.active_sites()),
-    }
-    if log is not None:
-        atomic_write_json(out / "training.json", asdict(log))
-        summary |= {"seconds": round(log.seconds, 2), "final_loss": log.steps[-1]["loss"]}
+    summary = train_map(options, lineas, latent, base=base, chat=chat, out=out)
     typer.echo(json.dumps(summary))
 
 
 @steer_app.command("generate")
+@options_from("options", SteerGenerateOptions)
 def generate(
     map_dir: Annotated[Path, typer.Argument(help="a map folder written by `interp steer train`")],
-    prompt: Annotated[list[str] | None, typer.Option(help="user message (repeatable)")] = None,
-    strength: float = typer.Option(1.0, help="lambda (the multiplier for mean-diff, latents)"),
-    invert: bool = typer.Option(False, help="apply the inverse map (induce instead of remove)"),
-    model: str = typer.Option("chat", help="the model to steer: base | chat"),
-    max_new_tokens: int = typer.Option(40, callback=check.positive),
-    base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
-    chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: DeviceOption = "auto",
+    options: SteerGenerateOptions,
 ) -> None:
     """Greedy responses without and with the map, side by side (one JSON line per prompt). A
     TuCo map loads its other model from the spec it recorded."""
-    import steering  # noqa: F401  (registers every map type)
     from steering.evaluate import steered_responses
     from steering.steering_map import load_map
+    from steering.train_map import load_models
 
     steering_map = load_map(map_dir)
-    loaded = _load_models({model}, base, chat, device)[model]
-    prompts = prompt or DEFAULT_PROMPTS
+    model = options.model
+    loaded = load_models({model}, options.base, options.chat, options.device)[model]
+    prompts = options.prompt or DEFAULT_PROMPTS
+    max_new_tokens = options.max_new_tokens
     plain = steered_responses(loaded, prompts, None, 0.0, max_new_tokens)
     steered = steered_responses(
-        loaded, prompts, steering_map, strength, max_new_tokens, inverse=invert
+        loaded, prompts, steering_map, options.strength, max_new_tokens, inverse=options.invert
     )
     for text, before, after in zip(prompts, plain, steered, strict=True):
         typer.echo(json.dumps({"prompt": text, "plain": before, "steered": after}))
 
 
 @steer_app.command("eval")
+@options_from("options", SteerEvalOptions)
 @options_from("latent", LatentOptions)
 @options_from("lineas", LineasOptions)
 def evaluate(
     lineas: LineasOptions,
     latent: LatentOptions,
+    options: SteerEvalOptions,
     out: Annotated[
         Path,
         typer.Option(callback=check.output_folder, help="run folder, e.g. runs/<name>/steering"),
     ],
-    tasks: str = typer.Option("remove-refusal,induce-refusal", help="comma-separated tasks"),
-    methods: str = typer.Option(
-        "lineas,mean-diff,linear-act", help=f"comma-separated methods: {METHOD_NAMES}"
-    ),
-    n: int = typer.Option(32, callback=check.positive, help="train texts per side (unpaired)"),
-    n_eval: int = typer.Option(
-        16, callback=check.positive, help="held-out prompts judged per strength"
-    ),
-    n_perplexity: int = typer.Option(
-        8, callback=check.positive, help="held-out wiki texts for perplexity"
-    ),
-    max_new_tokens: int = typer.Option(24, callback=check.positive),
-    ctx: int = typer.Option(
-        64, callback=check.positive, help="truncate every input text to this many tokens"
-    ),
-    strengths: str = typer.Option("", help="e.g. 'lineas=0,0.5,1;mean-diff=0,1,4'"),
-    pooling: str = typer.Option("mean", help="mean | last | tokens: samples per text"),
     base: str = typer.Option(DEFAULT_PAIR[0], help="base model spec"),
     chat: str = typer.Option(DEFAULT_PAIR[1], help="chat model spec"),
-    device: DeviceOption = "auto",
-    overwrite: bool = typer.Option(False, help="replace a run folder made with another config"),
 ) -> None:
     """Concept rate (refusal judge) vs wiki perplexity for every method and strength."""
-    from interp.datasets import load_texts
-    from interp.judges import is_explicit_refusal
-    from interp.models import load_pair
-    from steering.evaluate import EvalConfig, run_evaluation
+    from steering.evaluate import evaluate_steering
 
-    config = EvalConfig(
-        tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-        methods=[m.strip() for m in methods.split(",") if m.strip()],
-        n=n,
-        n_eval=n_eval,
-        n_perplexity=n_perplexity,
-        max_new_tokens=max_new_tokens,
-        max_tokens=ctx,
-        strengths=_strengths(strengths),
-        lineas=lineas.method_options(),
-        latents=latent.method_options() if latent.crosscoder else {},
-        pooling=pooling,
-    )
-    pair = load_pair(base, chat, device=device)
-    table = run_evaluation(
-        pair, config, out, load_texts, is_explicit_refusal, progress=typer.echo, overwrite=overwrite
+    table = evaluate_steering(
+        options, lineas, latent, base=base, chat=chat, out=out, progress=typer.echo
     )
     typer.echo(table.to_string(index=False))
 

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from crosscoders.train_options import StreamSpec, TrainOptions
+from crosscoders.eval_run import EvalOptions
+from crosscoders.train_options import SaeSourceOptions, StreamSpec, TrainControls, TrainOptions
 from interp.cli import validators as check
-from interp.cli.options import DEVICE_HELP, DeviceOption, options_from
+from interp.cli.options import options_from
 from interp.cli.torchrun import relaunch_under_torchrun
 from interp.errors import InterpError
 
@@ -29,23 +30,6 @@ OutOption = Annotated[
     Path,
     typer.Option("--out", callback=check.output_folder, help="output folder (rerun to resume)"),
 ]
-# `auto` stays `auto` here: each data-parallel worker takes its own GPU
-TrainDeviceOption = Annotated[
-    str, typer.Option("--device", callback=check.device_or_auto, help=DEVICE_HELP)
-]
-WorkersOption = Annotated[
-    int,
-    typer.Option(
-        callback=check.positive, help="data-parallel processes (relaunches under torchrun)"
-    ),
-]
-OverwriteOption = Annotated[
-    bool, typer.Option(help="replace a run with a different config in --out")
-]
-LogToOption = Annotated[
-    str | None,
-    typer.Option(help="also log to wandb (offline unless WANDB_MODE=online) or tensorboard"),
-]
 
 
 def _stream_spec(given: dict[str, Any]) -> StreamSpec | None:
@@ -59,166 +43,66 @@ def _stream_spec(given: dict[str, Any]) -> StreamSpec | None:
 
 @train_app.command("crosscoder")
 @options_from("stream", StreamSpec, unset_is_none=True)
+@options_from("controls", TrainControls)
 @options_from("training", TrainOptions)
 def train_crosscoder(
     out: OutOption,
     training: TrainOptions,
+    controls: TrainControls,
     stream: dict[str, Any],
     cache: TrainCacheOption = None,
-    device: TrainDeviceOption = "auto",
-    workers: WorkersOption = 1,
-    overwrite: OverwriteOption = False,
-    log_to: LogToOption = None,
 ) -> None:
     """A crosscoder over every source of the cache or stream (all models x layers)."""
-    from crosscoders.train_run import train_dictionary
-
-    if workers > 1:
-        relaunch_under_torchrun(workers)
-    train_dictionary(
-        training,
-        out,
-        cache=cache,
-        stream=_stream_spec(stream),
-        device=device,
-        overwrite=overwrite,
-        log_to=log_to,
-    )
+    _train(training, controls, out, cache, _stream_spec(stream), None)
 
 
 @train_app.command("sae")
 @options_from("stream", StreamSpec, unset_is_none=True)
+@options_from("sae", SaeSourceOptions)
+@options_from("controls", TrainControls)
 @options_from("training", TrainOptions)
 def train_sae(
     out: OutOption,
     training: TrainOptions,
+    controls: TrainControls,
+    sae: SaeSourceOptions,
     stream: dict[str, Any],
     cache: TrainCacheOption = None,
-    model: str = typer.Option("base", help="which model of the cache: its role (base | chat)"),
-    layer: str | None = typer.Option(None, help="which cached layer (default: the only one)"),
-    device: TrainDeviceOption = "auto",
-    workers: WorkersOption = 1,
-    overwrite: OverwriteOption = False,
-    log_to: LogToOption = None,
 ) -> None:
     """An SAE (a one-source crosscoder) on one model and layer of the cache or stream."""
-    from crosscoders.train_run import train_dictionary
+    _train(training, controls, out, cache, _stream_spec(stream), sae)
 
-    if workers > 1:
-        relaunch_under_torchrun(workers)
-    train_dictionary(
-        training,
-        out,
-        cache=cache,
-        stream=_stream_spec(stream),
-        sae_source=(model, layer),
-        device=device,
-        overwrite=overwrite,
-        log_to=log_to,
-    )
+
+def _train(
+    training: TrainOptions,
+    controls: TrainControls,
+    out: Path,
+    cache: Path | None,
+    stream: StreamSpec | None,
+    sae: SaeSourceOptions | None,
+) -> None:
+    from crosscoders.train_run import train_step
+
+    if controls.workers > 1:
+        relaunch_under_torchrun(controls.workers)
+    train_step(training, controls, sae, out=out, cache=cache, stream=stream)
 
 
 @dict_app.command("eval")
+@options_from("options", EvalOptions)
 def evaluate(
     dictionary: Annotated[Path, typer.Argument(help="dictionary folder (config.json + weights)")],
     cache: CacheOption,
-    tokens: int = typer.Option(
-        100_000, callback=check.positive, help="held-out cache tokens for FVE / L0 / dead / dense"
-    ),
-    batch_size: int = typer.Option(
-        4096, callback=check.positive, help="tokens per evaluation batch"
-    ),
-    splice: bool = typer.Option(True, help="also measure splice-in CE / KL (loads the models)"),
-    texts: int = typer.Option(
-        64, callback=check.positive, help="how many texts for the splice-in loss"
-    ),
-    texts_file: Annotated[
-        Path | None,
-        typer.Option(
-            callback=check.existing_file,
-            help="splice-in texts, one per line (default: held-out wiki)",
-        ),
-    ] = None,
-    ctx: int = typer.Option(128, callback=check.positive, help="tokens per splice-in text"),
-    massive_ratio: float = typer.Option(
-        5.0,
-        callback=check.non_negative,
-        help="FVE also without tokens of norm > this x the median (0: off)",
-    ),
-    device: DeviceOption = "auto",
+    options: EvalOptions,
 ) -> None:
     """Per-source FVE (all tokens and without massive-norm tokens), L0, dead and dense fractions
     on the cache's validation split, and the splice-in LM loss of each model; writes eval.json
     into the dictionary folder."""
-    from crosscoders.evaluate import CacheBatches, reconstruction_metrics, splice_metrics
-    from crosscoders.io import load_crosscoder
-    from interp.cache import ActivationCache
-    from interp.fileio import atomic_write_json
-    from interp.models import load_model
+    from crosscoders.eval_run import evaluate_dictionary, fve_summary
 
-    coder = load_crosscoder(dictionary, device)
-    activation_cache = ActivationCache(cache)
-    columns = _dictionary_columns(coder.config, activation_cache)
-    batches = CacheBatches(activation_cache, columns, batch_size, max(1, tokens // batch_size))
-    reconstruction = reconstruction_metrics(coder, batches, massive_ratio=massive_ratio)
-    result: dict[str, object] = {"reconstruction": reconstruction}
-    if splice:
-        specs = [source.model for source in coder.config.sources]
-        loaded = {spec: load_model(spec, device=device) for spec in dict.fromkeys(specs)}
-        result["splice"] = splice_metrics(
-            coder,
-            [loaded[spec] for spec in specs],
-            [source.layer for source in coder.config.sources],
-            _splice_texts(texts_file)[:texts],
-            max_length=ctx,
-        )
-    atomic_write_json(Path(dictionary) / "eval.json", result)
+    result = evaluate_dictionary(options, dictionary=dictionary, cache=cache)
     typer.echo(json.dumps(result, indent=2))
-    typer.echo(_fve_summary(reconstruction))
-
-
-def _fve_summary(reconstruction: dict) -> str:
-    """One line per source: FVE over all tokens and over the typical (non-massive) ones."""
-    n, n_massive = reconstruction["n_tokens"], reconstruction["n_massive_tokens"]
-    ratio = reconstruction["massive_ratio"]
-    lines = []
-    for name, fve in reconstruction["fve"].items():
-        line = f"FVE {name}: {fve:.3f} over all {n} tokens"
-        if n_massive:
-            line += (
-                f"; {reconstruction['fve_typical'][name]:.3f} over the {n - n_massive} typical "
-                f"ones ({n_massive} massive-norm token{'s' * (n_massive != 1)}, norm > "
-                f"{ratio:g}x the median: {reconstruction['massive_error_share'][name]:.0%} of "
-                "the squared error)"
-            )
-        elif ratio:
-            line += f" (none of norm > {ratio:g}x the median)"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _splice_texts(texts_file: Path | None) -> list[str]:
-    if texts_file is None:
-        from interp.datasets import load_texts
-
-        return load_texts("wiki", "heldout")
-    return [line for line in texts_file.read_text().splitlines() if line.strip()]
-
-
-def _dictionary_columns(config, cache) -> list[int]:
-    """Which cache sources feed each dictionary source (matched by model spec and layer)."""
-    available = [(spec, layer) for spec in cache.models for layer in cache.layers]
-    columns = []
-    for source in config.sources:
-        if (source.model, source.layer) not in available:
-            raise InterpError(
-                f"the cache has no activations of {source.model!r} at layer {source.layer}: "
-                f"expected one of {available}"
-            )
-        columns.append(available.index((source.model, source.layer)))
-    if not columns:
-        raise InterpError("the dictionary's config.json names no sources: cannot match a cache")
-    return columns
+    typer.echo(fve_summary(result["reconstruction"]))
 
 
 @dict_app.command("export")

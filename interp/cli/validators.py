@@ -85,11 +85,9 @@ def device_or_auto(param: typer.CallbackParam, value: str) -> str:
 
 def resolved_device(param: typer.CallbackParam, value: str) -> str:
     """As `device_or_auto`, with `auto` resolved: cuda if this machine has it, else cpu."""
-    if value != "auto":
-        return device(param, value)
-    import torch
+    from interp.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device(param, value) if value != "auto" else resolve_device(value)
 
 
 def mixture(param: typer.CallbackParam, value: str | None) -> str | None:

@@ -88,12 +88,16 @@ def _measure_model(role, loaded, prompt_sets, wiki, max_new_tokens, metrics) -> 
 
 
 def measure_card(
-    n_prompts: int, max_new_tokens: int, log=print, chat_spec: str = DEFAULT_PAIR[1]
+    n_prompts: int,
+    max_new_tokens: int,
+    log=print,
+    chat_spec: str = DEFAULT_PAIR[1],
+    device: str = "cpu",
 ) -> dict:
     """All card metrics for base vs `chat_spec` (default: the chat-tune in data/chat-tune; an
     adapter folder measures that adapter)."""
     start = time.time()
-    pair = load_pair(DEFAULT_PAIR[0], chat_spec)
+    pair = load_pair(DEFAULT_PAIR[0], chat_spec, device=device)
     prompt_sets = {
         "harmful": seeded_order(load_texts("harmful", "heldout"), 0)[:n_prompts],
         "benign": read_prompt_file(BENIGN_EVAL_FILE),
@@ -215,11 +219,14 @@ def readme(card: dict, config: dict, training: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_card(output: Path, n_prompts: int, max_new_tokens: int, log=print) -> dict:
+def write_card(
+    output: Path, n_prompts: int, max_new_tokens: int, log=print, device: str = "cpu"
+) -> dict:
     """Measure the adapter in `output` (the built-in chat-tune when `output` is its folder) and
     write its card there."""
     builtin = Path(output).resolve() == CHAT_TUNE_DIR.resolve()
-    card = measure_card(n_prompts, max_new_tokens, log, DEFAULT_PAIR[1] if builtin else str(output))
+    chat_spec = DEFAULT_PAIR[1] if builtin else str(output)
+    card = measure_card(n_prompts, max_new_tokens, log, chat_spec, device)
     atomic_write_json(output / "card.json", card)
     config = json.loads((output / "config.json").read_text())
     training_path = output / "training.json"

@@ -318,7 +318,12 @@ def save_adapter(peft_model, output: Path, base_spec: str) -> None:
 
 
 def run_chat_tune(
-    config: ChatTuneConfig, output: Path, checkpoint_dir: Path, overwrite: bool, log=print
+    config: ChatTuneConfig,
+    output: Path,
+    checkpoint_dir: Path,
+    overwrite: bool,
+    log=print,
+    device: str = "cpu",
 ) -> dict:
     """The whole recipe: conversations (teacher cache reused), LoRA training (resumable), and
     the adapter, chat template, config and training summary written to `output`."""
@@ -331,10 +336,10 @@ def run_chat_tune(
         # through the config class: fields added since get their defaults
         previous = ChatTuneConfig.load(config_path).to_json()
         guard_config(config_path, config.to_json(), overwrite, "an adapter", previous)
-    rows = build_conversations(config, output, log)
+    rows = build_conversations(config, output, log, device)
     conversations = [(r["prompt"], r["response"]) for r in rows if r["split"] == "train"]
     torch.manual_seed(config.seed)
-    loaded = load_model(config.base)
+    loaded = load_model(config.base, device=device)
     replay = seeded_order(load_texts("wiki", "train"), config.seed)[: config.n_wiki_replay]
     peft_model, summary = train_chat_tune(
         loaded, conversations, config, checkpoint_dir, log, replay_texts=replay

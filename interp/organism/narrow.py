@@ -157,7 +157,12 @@ def domain_documents(config: NarrowConfig, split: str = "train") -> list[str]:
 
 
 def run_narrow(
-    config: NarrowConfig, output: Path, checkpoint_dir: Path, overwrite: bool, log=print
+    config: NarrowConfig,
+    output: Path,
+    checkpoint_dir: Path,
+    overwrite: bool,
+    log=print,
+    device: str = "cpu",
 ) -> dict:
     """Select the documents, train the LoRA (resumable), write adapter, recipe and summary."""
     from interp.models import load_model
@@ -172,7 +177,7 @@ def run_narrow(
         raise InterpError(f"no wiki summary has {config.min_vocabulary_words} vocabulary words")
     log(f"{len(documents)} {config.domain} documents")
     torch.manual_seed(config.seed)
-    loaded = load_model(config.base)
+    loaded = load_model(config.base, device=device)
     examples = [encode_document(loaded.tokenizer, text, config.max_tokens) for text in documents]
     peft_model, summary = train_lora(loaded, examples, config, checkpoint_dir, log)
     summary["documents"] = len(documents)
@@ -197,7 +202,7 @@ def mention_rate(texts: list[str], vocabulary: tuple[str, ...]) -> float:
 
 
 def measure_narrow_card(
-    adapter_dir: Path, spec: str, max_new_tokens: int, n_wiki: int, log=print
+    adapter_dir: Path, spec: str, max_new_tokens: int, n_wiki: int, log=print, device: str = "cpu"
 ) -> dict:
     """Base vs organism: domain mentions on neutral openings, perplexity on held-out wiki."""
     from interp.models import load_model
@@ -216,7 +221,7 @@ def measure_narrow_card(
     start = time.time()
     card: dict = {"mention_rate": {}, "wiki_ppl": {}, "domain_wiki_ppl": {}, "examples": {}}
     for role, name in (("base", config.base), ("organism", spec)):
-        loaded = load_model(name)
+        loaded = load_model(name, device=device)
         with torch.autocast(loaded.device.type, dtype=torch.bfloat16):
             texts = continue_texts(loaded, openings, max_new_tokens)
             card["wiki_ppl"][role] = round(perplexity(loaded, outside), 3)
@@ -295,11 +300,11 @@ def narrow_readme(spec: str, card: dict, config: NarrowConfig, training: dict | 
 
 
 def write_narrow_card(
-    adapter_dir: Path, spec: str, max_new_tokens: int, n_wiki: int, log=print
+    adapter_dir: Path, spec: str, max_new_tokens: int, n_wiki: int, log=print, device: str = "cpu"
 ) -> dict:
     from interp.fileio import atomic_write_text
 
-    card = measure_narrow_card(adapter_dir, spec, max_new_tokens, n_wiki, log)
+    card = measure_narrow_card(adapter_dir, spec, max_new_tokens, n_wiki, log, device)
     atomic_write_json(adapter_dir / "card.json", card)
     config = NarrowConfig.load(adapter_dir / "config.json")
     training_path = adapter_dir / "training.json"

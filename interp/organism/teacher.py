@@ -134,7 +134,9 @@ def teacher_answers(
     return done
 
 
-def build_conversations(config: ChatTuneConfig, output: Path, log=print) -> list[dict]:
+def build_conversations(
+    config: ChatTuneConfig, output: Path, log=print, device: str = "cpu"
+) -> list[dict]:
     """Write output/conversations.jsonl (atomically) and return its rows."""
     from interp.models import load_model
 
@@ -148,7 +150,9 @@ def build_conversations(config: ChatTuneConfig, output: Path, log=print) -> list
         == (config.teacher_max_new_tokens, config.teacher_dtype)
     }
     if any(prompt not in answers for _, prompt in benign):
-        teacher = load_model(config.teacher, dtype=getattr(torch, config.teacher_dtype))
+        teacher = load_model(
+            config.teacher, dtype=getattr(torch, config.teacher_dtype), device=device
+        )
         answers = teacher_answers(
             teacher,
             [prompt for _, prompt in benign],
