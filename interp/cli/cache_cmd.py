@@ -26,6 +26,11 @@ def cache(
     dtype: str = typer.Option(
         "bf16", callback=check.storage_dtype, help="storage dtype: bf16, fp16 or fp32"
     ),
+    model_dtype: str = typer.Option(
+        "auto",
+        callback=check.model_dtype,
+        help="dtype the models run in: auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16, fp32",
+    ),
     out: Annotated[
         Path | None,
         typer.Option(callback=check.output_folder, help="output folder (rerun to resume)"),
@@ -53,7 +58,7 @@ def cache(
     from interp.cache.distributed import process_group
     from interp.models import load_pair
 
-    loaded = load_pair(*pair, device=device)
+    loaded = load_pair(*pair, dtype=model_dtype, device=device)
     config = cache_config(
         loaded,
         layers=[part for part in layers.split(",") if part.strip()],

@@ -14,7 +14,7 @@ from interp.cli import validators as check
 from interp.cli.options import DeviceOption
 from interp.errors import InterpError
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 def floats(text: str, name: str) -> list[float]:
@@ -35,13 +35,11 @@ def ints(text: str | None, name: str) -> list[int] | None:
 
 
 def load_pair_of(base: str, chat: str, dtype: str, device: str):
-    import torch
-
     from interp.models import load_pair
 
     if dtype not in DTYPES:
         raise InterpError(f"unknown dtype {dtype!r}: expected one of {DTYPES}")
-    return load_pair(base, chat, dtype=getattr(torch, dtype), device=device)
+    return load_pair(base, chat, dtype=dtype, device=device)
 
 
 def adl(

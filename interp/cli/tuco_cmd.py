@@ -22,11 +22,9 @@ DTYPE = typer.Option(
 
 
 def _load(base: str, chat: str, dtype: ModelDtype, device: str):
-    import torch
-
     from interp.models import load_pair
 
-    return load_pair(base, chat, dtype=getattr(torch, dtype), device=device)
+    return load_pair(base, chat, dtype=dtype, device=device)
 
 
 @tuco_app.command("score")
