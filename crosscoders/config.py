@@ -119,6 +119,9 @@ class TrainingConfig:
     # tf32 (float32 weights, TF32 matmuls on CUDA); bf16 (autocast: bf16 matmuls, float32 master
     # weights and Adam state, TF32 for the rest on CUDA); auto = bf16 on CUDA, float32 elsewhere
     precision: str = "auto"
+    # top-k kinds: train with the kernels of sparse_ops.py (the same values and gradients as the
+    # dense formulas; the decoder costs k instead of F per token); False: the dense formulas
+    sparse_kernels: bool = True
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]

@@ -333,7 +333,7 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         ):  # the forward only: backward runs each op in the dtype its forward used
-            out = self.coder.loss(x, dead)
+            out = self.coder.loss(x, dead, sparse=None if config.sparse_kernels else False)
         self._stop_unless_finite(out, x)
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from itertools import islice
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import pytest
 import torch
@@ -375,3 +376,18 @@ def test_precision_auto_is_bf16_on_cuda_and_float32_on_the_cpu():
         InterpError, match="precision = 'fp8': expected auto, float32, tf32 or bf16"
     ):
         TrainingConfig(n_steps=1, precision="fp8")
+
+
+def test_dense_and_sparse_kernels_train_the_same_dictionary():
+    """`sparse_kernels` changes the cost, not the math: 20 steps give the same weights to float
+    tolerance."""
+    weights = {}
+    for sparse in (False, True):
+        with TemporaryDirectory() as out:
+            trainer = Trainer(
+                *configs(20, sparse_kernels=sparse), planted().stream(BATCH), Path(out),
+                progress=False,
+            )  # fmt: skip
+            weights[sparse] = {n: p.detach().clone() for n, p in trainer.train().named_parameters()}
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-5, msg=name)
