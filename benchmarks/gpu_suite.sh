@@ -5,8 +5,9 @@
 #      default pair's config and tokenizer (benchmarks/gpu_suite_setup.py pair), models in bf16,
 #      ctx 1024, batch 32, layer 0.5 (block 9 of 18): the cache writer against the bare forward
 #      cut after the same block (target: ratio >= 0.9).
-#   2. cache_overhead: benchmarks/cache_overhead.py, the writer against sequential writes of the
-#      same bytes to the same disk (target: ratio >= 0.8).
+#   2. cache_overhead: benchmarks/cache_overhead.py, the writer fed shards whose activations are
+#      on the GPU (as the cache's are there) against sequential writes of the same bytes to the
+#      same disk (target: ratio >= 0.8).
 #   3. crosscoder_training: benchmarks/crosscoder_gpu.py --variants at the Gemma 2 2B shape
 #      (d = 2304 x 2, F = 73,728, k = 100, batch 2048): float32 with the sparse kernels (the
 #      baseline, the trainer's default before `precision`), tf32, bf16, and the dense formulas;
@@ -63,7 +64,8 @@ line cache_vs_bare_forward "$("$PYTHON" "$HERE/cache_throughput.py" --pair "${PA
     --layers 0.5 --device "$DEVICE" --model-dtype bf16 "${CACHE_BENCH[@]}")"
 
 echo "gpu_suite: cache writer overhead" >&2
-line cache_overhead "$("$PYTHON" "$HERE/cache_overhead.py" --dir "$WORK" "${OVERHEAD_BENCH[@]}")"
+line cache_overhead "$("$PYTHON" "$HERE/cache_overhead.py" --dir "$WORK" --device "$DEVICE" \
+    "${OVERHEAD_BENCH[@]}")"
 
 echo "gpu_suite: crosscoder training variants" >&2
 line crosscoder_training "$(cd "$HERE" && "$PYTHON" crosscoder_gpu.py --device "$DEVICE" \
