@@ -4,7 +4,8 @@
 batch through base and chat with `interp.hooks.residual_stream` (the forward stops after the
 deepest requested block), keeps the cached positions, and fills fixed-size shards. After each
 shard: write it durably (interp.fileio: unique temp name, fsync, rename), then record it in
-`manifest.json` (atomic rewrite). A rerun of the same config on the same folder re-checks the
+`manifest.json` (atomic rewrite); `ShardWriter` does both in background threads while the next
+shard's forward runs, with the bytes of doing them in line. A rerun of the same config on the same folder re-checks the
 recorded shards it would reuse (size, header, sha256 against the manifest, finiteness), skips the
 sound ones and recomputes the missing and damaged ones, so a run killed at any moment (SIGKILL
 included) or a shard damaged since ends, once rerun, with the same bytes as an uninterrupted run.
