@@ -167,7 +167,8 @@ def test_training_on_cuda_starts_from_the_cpu_init_and_matches_cpu_training(tmp_
     """The initial weights are drawn on the CPU whatever the device; a few steps on CUDA then
     track the CPU run (float tolerance: the kernels differ), and a CUDA run resumes."""
     truth = planted()
-    coder_config, training = configs(10, checkpoint_every=5, log_every=5)
+    # float32 on both devices: this compares kernels (precision auto would be bf16 on CUDA)
+    coder_config, training = configs(10, checkpoint_every=5, log_every=5, precision="float32")
     on_cpu = Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "cpu", progress=False)
     on_cuda = Trainer(
         coder_config, training, truth.stream(BATCH), tmp_path / "cuda", device="cuda",
@@ -391,3 +392,19 @@ def test_dense_and_sparse_kernels_train_the_same_dictionary():
             weights[sparse] = {n: p.detach().clone() for n, p in trainer.train().named_parameters()}
     for name, value in weights[True].items():
         torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_and_tf32_training_on_cuda_reach_the_float32_fve(tmp_path):
+    """precision auto is bf16 on CUDA (TF32 for the float32 matmuls left): after the same steps
+    its held-out FVE, and tf32's, are within 0.01 of float32's on the same device."""
+    fve = {}
+    for precision in ("float32", "tf32", "auto"):
+        coder = Trainer(
+            *configs(300, precision=precision), planted().stream(BATCH), tmp_path / precision,
+            device="cuda", progress=False,
+        ).train()  # fmt: skip
+        heldout = [x.cuda() for x in islice(planted().stream(512, seed=99)(0), 8)]
+        fve[precision] = min(reconstruction_metrics(coder, heldout)["fve"].values())
+    assert fve["float32"] > 0.9, fve
+    assert abs(fve["auto"] - fve["float32"]) <= 0.01 and abs(fve["tf32"] - fve["float32"]) <= 0.01
