@@ -185,6 +185,11 @@ def test_models_run_in_the_model_dtype_and_the_cache_keeps_its_storage_dtype(set
     assert torch.equal(acts["bfloat16", "bf16"], bf16_model.to(torch.bfloat16))
     # the same computation up to bf16 rounding: a few percent of the activations' norm
     assert (bf16_model - fp32_model).norm() / fp32_model.norm() < 0.05
+    # the weights fingerprint includes the dtype: a resume in another model dtype is refused
+    args = cache_args(setup, tmp_path / "bf16-fp32", tokens=300)
+    args[args.index("--dtype") + 1] = "fp32"
+    result = CliRunner().invoke(app, [*args, "--model-dtype", "fp32"])
+    assert result.exit_code != 0 and "other weights" in str(result.exception)
 
 
 def test_a_bad_model_dtype_is_one_line(setup, tmp_path):
