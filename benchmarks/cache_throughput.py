@@ -11,6 +11,11 @@ rounds of bare time / cache time (robust to load that drifts between rounds).
 batches), shuffled and sequential, repeated until `--reader-seconds` have passed.
 
     python benchmarks/cache_throughput.py [--pair BASE CHAT] [--tokens 4096] [--rounds 3]
+        [--device auto] [--model-dtype auto]
+
+`--device` / `--model-dtype` as `interp cache`'s (auto: cuda if available; bf16 on CUDA, fp32 on
+the CPU); on a GPU the bare forward gets its inputs on the device and both timings end with a
+`torch.cuda.synchronize()`.
 """
 
 import argparse
@@ -30,11 +35,17 @@ from interp.hooks import decoder_layers
 from interp.models import ModelPair, load_pair
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def bare_forward(
     pair: ModelPair, plan: TokenPlan, deepest: int, n_batches: int | None = None
 ) -> float:
     """Seconds to run the plan's batches through both decoders cut after block `deepest`."""
+    device = pair.base.device
     pad = pair.tokenizer.pad_token_id or 0
     decoders = [loaded.model.get_decoder() for loaded in pair]
     full = [decoder_layers(loaded.model) for loaded in pair]
@@ -44,8 +55,10 @@ def bare_forward(
         start = time.perf_counter()
         for batch in range(plan.n_batches if n_batches is None else n_batches):
             input_ids, attention, _ = plan.batch_tensors(batch, pad)
+            input_ids, attention = input_ids.to(device), attention.to(device)
             for decoder in decoders:
                 decoder(input_ids=input_ids, attention_mask=attention, use_cache=False)
+        synchronize(device)
         return time.perf_counter() - start
     finally:
         for decoder, layers in zip(decoders, full, strict=True):
@@ -75,9 +88,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reader-seconds", type=float, default=3.0)
     parser.add_argument("--reader-batch-size", type=int, default=1024)
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    parser.add_argument("--model-dtype", default="auto", help="auto (bf16 on CUDA), bf16, fp32")
     args = parser.parse_args()
 
-    pair = load_pair(*args.pair)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pair = load_pair(*args.pair, dtype=args.model_dtype, device=device)
     config = cache_config(
         pair, args.layers.split(","), args.mix, args.tokens, args.ctx, args.batch_size
     )
@@ -99,6 +117,7 @@ def main() -> None:
                 else:
                     start = time.perf_counter()
                     build_cache(pair, config, out, source, progress=False)
+                    synchronize(pair.base.device)
                     cache_seconds.append(time.perf_counter() - start)
         cache = ActivationCache(out, validation_fraction=0.0)
         shuffled = reader_rate(cache, True, args.reader_seconds, args.reader_batch_size)
@@ -114,6 +133,8 @@ def main() -> None:
         "per_round_ratio": per_round,
         "ratio_of_totals": sum(bare_seconds) / sum(cache_seconds),
         "pair": list(args.pair),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+        "model_dtype": str(pair.base.model.dtype).removeprefix("torch."),
         "layers": list(config.layers),
         "tokens": tokens,
         "ctx": config.ctx,

@@ -115,6 +115,13 @@ class TrainingConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    # arithmetic of the training step (crosscoders/trainer.py `TRAINING_PRECISIONS`): float32;
+    # tf32 (float32 weights, TF32 matmuls on CUDA); bf16 (autocast: bf16 matmuls, float32 master
+    # weights and Adam state, TF32 for the rest on CUDA); auto = bf16 on CUDA, float32 elsewhere
+    precision: str = "auto"
+    # top-k kinds: train with the kernels of sparse_ops.py (the same values and gradients as the
+    # dense formulas; the decoder costs k instead of F per token); False: the dense formulas
+    sparse_kernels: bool = True
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
@@ -133,6 +140,10 @@ class TrainingConfig:
             )
         if not 0.0 <= self.decay_start <= 1.0:
             raise InterpError(f"decay_start = {self.decay_start}: expected a fraction in [0, 1]")
+        if self.precision not in ("auto", "float32", "tf32", "bf16"):
+            raise InterpError(
+                f"precision = {self.precision!r}: expected auto, float32, tf32 or bf16"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -170,15 +170,17 @@ class CrossCoder(nn.Module):
         W_dec = rearrange(self.W_dec, "s f d -> f (s d)")
         b_enc = self.encoder_bias()
         with torch.no_grad():  # dense pass without a graph; kept entries are re-read below
-            f = torch.addmm(b_enc, x_flat, W_enc).relu_()  # [batch F]
+            # (under bf16 autocast this matmul runs in bf16; the sparse kernels below in float32)
+            f = torch.addmm(b_enc, x_flat, W_enc).float().relu_()  # [batch F]
             selection = self.select(f)
 
         def decode_kept(keep: Bool[Tensor, "batch F"]) -> tuple[Tensor, Tensor]:
             rows, cols = keep.nonzero(as_tuple=True)  # sorted by row
             # f at the kept entries, with gradients to W_enc and b_enc (ReLU'(pre) = 1 there
             # unless f = 0, which only a top-k with too few positive entries keeps)
-            values = torch.relu(kept_pre_activations(x_flat, W_enc, b_enc, f, rows, cols))
-            decoded = sparse_decode(rows, cols, values, W_dec, batch)
+            with torch.autocast(x.device.type, enabled=False):  # sparse kernels: float32 only
+                values = torch.relu(kept_pre_activations(x_flat, W_enc, b_enc, f, rows, cols))
+                decoded = sparse_decode(rows, cols, values, W_dec, batch)
             return rearrange(decoded, "b (s d) -> b s d", s=self.config.n_sources), cols
 
         x_hat, cols = decode_kept(selection.keep)

@@ -79,6 +79,10 @@ class TrainOptions:
         help="steps between checkpoints",
         check="positive",
     )
+    precision: str = option(
+        default_of(TrainingConfig, "precision"),
+        help="training arithmetic: auto (bf16 on CUDA, float32 elsewhere), float32, tf32, bf16",
+    )
 
     def coder_config(self, n_steps: int, d_model: int, sources: list[Source]) -> CrossCoderConfig:
         """The dictionary's config over `sources` (one per input of the sources axis)."""
@@ -110,6 +114,7 @@ class TrainOptions:
             seed=self.seed,
             log_every=self.log_every,
             checkpoint_every=self.checkpoint_every,
+            precision=self.precision,
         )
 
     def resolved_warmup(self, n_steps: int) -> int:

@@ -79,6 +79,17 @@ def _kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def training_precision(precision: str, device: torch.device) -> str:
+    """`TrainingConfig.precision` on `device`: `auto` is bf16 on CUDA and float32 elsewhere (CPU
+    autocast gains little and the project's CPU reference numbers are float32); tf32 is float32
+    off CUDA."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "float32"
+    if precision == "tf32" and device.type != "cuda":
+        return "float32"
+    return precision
+
+
 def learning_rate(step: int, config: TrainingConfig) -> float:
     """Linear warm-up over `warmup_steps`, constant, then linear decay to 0 from
     `decay_start * n_steps` to `n_steps`."""
@@ -143,6 +154,7 @@ class Trainer:
         self.coder_config, self.training = coder_config, training
         self.stream, self.out_dir, self.device = stream, Path(out_dir), torch.device(device)
         self.local_stream = stream_parts(stream) > 1  # it yields this rank's rows already
+        self.precision = training_precision(training.precision, self.device)
         self.data = data  # what the stream reads (e.g. a streamed run's models and token plan)
         self.progress = progress and ddp.rank() == 0
         self.log_to = log_to
@@ -341,7 +353,10 @@ class Trainer:
         dead = self.tokens_since_fired >= config.dead_after_tokens
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, config)
-        out = self.coder.loss(x, dead)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):  # the forward only: backward runs each op in the dtype its forward used
+            out = self.coder.loss(x, dead, sparse=None if config.sparse_kernels else False)
         self._stop_unless_finite(out, x)
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
@@ -447,7 +462,10 @@ class Trainer:
         """Train to `n_steps` (from the resumed step), then write the dictionary; a run that is
         already at `n_steps` (killed after its final checkpoint) only writes the dictionary."""
         self._lock_out_dir()
+        matmul_precision = torch.get_float32_matmul_precision()
         try:
+            if self.device.type == "cuda" and self.precision != "float32":
+                torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
             if self.step < self.training.n_steps:
                 self._train_steps()
                 _kill_point("before-calibration")
@@ -456,6 +474,7 @@ class Trainer:
                 self.save_checkpoint()
             self._write_dictionary()
         finally:
+            torch.set_float32_matmul_precision(matmul_precision)
             self._unlock_out_dir()
         return self.coder.eval()
 

@@ -24,7 +24,9 @@ class CacheOptions:
     batch_size: int = option(8, help="sequences per forward pass", check="positive")
     dtype: str = option("bf16", help="storage dtype: bf16, fp16 or fp32", check="storage_dtype")
     model_dtype: str = option(
-        "auto", help="dtype the models load in: auto = bfloat16 on CUDA, float32 on the CPU"
+        "auto",
+        help="dtype the models run in: auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16, fp32",
+        check="model_dtype",
     )
     seed: int = option(0, help="seed of the document order")
     keep_special: bool = option(False, help="also cache BOS/PAD tokens")

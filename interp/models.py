@@ -22,6 +22,7 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from interp.builtin_models import (
     BUILTINS,
@@ -305,11 +306,48 @@ def _load_tokenizer(source: _Source, config: PretrainedConfig) -> object:
     return tokenizer
 
 
+def model_dtype(name: "str | torch.dtype", device: "str | torch.device") -> torch.dtype:
+    """The dtype models load in. `auto`: bfloat16 on CUDA (tensor-core matmuls; the cache stores
+    bf16 by default anyway), float32 elsewhere (the CPU reference numbers of this project);
+    otherwise bf16, fp16, fp32 in either spelling (bfloat16, float16, float32)."""
+    # the one table of dtype names (imported here: interp.cache imports this module)
+    from interp.cache.config import STORAGE_DTYPES, canonical_dtype
+
+    if isinstance(name, torch.dtype):
+        return name
+    if name.lower() == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    try:
+        return STORAGE_DTYPES[canonical_dtype(name)]
+    except InterpError:
+        raise InterpError(
+            f"unknown model dtype {name!r}: expected auto, bf16, fp16 or fp32 "
+            "(or bfloat16, float16, float32)"
+        ) from None
+
+
+def attention_implementation(config: PretrainedConfig) -> str | None:
+    """PyTorch's fused attention (`sdpa`) wherever the architecture's transformers class has it;
+    None (transformers' own choice) elsewhere, e.g. Gemma 2, whose attention-logit soft-capping
+    SDPA cannot express."""
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else None
+
+
 def _load_weights(
-    source: _Source, tokenizer: object, dtype: torch.dtype, device: str
+    source: _Source,
+    config: PretrainedConfig,
+    tokenizer: object,
+    dtype: "str | torch.dtype",
+    device: "str | torch.device",
 ) -> LoadedModel:
+    attention = attention_implementation(config)
     with progress_bars_on_a_terminal_only():
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.location,
+            dtype=model_dtype(dtype, device),
+            **({"attn_implementation": attention} if attention else {}),
+        )
     if source.adapter_dir is not None:
         from peft import PeftModel
 
@@ -324,11 +362,15 @@ def _load_weights(
     return LoadedModel(spec=source.spec, model=model, tokenizer=tokenizer)
 
 
-def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
-    """Load a causal LM by spec, in eval mode, with a chat template where the family has one."""
+def load_model(
+    spec: str, dtype: "str | torch.dtype" = torch.float32, device: str = "cpu"
+) -> LoadedModel:
+    """Load a causal LM by spec, in eval mode, with a chat template where the family has one.
+    `dtype` is a torch dtype or a name `model_dtype` knows (`auto`: bf16 on CUDA, else fp32)."""
     source = _prepared(_source(spec))
-    tokenizer = _load_tokenizer(source, _load_config(source))
-    return _load_weights(source, tokenizer, dtype, device)
+    config = _load_config(source)
+    tokenizer = _load_tokenizer(source, config)
+    return _load_weights(source, config, tokenizer, dtype, device)
 
 
 def _check_before_preparing(base: _Source, chat: _Source) -> None:
@@ -356,14 +398,14 @@ def _check_before_preparing(base: _Source, chat: _Source) -> None:
 def load_pair(
     base_spec: str = DEFAULT_PAIR[0],
     chat_spec: str = DEFAULT_PAIR[1],
-    dtype: torch.dtype = torch.float32,
+    dtype: "str | torch.dtype" = torch.float32,
     device: str = "cpu",
 ) -> ModelPair:
     """Load and validate a base/chat pair; with no arguments, the default built-in pair.
 
     The pair rule is checked before any weights are read or dequantized: on configs and GGUF
     headers first (a mismatched pair fails in seconds, on a cold user cache too), then on the
-    real configs and tokenizers once GGUFs are prepared."""
+    real configs and tokenizers once GGUFs are prepared. `dtype` as in `load_model`."""
     base_source, chat_source = _source(base_spec), _source(chat_spec)
     _check_before_preparing(base_source, chat_source)
     base_source, chat_source = _prepared(base_source), _prepared(chat_source)
@@ -373,19 +415,15 @@ def load_pair(
     chat_tokenizer = _load_tokenizer(chat_source, chat_config)
     _check_tokenizers(base_spec, base_tokenizer, chat_spec, chat_tokenizer)
     return ModelPair(
-        base=_load_weights(base_source, base_tokenizer, dtype, device),
-        chat=_load_weights(chat_source, chat_tokenizer, dtype, device),
+        base=_load_weights(base_source, base_config, base_tokenizer, dtype, device),
+        chat=_load_weights(chat_source, chat_config, chat_tokenizer, dtype, device),
     )
 
 
 def load_pair_in(base_spec: str, chat_spec: str, dtype: str, device: str = "auto") -> ModelPair:
-    """`load_pair` with the dtype as an option gives it (torch's name: float32, bfloat16,
-    float16; interp.cli.validators.model_dtype turns bf16 & co into these) and `auto` for the
-    device (interp.device.resolve_device)."""
+    """`load_pair` with the dtype and device as options give them: `auto`, bf16, fp16, fp32 in
+    either spelling (model_dtype) and `auto` for the device (interp.device.resolve_device)."""
     from interp.device import resolve_device
 
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise InterpError(f"unknown dtype {dtype!r}: expected float32, bfloat16 or float16")
-    return load_pair(
-        base_spec, chat_spec, dtype=getattr(torch, dtype), device=resolve_device(device)
-    )
+    device = resolve_device(device)
+    return load_pair(base_spec, chat_spec, dtype=model_dtype(dtype, device), device=device)

@@ -136,10 +136,10 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(pair, tmp_path, monkey
     monkeypatch.setattr(writer_module, "record_shard", real_record)
 
     written = []
-    real_write = writer_module.write_shard
+    real_write = writer_module.write_shard_parts
     monkeypatch.setattr(
         writer_module,
-        "write_shard",
+        "write_shard_parts",
         lambda path, *a: written.append(path.name) or real_write(path, *a),
     )
     resumed = build_cache(pair, config, tmp_path / "resumed", source, progress=False)
@@ -166,10 +166,10 @@ def test_a_rerun_rebuilds_a_damaged_shard_and_only_it(
     shutil.copytree(reference_dir, tmp_path / "c")
     name = damage_shard(tmp_path / "c", kind, index=2)
     written = []
-    real_write = writer_module.write_shard
+    real_write = writer_module.write_shard_parts
     monkeypatch.setattr(
         writer_module,
-        "write_shard",
+        "write_shard_parts",
         lambda path, *a: written.append(path.name) or real_write(path, *a),
     )
     resumed = build_cache(pair, small_config(pair), tmp_path / "c", mixed_source(), progress=False)

@@ -158,3 +158,44 @@ def test_bad_input_through_the_cli_writes_nothing(setup, tmp_path, change, messa
     assert isinstance(result.exception, InterpError), result.output
     assert message in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_models_run_in_the_model_dtype_and_the_cache_keeps_its_storage_dtype(setup, tmp_path):
+    """--model-dtype sets the dtype the models compute in, --dtype the one the cache stores: a
+    bf16 model's activations stored as fp32 are bf16 values (no bits below bf16's 8-bit
+    mantissa), a fp32 model's are not; `auto` is fp32 on the CPU."""
+    from safetensors.torch import load_file
+
+    acts = {}
+    for model_dtype, storage in (("bf16", "fp32"), ("bfloat16", "bf16"), ("auto", "fp32")):
+        out = tmp_path / f"{model_dtype}-{storage}"
+        args = cache_args(setup, out, tokens=300)
+        args[args.index("--dtype") + 1] = storage
+        result = CliRunner().invoke(app, [*args, "--model-dtype", model_dtype])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        stored = torch.cat([load_file(out / s["file"])["acts"] for s in manifest["shards"]])
+        expected = torch.float32 if storage == "fp32" else torch.bfloat16
+        assert manifest["dtype"] == str(expected).removeprefix("torch.")
+        assert stored.dtype == expected
+        acts[model_dtype, storage] = stored
+    bf16_model, fp32_model = acts["bf16", "fp32"], acts["auto", "fp32"]
+    assert torch.equal(bf16_model, bf16_model.to(torch.bfloat16).float())
+    assert not torch.equal(fp32_model, fp32_model.to(torch.bfloat16).float())
+    assert torch.equal(acts["bfloat16", "bf16"], bf16_model.to(torch.bfloat16))
+    # the same computation up to bf16 rounding: a few percent of the activations' norm
+    assert (bf16_model - fp32_model).norm() / fp32_model.norm() < 0.05
+    # the weights fingerprint includes the dtype: a resume in another model dtype is refused
+    args = cache_args(setup, tmp_path / "bf16-fp32", tokens=300)
+    args[args.index("--dtype") + 1] = "fp32"
+    result = CliRunner().invoke(app, [*args, "--model-dtype", "fp32"])
+    assert result.exit_code != 0 and "other weights" in str(result.exception)
+
+
+def test_a_bad_model_dtype_is_one_line(setup, tmp_path):
+    process = run_cli([*cache_args(setup, tmp_path / "c"), "--model-dtype", "int8"])
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "--model-dtype 'int8': expected auto, bf16, fp16 or fp32" in lines[0]
+    assert not (tmp_path / "c").exists()

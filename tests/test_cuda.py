@@ -5,13 +5,15 @@ same checks on the CPU, to test the tests."""
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from cache_support import mixed_source
 from safetensors.torch import load_file
 from tiny_models import tiny_model, tiny_pair
 
-from interp.cache import build_cache, cache_config
+from interp.cache import build_cache, cache_config, verify_cache
+from interp.cache.manifest import stats_of_shards
 from interp.models import ModelPair
 from interp.tuco import decompose, tokenize_prompts
 from steering.activations import encode_texts
@@ -31,14 +33,25 @@ def on_cuda(pair: ModelPair) -> ModelPair:
 
 
 def test_cache_on_cuda_equals_the_cache_on_cpu(tmp_path):
+    """Also the writer's CUDA path (shards assembled on the GPU, statistics computed there, one
+    asynchronous copy per shard into reused pinned buffers): five shards, each sound, and the
+    manifest's statistics those of the stored values."""
     pair, source = tiny_pair("gemma3"), mixed_source()
-    config = cache_config(pair, layers=[1, 2], mix="wiki:0.5,chat:0.5", n_tokens=300, ctx=24)
-    first = build_cache(pair, config, tmp_path / "cpu", source, progress=False)["shards"][0]
-    build_cache(on_cuda(pair), config, tmp_path / "cuda", source, progress=False)
-    cpu = load_file(tmp_path / "cpu" / first["file"])
-    cuda = load_file(tmp_path / "cuda" / first["file"])
-    assert torch.equal(cpu["token_ids"], cuda["token_ids"])
-    torch.testing.assert_close(cuda["acts"].float(), cpu["acts"].float(), rtol=2**-6, atol=1e-3)
+    config = cache_config(
+        pair, layers=[1, 2], mix="wiki:0.5,chat:0.5", n_tokens=300, ctx=24, shard_tokens=64
+    )
+    cpu_manifest = build_cache(pair, config, tmp_path / "cpu", source, progress=False)
+    cuda_manifest = build_cache(on_cuda(pair), config, tmp_path / "cuda", source, progress=False)
+    assert len(cuda_manifest["shards"]) == 5 and cuda_manifest["complete"]
+    assert verify_cache(tmp_path / "cuda") == []
+    recomputed = stats_of_shards(tmp_path / "cuda", cuda_manifest)
+    for key in ("mean", "mean_norm"):
+        np.testing.assert_allclose(cuda_manifest["stats"][key], recomputed[key], rtol=1e-6)
+    for record in cpu_manifest["shards"]:
+        cpu = load_file(tmp_path / "cpu" / record["file"])
+        cuda = load_file(tmp_path / "cuda" / record["file"])
+        assert torch.equal(cpu["token_ids"], cuda["token_ids"])
+        torch.testing.assert_close(cuda["acts"].float(), cpu["acts"].float(), rtol=2**-6, atol=1e-3)
 
 
 def test_tuco_components_on_cuda_sum_to_the_finetuned_forward():

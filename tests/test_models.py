@@ -18,7 +18,7 @@ from interp.hooks import (
     transformer_lens_hook_name,
 )
 from interp.layers import resolve_layer
-from interp.models import LoadedModel, ModelPair, load_model, load_pair, validate_pair
+from interp.models import LoadedModel, ModelPair, load_model, load_pair, model_dtype, validate_pair
 
 
 def tiny_with(family: str = "gemma3", spec: str = "other", **config_changes) -> LoadedModel:
@@ -211,3 +211,34 @@ def test_builtin_base_hooks_agree_with_hidden_states(gemma_base):
         assert diff <= 1e-6 * scale, (
             f"{engine} differs from hidden_states by {diff} (scale {scale})"
         )
+
+
+@pytest.mark.parametrize(
+    ("family", "attention"), [("gemma3", "sdpa"), ("llama", "sdpa"), ("gemma2", "eager")]
+)
+def test_models_load_in_the_dtype_asked_with_sdpa_where_the_architecture_has_it(
+    tmp_path, family, attention
+):
+    original = tiny_model(family)
+    folder = str(save_tiny(original, tmp_path / family))
+    for name in ("bf16", "bfloat16"):
+        loaded = load_model(folder, dtype=name)
+        assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+        assert loaded.model.config._attn_implementation == attention
+        assert torch.equal(  # the same weights, rounded once to bf16
+            loaded.model.lm_head.weight, original.model.lm_head.weight.to(torch.bfloat16)
+        )
+    loaded = load_model(folder, dtype="auto")  # on the CPU: float32
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    ids = torch.tensor([[7, 8, 9, 10]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, original.model(ids).logits)
+
+
+def test_auto_model_dtype_is_bf16_on_cuda_and_fp32_elsewhere():
+    assert model_dtype("auto", "cuda") == model_dtype("AUTO", "cuda:1") == torch.bfloat16
+    assert model_dtype("auto", "cpu") == torch.float32
+    assert model_dtype("fp16", "cpu") == model_dtype("float16", "cuda") == torch.float16
+    assert model_dtype(torch.float32, "cuda") == torch.float32
+    with pytest.raises(InterpError, match=r"^unknown model dtype 'int8': expected auto, bf16"):
+        model_dtype("int8", "cpu")

@@ -104,3 +104,9 @@ def test_options_mirroring_a_config_field_take_its_default():
         training.seed,
         training.log_every,
     )
+
+
+def test_the_precision_option_reaches_the_training_config():
+    assert TrainOptions(dict_size=256).training_config(10).precision == "auto"
+    assert TrainOptions(dict_size=256, precision="bf16").training_config(10).precision == "bf16"
+    assert _command_params("train", "crosscoder")["precision"].default == "auto"

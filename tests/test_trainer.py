@@ -8,6 +8,7 @@ import subprocess
 import sys
 from itertools import islice
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from crosscoders.decoder_norms import coder_relative_decoder_norm, latent_classe
 from crosscoders.evaluate import reconstruction_metrics
 from crosscoders.io import CONFIG_FILE, WEIGHTS_FILE, load_crosscoder
 from crosscoders.synthetic import PlantedDictionary
-from crosscoders.trainer import KILL_AT_ENV, KILL_POINTS, Trainer
+from crosscoders.trainer import KILL_AT_ENV, KILL_POINTS, Trainer, training_precision
 from interp.errors import InterpError
 
 D, F, K, BATCH = 32, 96, 3, 256
@@ -166,7 +167,8 @@ def test_training_on_cuda_starts_from_the_cpu_init_and_matches_cpu_training(tmp_
     """The initial weights are drawn on the CPU whatever the device; a few steps on CUDA then
     track the CPU run (float tolerance: the kernels differ), and a CUDA run resumes."""
     truth = planted()
-    coder_config, training = configs(10, checkpoint_every=5, log_every=5)
+    # float32 on both devices: this compares kernels (precision auto would be bf16 on CUDA)
+    coder_config, training = configs(10, checkpoint_every=5, log_every=5, precision="float32")
     on_cpu = Trainer(coder_config, training, truth.stream(BATCH), tmp_path / "cpu", progress=False)
     on_cuda = Trainer(
         coder_config, training, truth.stream(BATCH), tmp_path / "cuda", device="cuda",
@@ -342,3 +344,67 @@ def test_a_second_writer_of_a_dictionary_folder_is_refused_at_once(tmp_path):
         Trainer(*configs(2), planted().stream(BATCH), tmp_path, progress=False)
     first.train()  # the lock goes with the end of training
     assert Trainer(*configs(2), planted().stream(BATCH), tmp_path, progress=False).step == 2
+
+
+def test_bf16_training_reaches_the_float32_fve_on_planted_atoms(tmp_path):
+    """precision = bf16 (autocast: bf16 matmuls in the forward, float32 master weights and Adam
+    state) on the CPU: after the same steps its held-out FVE is within 0.01 of float32's."""
+    fve, weights = {}, {}
+    for precision in ("float32", "bf16"):
+        trainer = Trainer(
+            *configs(300, precision=precision),
+            planted().stream(BATCH),
+            tmp_path / precision,
+            progress=False,
+        )
+        coder = trainer.train()
+        assert {p.dtype for p in coder.parameters()} == {torch.float32}
+        moments = [v for state in trainer.optimizer.state.values() for v in state.values()]
+        assert {v.dtype for v in moments if v.is_floating_point()} == {torch.float32}
+        metrics = reconstruction_metrics(coder, islice(planted().stream(512, seed=99)(0), 8))
+        fve[precision], weights[precision] = min(metrics["fve"].values()), coder.W_dec.detach()
+    assert fve["float32"] > 0.9, fve
+    assert abs(fve["bf16"] - fve["float32"]) <= 0.01, fve
+    assert not torch.equal(weights["bf16"], weights["float32"])  # bf16 arithmetic really ran
+
+
+def test_precision_auto_is_bf16_on_cuda_and_float32_on_the_cpu():
+    assert training_precision("auto", torch.device("cuda:0")) == "bf16"
+    assert training_precision("auto", torch.device("cpu")) == "float32"
+    assert training_precision("tf32", torch.device("cpu")) == "float32"
+    assert training_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(
+        InterpError, match="precision = 'fp8': expected auto, float32, tf32 or bf16"
+    ):
+        TrainingConfig(n_steps=1, precision="fp8")
+
+
+def test_dense_and_sparse_kernels_train_the_same_dictionary():
+    """`sparse_kernels` changes the cost, not the math: 20 steps give the same weights to float
+    tolerance."""
+    weights = {}
+    for sparse in (False, True):
+        with TemporaryDirectory() as out:
+            trainer = Trainer(
+                *configs(20, sparse_kernels=sparse), planted().stream(BATCH), Path(out),
+                progress=False,
+            )  # fmt: skip
+            weights[sparse] = {n: p.detach().clone() for n, p in trainer.train().named_parameters()}
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_and_tf32_training_on_cuda_reach_the_float32_fve(tmp_path):
+    """precision auto is bf16 on CUDA (TF32 for the float32 matmuls left): after the same steps
+    its held-out FVE, and tf32's, are within 0.01 of float32's on the same device."""
+    fve = {}
+    for precision in ("float32", "tf32", "auto"):
+        coder = Trainer(
+            *configs(300, precision=precision), planted().stream(BATCH), tmp_path / precision,
+            device="cuda", progress=False,
+        ).train()  # fmt: skip
+        heldout = [x.cuda() for x in islice(planted().stream(512, seed=99)(0), 8)]
+        fve[precision] = min(reconstruction_metrics(coder, heldout)["fve"].values())
+    assert fve["float32"] > 0.9, fve
+    assert abs(fve["auto"] - fve["float32"]) <= 0.01 and abs(fve["tf32"] - fve["float32"]) <= 0.01

@@ -16,7 +16,8 @@ def cache_activations(
     of a several-process run)."""
     from interp.models import load_pair
 
-    loaded = load_pair(*pair, device=resolve_device(options.device))
+    device = resolve_device(options.device)
+    loaded = load_pair(*pair, dtype=options.model_dtype, device=device)
     config = cache_config(
         loaded,
         layers=[part for part in str(layers).split(",") if part.strip()],

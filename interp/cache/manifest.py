@@ -102,14 +102,25 @@ def add_stats(stats: dict, count: int, total: np.ndarray, norm_total: np.ndarray
     }
 
 
-def shard_statistics(
+def shard_sums(
     acts: Float[Tensor, "n n_models n_layers d"],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of x, sum of ||x||_2) over tokens, per model/layer, in float64, from stored values."""
+) -> tuple[Float[Tensor, "n_models n_layers d"], Float[Tensor, "n_models n_layers"]]:
+    """(sum of x, sum of ||x||_2) over tokens, per model/layer, in float64, from stored values,
+    computed where `acts` lives (the cache writer runs it on the GPU without waiting for it).
+    The sum of x is finite exactly when every value is (float64 cannot overflow on a sum of
+    float32 values), which is how the writer tests finiteness for free."""
     values = acts.float()
     total = values.sum(dim=0, dtype=torch.float64)
     norm_total = torch.linalg.vector_norm(values, dim=-1).sum(dim=0, dtype=torch.float64)
-    return total.numpy(), norm_total.numpy()
+    return total, norm_total
+
+
+def shard_statistics(
+    acts: Float[Tensor, "n n_models n_layers d"],
+) -> tuple[np.ndarray, np.ndarray]:
+    """`shard_sums` as numpy arrays."""
+    total, norm_total = shard_sums(acts)
+    return total.cpu().numpy(), norm_total.cpu().numpy()
 
 
 def stats_of_shards(folder: Path, manifest: dict) -> dict:

@@ -1,6 +1,6 @@
 """One shard file: `shard-00000.safetensors` with `acts` [n_tokens, n_models, n_layers, d],
 `token_ids` int32, `seq_ids` int64, `positions` int32 and a `__metadata__` header naming models,
-layers and dtype. Written through `interp.fileio.atomic_write_bytes` (unique temp name, fsync,
+layers and dtype. Written through `interp.fileio.atomic_output` (unique temp name, fsync,
 rename), so a shard that exists was written whole; damage after the fact (a truncated copy, a
 flipped byte) is what interp.cache.verify looks for."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.fileio import atomic_write_bytes
+from interp.fileio import atomic_output
 
 SHARD_TENSORS = ("acts", "token_ids", "seq_ids", "positions")
 # safetensors dtype tags -> numpy dtype of the raw payload (bf16 is read as its uint16 bits)
@@ -84,31 +84,55 @@ def payload_to_float32(rows: np.ndarray, dtype_tag: str) -> torch.Tensor:
     return torch.from_numpy(rows).float()
 
 
-def serialize_shard(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    """The safetensors bytes of a shard, byte-for-byte deterministic: the header lists metadata
-    and tensors in a fixed order (the safetensors library orders its header through a hash map,
-    which would make equal shards hash differently)."""
+def shard_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> list[memoryview]:
+    """The safetensors bytes of a shard as [header, payload of each tensor], byte-for-byte
+    deterministic, without copying the payloads (each part views its tensor's memory, so the
+    tensors must not change until the parts are written): the header lists metadata and tensors
+    in a fixed order (the safetensors library orders its header through a hash map, which would
+    make equal shards hash differently)."""
     header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
     payloads = []
     offset = 0
     for name in SHARD_TENSORS:
         tensor = tensors[name].contiguous()
-        payload = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        payload = memoryview(
+            tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b""
+        )
         tag = SAFETENSORS_DTYPE_TAG.get(tensor.dtype) or SAFETENSORS_INT_TAG[tensor.dtype]
         header[name] = {
             "dtype": tag,
             "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + len(payload)],
+            "data_offsets": [offset, offset + payload.nbytes],
         }
         payloads.append(payload)
-        offset += len(payload)
+        offset += payload.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the payload starts 8-byte aligned
-    return struct.pack("<Q", len(text)) + text + b"".join(payloads)
+    return [memoryview(struct.pack("<Q", len(text)) + text), *payloads]
+
+
+def serialize_shard(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of a shard (`shard_parts` joined)."""
+    return b"".join(shard_parts(tensors, metadata))
+
+
+def parts_sha256(parts: list[memoryview]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)  # hashlib releases the GIL on large buffers
+    return digest.hexdigest()
+
+
+def write_shard_parts(path: Path, parts: list[memoryview]) -> None:
+    """Write a shard's parts atomically (interp.fileio.atomic_output: unique temp name, fsync,
+    rename, fsync the folder): a shard that exists was written whole."""
+    with atomic_output(path) as tmp, tmp.open("wb") as handle:
+        for part in parts:
+            handle.write(part)
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """Write one shard atomically; returns its sha256."""
-    data = serialize_shard(tensors, metadata)
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    parts = shard_parts(tensors, metadata)
+    write_shard_parts(path, parts)
+    return parts_sha256(parts)

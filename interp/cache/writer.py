@@ -4,7 +4,8 @@
 batch through base and chat with `interp.hooks.residual_stream` (the forward stops after the
 deepest requested block), keeps the cached positions, and fills fixed-size shards. After each
 shard: write it durably (interp.fileio: unique temp name, fsync, rename), then record it in
-`manifest.json` (atomic rewrite). A rerun of the same config on the same folder re-checks the
+`manifest.json` (atomic rewrite); `ShardWriter` does both in background threads while the next
+shard's forward runs, with the bytes of doing them in line. A rerun of the same config on the same folder re-checks the
 recorded shards it would reuse (size, header, sha256 against the manifest, finiteness), skips the
 sound ones and recomputes the missing and damaged ones, so a run killed at any moment (SIGKILL
 included) or a shard damaged since ends, once rerun, with the same bytes as an uninterrupted run.
@@ -15,14 +16,18 @@ that are NaN or inf are refused, never written.
 
 import json
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.cache.background import OrderedWorker
 from interp.cache.config import (
     CacheConfig,
     canonical_dtype,
@@ -40,10 +45,10 @@ from interp.cache.manifest import (
     manifest_path,
     read_manifest,
     record_shard,
-    shard_statistics,
+    shard_sums,
     write_manifest,
 )
-from interp.cache.shard import shard_name, write_shard
+from interp.cache.shard import parts_sha256, shard_name, shard_parts, write_shard_parts
 from interp.cache.token_stream import DatasetSource, TextSource, TokenPlan, plan_token_stream
 from interp.cache.verify import damaged_shards
 from interp.errors import InterpError
@@ -55,6 +60,7 @@ from interp.models import ModelPair
 
 ROLES = ("base", "chat")
 LEGACY_TMP_SUFFIX = ".tmp"  # the temp name of shards and manifests before interp.fileio
+WRITE_QUEUE_DEPTH = 2  # finished shards waiting per background stage (bounds the memory in flight)
 
 
 def is_temp_file(name: str) -> bool:
@@ -392,44 +398,193 @@ def _write_shards(
     progress: bool,
     ranks: Ranks,
 ) -> None:
-    runner = BatchRunner(pair, plan, config.layers, config.storage_dtype)
+    device = pair.base.device
+    # on a GPU a shard is assembled there and leaves it in one asynchronous copy (ShardWriter)
+    acts_device = device if device.type == "cuda" else torch.device("cpu")
+    runner = BatchRunner(pair, plan, config.layers, config.storage_dtype, acts_device)
     block = ranks.shard_block(plan.n_shards)
     block_tokens = sum(stop - start for start, stop in map(plan.shard_range, block))
     todo_tokens = sum(stop - start for start, stop in map(plan.shard_range, todo))
-    metadata = {
-        "format": FORMAT,
-        "models": json.dumps([m["spec"] for m in manifest["models"]]),
-        "roles": json.dumps(list(ROLES)),
-        "layers": json.dumps(list(config.layers)),
-        "dtype": config.dtype,
-        "config_hash": config.hash,
-    }
-    with tqdm(
-        total=block_tokens,
-        initial=block_tokens - todo_tokens,
-        unit="tok",
-        unit_scale=True,
-        desc="cache" if ranks.world == 1 else f"cache rank 0/{ranks.world}",
-        disable=not progress,
-        smoothing=0.1,
-    ) as bar:
+    metadata = shard_metadata(
+        [m["spec"] for m in manifest["models"]], config.layers, config.dtype, config.hash
+    )
+    with (
+        tqdm(
+            total=block_tokens,
+            initial=block_tokens - todo_tokens,
+            unit="tok",
+            unit_scale=True,
+            desc="cache" if ranks.world == 1 else f"cache rank 0/{ranks.world}",
+            disable=not progress,
+            smoothing=0.1,
+        ) as bar,
+        ShardWriter(out, metadata, config.dtype) as writer,
+    ):
         for index in todo:
             start, stop = plan.shard_range(index)
-            tensors = stream_rows(runner, start, stop, bar.update)
-            name = shard_name(index)
-            refuse_nonfinite(tensors, name, config.dtype)
-            sha = write_shard(out / name, tensors, {**metadata, "shard_index": str(index)})
-            total, norm_total = shard_statistics(tensors["acts"])
-            record = {
-                "index": index,
-                "file": name,
-                "n_tokens": stop - start,
-                "n_bytes": (out / name).stat().st_size,
-                "sha256": sha,
-                "first_seq_id": int(tensors["seq_ids"][0]),
-                "last_seq_id": int(tensors["seq_ids"][-1]),
-            }
-            record_shard(out, record, total, norm_total)
+            writer.submit(index, stream_rows(runner, start, stop, bar.update))
+
+
+def shard_metadata(
+    specs: Sequence[str], layers: Sequence[int], dtype: str, config_hash: str
+) -> dict[str, str]:
+    """The `__metadata__` of every shard of a cache (plus each shard's `shard_index`)."""
+    return {
+        "format": FORMAT,
+        "models": json.dumps(list(specs)),
+        "roles": json.dumps(list(ROLES)),
+        "layers": json.dumps(list(layers)),
+        "dtype": dtype,
+        "config_hash": config_hash,
+    }
+
+
+@dataclass
+class _PendingShard:
+    index: int
+    tensors: dict[str, Tensor]  # on the host (pinned buffers when the shard came from a GPU)
+    sums: tuple[Tensor, Tensor] | None  # `shard_sums` made on the GPU, or None: the worker's job
+    copied: "torch.cuda.Event | None"  # recorded after the device-to-host copies
+    release: Callable[[], None]  # gives pinned buffers back once the shard is on disk
+
+
+@dataclass
+class _HashedShard:
+    shard: _PendingShard
+    parts: list[memoryview]
+    sha256: str
+    total: np.ndarray
+    norm_total: np.ndarray
+
+
+class _PinnedStaging:
+    """Device-to-host copies of finished shards without blocking the host: on a side stream,
+    into page-locked buffers that are reused once their shard is on disk."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device)
+        self._free: dict[tuple, list[Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def _buffer(self, like: Tensor) -> Tensor:
+        key = (tuple(like.shape), like.dtype)
+        with self._lock:
+            if self._free.get(key):
+                return self._free[key].pop()
+        return torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+
+    def _give_back(self, buffers: list[Tensor]) -> None:
+        with self._lock:
+            for buffer in buffers:
+                self._free.setdefault((tuple(buffer.shape), buffer.dtype), []).append(buffer)
+
+    def stage(self, index: int, tensors: dict[str, Tensor]) -> _PendingShard:
+        acts = tensors["acts"]
+        sums = shard_sums(acts)  # queued on the GPU behind the forward passes that made acts
+        self.stream.wait_stream(torch.cuda.current_stream(acts.device))
+        on_device = [acts, *sums]
+        with torch.cuda.stream(self.stream):
+            host = [self._buffer(tensor) for tensor in on_device]
+            for target, tensor in zip(host, on_device, strict=True):
+                target.copy_(tensor, non_blocking=True)
+                tensor.record_stream(self.stream)  # not reused by the allocator before the copy
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        return _PendingShard(
+            index,
+            {**tensors, "acts": host[0]},
+            (host[1], host[2]),
+            copied,
+            lambda: self._give_back(host),
+        )
+
+
+class ShardWriter:
+    """Writes finished shards behind the forward pass. `submit(index, tensors)` returns at once
+    (once fewer than WRITE_QUEUE_DEPTH shards wait per stage); a first background stage tests
+    finiteness, computes the statistics (unless the GPU already did) and the sha256, a second one
+    writes the shard durably and records it in the manifest, in shard order. On a GPU the
+    activations are copied to pinned host memory asynchronously (`_PinnedStaging`) and their
+    statistics computed on the device. The bytes written are those of `write_shard` and the
+    statistics those of `shard_statistics`, as if each shard were written before the next forward.
+
+    A failure in a stage (NaN activations, a full disk, ...) stops both: the shards after it are
+    dropped unwritten, the shards before it stay written and recorded, and the error is raised in
+    the caller's thread by the next `submit` or by leaving the `with` block. A shard file exists
+    only once written whole; one not yet in the manifest is recomputed by a rerun."""
+
+    def __init__(self, out: Path, metadata: dict[str, str], dtype: str) -> None:
+        self.out, self.metadata, self.dtype = out, metadata, dtype
+        self._staging: _PinnedStaging | None = None
+        self._writing: OrderedWorker[_HashedShard] = OrderedWorker(
+            "cache shard write", self._write, WRITE_QUEUE_DEPTH
+        )
+        self._hashing: OrderedWorker[_PendingShard] = OrderedWorker(
+            "cache shard hash", self._hash, WRITE_QUEUE_DEPTH
+        )
+
+    def submit(self, index: int, tensors: dict[str, Tensor]) -> None:
+        acts = tensors["acts"]
+        if acts.device.type == "cuda":
+            if self._staging is None:
+                self._staging = _PinnedStaging(acts.device)
+            pending = self._staging.stage(index, tensors)
+        else:
+            pending = _PendingShard(index, tensors, None, None, lambda: None)
+        self._hashing.submit(pending)
+
+    def close(self) -> None:
+        try:
+            self._hashing.close()
+        finally:
+            self._writing.close()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None:
+            self.close()
+            return
+        try:  # the shards computed before the error are sound: finish writing them
+            self.close()
+        except BaseException:  # noqa: S110 - the caller's error is the one to report
+            pass
+
+    def _hash(self, shard: _PendingShard) -> None:
+        if shard.copied is not None:
+            shard.copied.synchronize()
+        sums = shard.sums if shard.sums is not None else shard_sums(shard.tensors["acts"])
+        total, norm_total = (values.numpy() for values in sums)
+        name = shard_name(shard.index)
+        if not np.isfinite(total).all():
+            refuse_nonfinite(shard.tensors, name, self.dtype)
+        parts = shard_parts(shard.tensors, {**self.metadata, "shard_index": str(shard.index)})
+        self._writing.submit(_HashedShard(shard, parts, parts_sha256(parts), total, norm_total))
+
+    def _write(self, hashed: _HashedShard) -> None:
+        shard, name = hashed.shard, shard_name(hashed.shard.index)
+        tensors = shard.tensors
+        try:
+            write_shard_parts(self.out / name, hashed.parts)
+            n_bytes = (self.out / name).stat().st_size
+        except OSError as error:
+            raise InterpError(
+                f"cannot write {name} into the cache folder {str(self.out)!r}: "
+                f"{error.strerror or error}; the shards before it are kept: rerun the same "
+                "command to resume"
+            ) from None
+        record = {
+            "index": shard.index,
+            "file": name,
+            "n_tokens": len(tensors["token_ids"]),
+            "n_bytes": n_bytes,
+            "sha256": hashed.sha256,
+            "first_seq_id": int(tensors["seq_ids"][0]),
+            "last_seq_id": int(tensors["seq_ids"][-1]),
+        }
+        record_shard(self.out, record, hashed.total, hashed.norm_total)
+        shard.release()
 
 
 def stream_rows(

@@ -121,14 +121,17 @@ def storage_dtype(param: typer.CallbackParam, value: str | None) -> str | None:
 
 def model_dtype(param: typer.CallbackParam, value: str) -> str:
     """A model dtype in either spelling (bf16 or bfloat16, fp16 / float16 / half, fp32 or
-    float32), returned as torch names it: bfloat16, float16, float32."""
+    float32), returned as torch names it: bfloat16, float16, float32; or `auto` (bf16 on CUDA,
+    fp32 elsewhere: interp.models.model_dtype)."""
     from interp.cache.config import canonical_dtype
 
+    if value.lower() == "auto":
+        return "auto"
     try:
         return canonical_dtype(value)
     except InterpError:
         raise BadOption(
-            param, value, "expected bf16, fp16 or fp32 (or bfloat16, float16, float32)"
+            param, value, "expected auto, bf16, fp16 or fp32 (or bfloat16, float16, float32)"
         ) from None
 
 
