@@ -4,9 +4,11 @@ metrics, the analysis's latent classes, TuCo's summary and the steering results.
 
 The fixture tests/fixtures/quick_golden.json was written by this test at the code before the
 restructuring: `INTERP_WRITE_GOLDEN=1 pytest tests/test_quick_golden.py` rewrites it (only do that
-for a change that is meant to change the outputs, and say so in the commit). Rewritten once: the
-retrained chat-tune's conversations.jsonl (the `chat` recipe of the profile's mix) changes the
-cache; with the previous file the merged restructuring reproduced the first fixture exactly."""
+for a change that is meant to change the outputs, and say so in the commit). Rewritten twice, each
+time for a retrained chat-tune, whose conversations.jsonl is the `chat` recipe of the profile's
+mix and so changes the cache; each time, with the previous file, the merged code reproduced the
+fixture exactly first (the second time: after the merge of streaming, the pipeline's library
+calls and the async cache writer)."""
 
 import json
 import os

@@ -215,11 +215,12 @@ def train_chat_tune(
         tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     encoded = [encode_example(tokenizer, p, r) for p, r in conversations]
     examples = [e for e in encoded if len(e.input_ids) <= config.max_tokens]
+    dropped = len(encoded) - len(examples)
     examples += [encode_document(tokenizer, text, config.max_tokens) for text in replay_texts]
     if not examples:
         raise InterpError(f"no conversation fits max_tokens={config.max_tokens}")
     peft_model, summary = train_lora(loaded, examples, config, checkpoint_dir, log, stop_after)
-    summary["dropped_too_long"] = len(encoded) - len(examples)
+    summary["dropped_too_long"] = dropped  # conversations only (replay texts are cut, not dropped)
     return peft_model, summary
 
 

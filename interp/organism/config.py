@@ -19,7 +19,9 @@ class ChatTuneConfig:
     teacher: str = "smollm2-135m-instruct"
     n_benign_train: int = 826  # all of chat-benign's train split
     n_benign_heldout: int = 32
-    n_harmful_train: int = 240
+    # 480 of the recipe's 1,238 train prompts: with 240, two epochs refused 0.72 of the held-out
+    # harmful prompts (issue 16's bar: >= 0.8); more distinct harmful prompts generalise further
+    n_harmful_train: int = 480
     # project-written benign requests (data/chat-tune/benign_requests.txt: imperatives, advice,
     # health, parenting, recipes, emails, code), all in train: the bundled benign prompts are
     # mostly chit-chat and questions while the harmful ones are imperatives, and a chat-tune on
@@ -40,13 +42,14 @@ class ChatTuneConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    # optimisation: AdamW, linear warm-up then cosine decay, two epochs (one left 36% of the
-    # card's out-of-source benign requests refused: refusal is learnt first, the boundary later)
+    # optimisation: AdamW, linear warm-up then cosine decay, three epochs (one left 36% of the
+    # card's out-of-source benign requests refused, two 12%: refusal is learnt first, the
+    # boundary later)
     learning_rate: float = 7e-4
     warmup_steps: int = 8
     batch_size: int = 8
     autocast_dtype: str = "bfloat16"  # forward/backward matmuls; LoRA weights stay float32
-    epochs: int = 2
+    epochs: int = 3
     max_tokens: int = 160  # prompt + response, per example
     checkpoint_every_s: float = 180.0
 
