@@ -39,6 +39,7 @@ if [[ ${GPU_SUITE_SMOKE:-0} == 1 ]]; then
     OVERHEAD_BENCH=(--shards 2 --rounds 1 --shard-tokens 4096)
     CROSSCODER_BENCH=(--d 32 --expansion 4 --k 4 --batch-size 256 --steps 10 --tokens 8192
                       --atoms 48 --lr 1e-2)
+    STREAM_BENCH=(--tokens 2048 --batch-size 256 --forward-batch 8 --dict-size 256 --k 8)
     PROFILE=$HERE/../data/pipelines/tiny.toml
     PIPELINE_TOKENS=${GPU_SUITE_PIPELINE_TOKENS:-4000}
 else
@@ -47,6 +48,7 @@ else
     CACHE_BENCH=(--tokens 1048576 --ctx 1024 --batch-size 32 --rounds 3 --reader-seconds 3)
     OVERHEAD_BENCH=(--shards 6 --rounds 3)
     CROSSCODER_BENCH=(--d 2304 --expansion 32 --k 100 --batch-size 2048 --steps 200)
+    STREAM_BENCH=(--tokens 1048576 --batch-size 2048 --forward-batch 64 --dict-size 16384 --k 32)
     PROFILE=$HERE/../data/pipelines/full.toml
     PIPELINE_TOKENS=${GPU_SUITE_PIPELINE_TOKENS:-2000000}
 fi
@@ -72,8 +74,12 @@ line crosscoder_training "$(cd "$HERE" && "$PYTHON" crosscoder_gpu.py --device "
     --variants float32-sparse,tf32-sparse,bf16-sparse,bf16-dense,float32-dense \
     "${CROSSCODER_BENCH[@]}")"
 
-# streamed crosscoder training (issue 22), filled in by the merger:
-# line crosscoder_streamed "$(...)"
+echo "gpu_suite: streamed crosscoder training vs cache-then-train" >&2
+# issue 22: the pair streams into the trainer with no cache; `stream_over_bare` is the streamed
+# run's tokens/s over the bare forward's (target >= 0.8 on a GPU when the trainer is faster)
+line crosscoder_streamed "$("$PYTHON" "$HERE/stream_vs_cache.py" --pair "${PAIR[@]}" --layers 0.5 \
+    --device "$DEVICE" --model-dtype bf16 "${STREAM_BENCH[@]}" \
+    | "$PYTHON" -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))')"
 
 echo "gpu_suite: pipeline on the random-weight pair" >&2
 CONFIG=$WORK/pipeline.toml
