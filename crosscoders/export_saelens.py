@@ -180,7 +180,9 @@ def export_dictionary(options: DictExportOptions, dictionary: Path) -> Path:
         context_size = int(read_manifest(options.cache)["config"]["ctx"])
     assert context_size is not None
     coder = load_crosscoder(dictionary)
-    return export_saelens(coder, source_index(coder.config, options.source), options.out, context_size)
+    return export_saelens(
+        coder, source_index(coder.config, options.source), options.out, context_size
+    )
 
 
 def resid_post_layer(metadata: dict[str, Any], folder: Path) -> int:

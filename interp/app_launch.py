@@ -29,9 +29,7 @@ def streamlit_command(options: AppOptions) -> list[str]:
     # fmt: on
 
 
-def serve_app(
-    options: AppOptions, run_folder: Path, echo: Callable[[str], object] = print
-) -> None:
+def serve_app(options: AppOptions, run_folder: Path, echo: Callable[[str], object] = print) -> None:
     """Replace this process by the Streamlit app on `run_folder` (echoes the address first)."""
     if not run_folder.is_dir():
         raise InterpError(

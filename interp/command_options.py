@@ -1,6 +1,7 @@
-"""The options of interp's own pipeline commands (`interp cache`, `interp tuco experiments`),
-declared once each (interp.options.option): the CLI builds its options from these dataclasses, a
-pipeline table ([cache], [tuco]) is checked against them and built into them, and the Python API
+"""The options of interp's own commands (`interp cache`, `interp tuco ...`, `interp compare`,
+`interp app`, `interp run`, `interp demo`) and of `interp dict export|import`, declared once
+each (interp.options.option): the CLI builds its options from these dataclasses, a pipeline
+table ([cache], [tuco]) is checked against them and built into them, and the Python API
 constructs them. No torch here (`interp --help`). What a pipeline sets itself (models, layers,
 output folder) is an argument of the function that runs the command, not an option here."""
 
@@ -120,12 +121,8 @@ class AppOptions:
 class RunOptions:
     """`interp run CONFIG` (run by interp.cli.pipeline_cmd.run_pipeline_file)."""
 
-    out: Path | None = option(
-        None, help="run folder (overrides [run] out)", check="output_folder"
-    )
-    steps: str | None = option(
-        None, help="comma-separated steps, e.g. cache,train or train.l1"
-    )
+    out: Path | None = option(None, help="run folder (overrides [run] out)", check="output_folder")
+    steps: str | None = option(None, help="comma-separated steps, e.g. cache,train or train.l1")
 
 
 @dataclass(kw_only=True)
@@ -160,7 +157,8 @@ class DictExportOptions:
 
 @dataclass(kw_only=True)
 class DictImportOptions:
-    """`interp dict import PATH` (run by crosscoders.import_dictionary_learning.import_dictionary)."""
+    """`interp dict import PATH` (run by
+    crosscoders.import_dictionary_learning.import_dictionary)."""
 
     out: Path = option(help="output folder (rerun to resume)", check="output_folder")
     model: list[str] | None = option(
