@@ -27,7 +27,9 @@ from safetensors.torch import load_file
 
 from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
-from crosscoders.io import save_tensors
+from crosscoders.io import load_crosscoder, save_tensors
+from interp.cache.manifest import read_manifest
+from interp.command_options import DictExportOptions
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json, read_json
 from interp.layers import hook_name
@@ -149,6 +151,38 @@ def export_saelens(coder: CrossCoder, source: int, folder: Path, context_size: i
     save_tensors(folder / WEIGHTS_FILE, tensors)
     atomic_write_json(folder / CFG_FILE, saelens_cfg(coder, source, int(context_size)))
     return folder
+
+
+def source_index(config: CrossCoderConfig, source: str) -> int:
+    """`--source`: a source's name (as in config.json: `chat`, or `chat/9` for a crosscoder over
+    several layers) or its index."""
+    names = [entry.name for entry in config.sources]
+    if source in names:
+        return names.index(source)
+    if source.isdigit() and int(source) < config.n_sources:
+        return int(source)
+    raise InterpError(
+        f"unknown source {source!r}: expected one of {names} or an index 0..{config.n_sources - 1}"
+    )
+
+
+def export_dictionary(options: DictExportOptions, dictionary: Path) -> Path:
+    """`interp dict export`: one source of the dictionary folder `dictionary` as a SAELens folder
+    in `options.out`; cfg.json's context_size is `options.context_size` or the ctx of the
+    dictionary's activation cache `options.cache` (exactly one of them)."""
+    if (options.cache is None) == (options.context_size is None):
+        raise InterpError(
+            "give exactly one of --cache (the dictionary's activation cache, whose ctx is used) "
+            "and --context-size"
+        )
+    context_size = options.context_size
+    if options.cache is not None:
+        context_size = int(read_manifest(options.cache)["config"]["ctx"])
+    assert context_size is not None
+    coder = load_crosscoder(dictionary)
+    return export_saelens(
+        coder, source_index(coder.config, options.source), options.out, context_size
+    )
 
 
 def resid_post_layer(metadata: dict[str, Any], folder: Path) -> int:

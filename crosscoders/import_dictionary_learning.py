@@ -28,6 +28,9 @@ from safetensors.torch import load_file
 
 from crosscoders.config import CrossCoderConfig, Source
 from crosscoders.crosscoder import CrossCoder
+from crosscoders.export_saelens import CFG_FILE, import_saelens
+from crosscoders.io import save_crosscoder
+from interp.command_options import DictImportOptions
 from interp.errors import InterpError
 from interp.fileio import read_json
 
@@ -120,3 +123,26 @@ def import_dictionary_learning(path: Path, sources: list[Source] | None = None) 
     if batch_topk:
         coder.get_buffer("threshold").copy_(state["threshold"].float().reshape(()))
     return coder.eval()
+
+
+def import_dictionary(options: DictImportOptions, path: Path) -> CrossCoder:
+    """`interp dict import`: a SAELens folder (cfg.json + sae_weights.safetensors) or a crosscoder
+    saved by dictionary_learning / crosscoder_learning at `path`, saved as our dictionary folder
+    in `options.out` (a dictionary_learning save records no models or layer: `options.model`,
+    one per crosscoder layer, base first, and `options.layer` name them)."""
+    if (path / CFG_FILE).is_file():
+        coder = import_saelens(path)
+    else:
+        if not options.model or options.layer is None:
+            raise InterpError(
+                "a dictionary_learning save records no models or layer: give --model once per "
+                "crosscoder layer (base first) and --layer"
+            )
+        names = ["base", "chat"] if len(options.model) == 2 else [""] * len(options.model)
+        sources = [
+            Source(spec, options.layer, name)
+            for spec, name in zip(options.model, names, strict=True)
+        ]
+        coder = import_dictionary_learning(path, sources)
+    save_crosscoder(coder, options.out)
+    return coder

@@ -1,10 +1,12 @@
-"""The options of interp's own pipeline commands (`interp cache`, `interp tuco experiments`),
-declared once each (interp.options.option): the CLI builds its options from these dataclasses, a
-pipeline table ([cache], [tuco]) is checked against them and built into them, and the Python API
+"""The options of interp's own commands (`interp cache`, `interp tuco ...`, `interp compare`,
+`interp app`, `interp run`, `interp demo`) and of `interp dict export|import`, declared once
+each (interp.options.option): the CLI builds its options from these dataclasses, a pipeline
+table ([cache], [tuco]) is checked against them and built into them, and the Python API
 constructs them. No torch here (`interp --help`). What a pipeline sets itself (models, layers,
 output folder) is an argument of the function that runs the command, not an option here."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.options import DEVICE_HELP, option
@@ -105,3 +107,61 @@ class CompareOptions:
     chat: str = option(DEFAULT_PAIR[1], help="chat model spec")
     top: int = option(5, help="how many next tokens to show", check="positive")
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
+
+
+@dataclass(kw_only=True)
+class AppOptions:
+    """`interp app RUN_FOLDER` (run by interp.app_launch.serve_app)."""
+
+    port: int = option(8501, help="port to serve on", check="port")
+    host: str = option("127.0.0.1", help="address to bind (0.0.0.0 exposes the app)")
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    """`interp run CONFIG` (run by interp.cli.pipeline_cmd.run_pipeline_file)."""
+
+    out: Path | None = option(None, help="run folder (overrides [run] out)", check="output_folder")
+    steps: str | None = option(None, help="comma-separated steps, e.g. cache,train or train.l1")
+
+
+@dataclass(kw_only=True)
+class DemoOptions:
+    """`interp demo` (run by interp.cli.pipeline_cmd.demo_pipeline)."""
+
+    full: bool = option(
+        False,
+        help="quick: <= 20 min on a 2-core CPU; full: the paper-scale profile, meant for a GPU",
+        flags=("--full/--quick",),
+    )
+    out: Path | None = option(None, help="run folder", check="output_folder")
+    no_app: bool = option(False, help="do not start the app at the end", flags=("--no-app",))
+    port: int = option(8501, help="port of the app", check="port")
+
+
+@dataclass(kw_only=True)
+class DictExportOptions:
+    """`interp dict export DICTIONARY` (run by crosscoders.export_saelens.export_dictionary)."""
+
+    out: Path = option(help="output folder (rerun to resume)", check="output_folder")
+    source: str = option(
+        "0", help="which source: its name (base, chat; base/9 with several layers) or index"
+    )
+    cache: Path | None = option(
+        None, help="the dictionary's activation cache: its ctx is cfg.json's context_size"
+    )
+    context_size: int | None = option(
+        None, help="context size for cfg.json (or --cache)", check="positive"
+    )
+
+
+@dataclass(kw_only=True)
+class DictImportOptions:
+    """`interp dict import PATH` (run by
+    crosscoders.import_dictionary_learning.import_dictionary)."""
+
+    out: Path = option(help="output folder (rerun to resume)", check="output_folder")
+    model: list[str] | None = option(
+        None, help="dictionary_learning: the model of each layer, in order (base, chat)"
+    )
+    layer: int | None = option(None, help="dictionary_learning: the resid_post layer they read")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from app.latent_filters import LatentFilter
 from app.render import bar_histogram, latent_from_selection, token_html
 from app.run_folder import RunFolder
-from interp.cli import app_cmd
+from interp import app_launch
 from interp.cli.main import app as cli
 from interp.errors import InterpError
 
@@ -104,7 +104,7 @@ def test_streamlit_command_is_headless_and_local_by_default(monkeypatch, tmp_pat
     def fake_execve(path, argv, env):
         captured.update(path=path, argv=argv, env=env)
 
-    monkeypatch.setattr(app_cmd.os, "execve", fake_execve)
+    monkeypatch.setattr(app_launch.os, "execve", fake_execve)
     result = CliRunner().invoke(cli, ["app", str(tmp_path), "--port", "8765"])
     assert result.exit_code == 0, result.output
     argv = captured["argv"]
@@ -112,7 +112,7 @@ def test_streamlit_command_is_headless_and_local_by_default(monkeypatch, tmp_pat
     assert argv[argv.index("--server.port") + 1] == "8765"
     assert argv[argv.index("--server.headless") + 1] == "true"
     assert argv[argv.index("run") + 1].endswith("app/main.py")
-    assert captured["env"][app_cmd.RUN_FOLDER_ENV] == str(tmp_path.resolve())
+    assert captured["env"][app_launch.RUN_FOLDER_ENV] == str(tmp_path.resolve())
 
 
 def test_app_command_rejects_a_missing_run_folder(tmp_path):

@@ -45,6 +45,16 @@ NOT_FROM_A_TABLE = {
     "organism card": set(),
     "organism narrow": set(),
     "organism narrow-card": set(),
+    "dict export": {"dictionary"},
+    "dict import": {"path"},
+    "app": {"run_folder"},
+    "run": {"config"},
+    "demo": set(),
+    "cache verify": {"path"},
+    "models": set(),
+    "data list": set(),
+    "data build": set(),
+    "organism judge": set(),
 }  # fmt: skip
 # commands that are no pipeline step, with their options dataclasses
 OTHER_COMMANDS = {
@@ -68,6 +78,17 @@ OTHER_COMMANDS = {
         "interp.command_options:TucoGenerateOptions",
         "interp.command_options:TucoPairOptions",
     ),
+    "dict export": ("interp.command_options:DictExportOptions",),
+    "dict import": ("interp.command_options:DictImportOptions",),
+    "app": ("interp.command_options:AppOptions",),
+    "run": ("interp.command_options:RunOptions",),
+    "demo": ("interp.command_options:DemoOptions",),
+    # no options: only an argument, or none
+    "cache verify": (),
+    "models": (),
+    "data list": (),
+    "data build": (),
+    "organism judge": (),
 }
 STREAM_FIELDS = {f.name for f in fields(_named("crosscoders.train_options:StreamSpec"))}
 OPTION_CLASSES = {path: command.option_classes for path, command in STEP_COMMANDS.items()}
@@ -101,6 +122,24 @@ def test_command_options_are_its_dataclass_fields(path):
         else:
             assert param.default == entry.default, (path, entry.name)
         assert param.help.startswith(entry.metadata[HELP]), (path, entry.name)
+
+
+def _command_paths(command, path: str = ""):
+    """Every command of the app by its path ("dict export"), a group whose callback takes
+    parameters of its own (`interp cache`) included."""
+    subcommands = getattr(command, "commands", {})
+    if path and (not subcommands or any(p.name != "help" for p in command.params)):
+        yield path
+    for name, subcommand in subcommands.items():
+        yield from _command_paths(subcommand, f"{path} {name}".strip())
+
+
+def test_every_command_of_the_app_takes_its_options_from_dataclasses():
+    paths = set(_command_paths(typer.main.get_command(cli_main.app)))
+    covered = {path.removesuffix(STREAMED) for path in OPTION_CLASSES}
+    assert {"dict export", "cache", "cache verify", "train sae", "models"} <= paths
+    assert sorted(paths - covered) == []
+    assert sorted(covered - paths) == []
 
 
 def test_every_step_kind_of_a_pipeline_has_a_command():

@@ -250,3 +250,44 @@ def test_a_step_with_workers_runs_its_command_under_torchrun_and_writes_what_one
         manifest = json.loads((tmp_path / f"run{workers}" / "cache" / "manifest.json").read_text())
         shards[workers] = [(s["file"], s["sha256"]) for s in manifest["shards"]]
     assert len(shards[1]) == 8 and shards[2] == shards[1]
+
+
+def test_demo_runs_its_profile_into_out_then_serves_the_app_there(tmp_path, monkeypatch):
+    """`interp demo [--full] [--out] [--port] [--no-app]`: --quick / --full pick the profile,
+    --out moves the run folder, and the app is served on it at --port unless --no-app."""
+    from tiny_models import save_tiny, tiny_pair
+    from typer.testing import CliRunner
+
+    from interp import app_launch
+    from interp.cli import pipeline_cmd
+    from interp.cli.main import app
+
+    pair = tiny_pair()
+    for role, loaded in zip(("base", "chat"), pair, strict=True):
+        save_tiny(loaded, tmp_path / role)
+    (tmp_path / "docs.txt").write_text("\n".join(documents(60, seed=4)))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for profile, tokens in (("quick", 128), ("full", 192)):
+        (profiles / f"{profile}.toml").write_text(
+            f"[run]\nout = '{tmp_path / 'elsewhere'}'\nbase = '{tmp_path / 'base'}'\n"
+            f"chat = '{tmp_path / 'chat'}'\nlayer = 2\n[cache]\ntokens = {tokens}\nctx = 32\n"
+            f"mix = '{tmp_path / 'docs.txt'}'\ndevice = 'cpu'\n"
+        )
+    monkeypatch.setattr(pipeline_cmd, "PROFILES_DIR", profiles)
+    served = []
+    monkeypatch.setattr(app_launch.os, "execve", lambda path, argv, env: served.append((argv, env)))
+
+    quick, full = tmp_path / "quick", tmp_path / "full"
+    result = CliRunner().invoke(app, ["demo", "--out", str(quick), "--port", "8765"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((quick / "cache" / "manifest.json").read_text())["n_tokens"] == 128
+    ((argv, env),) = served
+    assert argv[argv.index("--server.port") + 1] == "8765"
+    assert argv[argv.index("--server.address") + 1] == "127.0.0.1"
+    assert env[app_launch.RUN_FOLDER_ENV] == str(quick.resolve())
+
+    result = CliRunner().invoke(app, ["demo", "--full", "--out", str(full), "--no-app"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((full / "cache" / "manifest.json").read_text())["n_tokens"] == 192
+    assert len(served) == 1 and not (tmp_path / "elsewhere").exists()

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
-from interp.cli import validators as check
-from interp.cli.options import options_from_table
+from interp.cli.options import options_from, options_from_table
 from interp.cli.torchrun import torchrun_command
+from interp.command_options import AppOptions, DemoOptions, RunOptions
 from interp.errors import InterpError
+from interp.options import comma_separated
 from interp.pipeline import PROFILES_DIR, STREAMED, Step, load_config, plan, run_pipeline, select
 
 
@@ -150,11 +151,14 @@ def _run_under_torchrun(step: Step, workers: int) -> None:
         raise InterpError(f"step {step.name} under torchrun ({workers} workers) exited with {code}")
 
 
-def _run(config_path: Path, out: Path | None, steps: str | None) -> Path:
+def run_pipeline_file(options: RunOptions, config_path: Path) -> Path:
+    """`interp run CONFIG`: the pipeline config at `config_path`, checked whole before its first
+    step, then its steps (all, or `options.steps`) into its run folder (`options.out` overrides
+    [run] out); returns the run folder."""
     config = load_config(config_path)
-    if out is not None:
-        config["run"]["out"] = str(out)
-    only = [name.strip() for name in steps.split(",") if name.strip()] if steps else None
+    if options.out is not None:
+        config["run"]["out"] = str(options.out)
+    only = comma_separated(options.steps) if options.steps else None
     try:
         planned = plan(config)
     except InterpError as error:
@@ -164,42 +168,35 @@ def _run(config_path: Path, out: Path | None, steps: str | None) -> Path:
     return Path(config["run"]["out"])
 
 
+def run_demo(options: DemoOptions) -> None:
+    """`interp demo`: the quick (or full) built-in profile into its run folder, then the app on
+    it unless `options.no_app`."""
+    profile = PROFILES_DIR / ("full.toml" if options.full else "quick.toml")
+    folder = run_pipeline_file(RunOptions(out=options.out), profile)
+    typer.echo(f"run folder: {folder}")
+    if not options.no_app:
+        from interp.app_launch import serve_app
+
+        serve_app(AppOptions(port=options.port), folder, echo=typer.echo)
+
+
+@options_from("options", RunOptions)
 def run(
     config: Annotated[
         Path, typer.Argument(help="pipeline config (TOML), e.g. data/pipelines/quick.toml")
     ],
-    out: Annotated[
-        Path | None,
-        typer.Option(callback=check.output_folder, help="run folder (overrides [run] out)"),
-    ] = None,
-    steps: str = typer.Option(None, help="comma-separated steps, e.g. cache,train or train.l1"),
+    options: RunOptions,
 ) -> None:
     """Run a pipeline config; steps already done with the same config are skipped."""
-    folder = _run(config, out, steps)
+    folder = run_pipeline_file(options, config)
     typer.echo(f"run folder: {folder}")
 
 
-def demo(
-    full: bool = typer.Option(
-        False,
-        "--full/--quick",
-        help="quick: <= 20 min on a 2-core CPU; full: the paper-scale profile, meant for a GPU",
-    ),
-    out: Annotated[
-        Path | None, typer.Option(callback=check.output_folder, help="run folder")
-    ] = None,
-    no_app: bool = typer.Option(False, "--no-app", help="do not start the app at the end"),
-    port: int = typer.Option(8501, callback=check.port, help="port of the app"),
-) -> None:
+@options_from("options", DemoOptions)
+def demo(options: DemoOptions) -> None:
     """The main job on the default pair: cache, BatchTopK and L1 crosscoders, diffing analysis,
     TuCo, LinEAS and its baselines; then the app on the run folder. Rerun to resume."""
-    profile = PROFILES_DIR / ("full.toml" if full else "quick.toml")
-    folder = _run(profile, out, None)
-    typer.echo(f"run folder: {folder}")
-    if not no_app:
-        from interp.cli.app_cmd import app as start_app
-
-        start_app(folder, port=port, host="127.0.0.1")
+    run_demo(options)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from crosscoders.train_options import SaeSourceOptions, StreamSpec, TrainControl
 from interp.cli import validators as check
 from interp.cli.options import options_from
 from interp.cli.torchrun import relaunch_under_torchrun
+from interp.command_options import DictExportOptions, DictImportOptions
 from interp.errors import InterpError
 
 train_app = typer.Typer(no_args_is_help=True, help="Train sparse dictionaries on a cache.")
@@ -106,86 +107,32 @@ def evaluate(
 
 
 @dict_app.command("export")
+@options_from("options", DictExportOptions)
 def export(
     dictionary: Annotated[Path, typer.Argument(help="dictionary folder")],
-    out: OutOption,
-    source: str = typer.Option(
-        "0", help="which source: its name (base, chat; base/9 with several layers) or index"
-    ),
-    cache: Annotated[
-        Path | None,
-        typer.Option(help="the dictionary's activation cache: its ctx is cfg.json's context_size"),
-    ] = None,
-    context_size: int | None = typer.Option(
-        None, callback=check.positive, help="context size for cfg.json (or --cache)"
-    ),
+    options: DictExportOptions,
 ) -> None:
     """Export one source as a SAELens 6 folder (cfg.json + sae_weights.safetensors)."""
-    from crosscoders.export_saelens import export_saelens
-    from crosscoders.io import load_crosscoder
+    from crosscoders.export_saelens import export_dictionary
 
-    if (cache is None) == (context_size is None):
-        raise InterpError(
-            "give exactly one of --cache (the dictionary's activation cache, whose ctx is used) "
-            "and --context-size"
-        )
-    if cache is not None:
-        from interp.cache.manifest import read_manifest
-
-        context_size = int(read_manifest(cache)["config"]["ctx"])
-    coder = load_crosscoder(dictionary)
-    folder = export_saelens(coder, source_index(coder.config, source), out, context_size)
+    folder = export_dictionary(options, dictionary)
     typer.echo(f"SAELens folder written to {folder}")
 
 
-def source_index(config, source: str) -> int:
-    """`--source`: a source's name (as in config.json: `chat`, or `chat/9` for a crosscoder over
-    several layers) or its index."""
-    names = [entry.name for entry in config.sources]
-    if source in names:
-        return names.index(source)
-    if source.isdigit() and int(source) < config.n_sources:
-        return int(source)
-    raise InterpError(
-        f"unknown source {source!r}: expected one of {names} or an index 0..{config.n_sources - 1}"
-    )
-
-
 @dict_app.command("import")
+@options_from("options", DictImportOptions)
 def import_dictionary(
     path: Annotated[Path, typer.Argument(help="a SAELens folder, or a dictionary_learning save")],
-    out: OutOption,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(help="dictionary_learning: the model of each layer, in order (base, chat)"),
-    ] = None,
-    layer: Annotated[
-        int | None, typer.Option(help="dictionary_learning: the resid_post layer they read")
-    ] = None,
+    options: DictImportOptions,
 ) -> None:
     """Import a dictionary: a SAELens folder (cfg.json + sae_weights.safetensors) or a crosscoder
     saved by dictionary_learning / crosscoder_learning (model.safetensors + config.json, or .pt)."""
-    from crosscoders.config import Source
-    from crosscoders.export_saelens import CFG_FILE, import_saelens
-    from crosscoders.import_dictionary_learning import import_dictionary_learning
-    from crosscoders.io import save_crosscoder
+    from crosscoders.import_dictionary_learning import import_dictionary
 
-    if (path / CFG_FILE).is_file():
-        coder = import_saelens(path)
-    else:
-        if not model or layer is None:
-            raise InterpError(
-                "a dictionary_learning save records no models or layer: give --model once per "
-                "crosscoder layer (base first) and --layer"
-            )
-        names = ["base", "chat"] if len(model) == 2 else [""] * len(model)
-        sources = [Source(spec, layer, name) for spec, name in zip(model, names, strict=True)]
-        coder = import_dictionary_learning(path, sources)
-    save_crosscoder(coder, out)
-    config = coder.config
+    config = import_dictionary(options, path).config
     typer.echo(
-        f"dictionary written to {out} ({config.activation}, {config.n_sources} source(s), "
-        f"{config.dict_size} latents)"
+        f"dictionary written to {options.out} ({config.activation}, {config.n_sources} "
+        f"source(s), {config.dict_size} latents)"
     )
 
 
