@@ -118,7 +118,12 @@ def test_a_train_table_can_stream_from_the_runs_models_instead_of_the_cache(tmp_
     config["train"]["btk"] = {"dict_size": 8, "source": "stream", "tokens": 4000}
     (train_btk,) = [s for s in plan(config) if s.name == "train.btk"]
     assert train_btk.command == "train crosscoder stream"
-    assert {"base": "B", "chat": "C", "layers": "2", "tokens": 4000}.items() <= train_btk.options.items()
+    assert {
+        "base": "B",
+        "chat": "C",
+        "layers": "2",
+        "tokens": 4000,
+    }.items() <= train_btk.options.items()
     assert "cache" not in train_btk.fixed and "source" not in train_btk.options
     config["train"]["btk"]["base"] = "X"  # the stream's models are [run]'s
     with pytest.raises(InterpError, match="sets 'base', which the pipeline sets itself"):

@@ -5,10 +5,11 @@ batch through base and chat with `interp.hooks.residual_stream` (the forward sto
 deepest requested block), keeps the cached positions, and fills fixed-size shards. After each
 shard: write it durably (interp.fileio: unique temp name, fsync, rename), then record it in
 `manifest.json` (atomic rewrite); `ShardWriter` does both in background threads while the next
-shard's forward runs, with the bytes of doing them in line. A rerun of the same config on the same folder re-checks the
-recorded shards it would reuse (size, header, sha256 against the manifest, finiteness), skips the
-sound ones and recomputes the missing and damaged ones, so a run killed at any moment (SIGKILL
-included) or a shard damaged since ends, once rerun, with the same bytes as an uninterrupted run.
+shard's forward runs, with the bytes of doing them in line. A rerun of the same config on the
+same folder re-checks the recorded shards it would reuse (size, header, sha256 against the
+manifest, finiteness), skips the sound ones and recomputes the missing and damaged ones, so a run
+killed at any moment (SIGKILL included) or a shard damaged since ends, once rerun, with the same
+bytes as an uninterrupted run.
 Everything that can be wrong with the input is checked before the folder is touched; a second
 process writing the same folder is refused at once (`interp.fileio.writer_lock`). Activations
 that are NaN or inf are refused, never written.
