@@ -224,12 +224,18 @@ def test_quick_pipeline_on_tiny_models_writes_everything_the_app_reads(tmp_path)
 
 
 def test_a_step_with_workers_runs_its_command_under_torchrun_and_writes_what_one_process_does(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     """`workers = 2` in a table: the one step that becomes a command line (torchrun's worker
-    processes); its cache equals the one-process step's, shard for shard."""
+    processes); its cache equals the one-process step's, shard for shard. Both run matmuls on
+    one thread (torchrun's workers get OMP_NUM_THREADS=1): another thread count sums in another
+    order, and the last bits of float32 activations, so some bf16 values, differ."""
+    import torch
     from cache_support import documents
     from tiny_models import save_tiny, tiny_pair
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
 
     from interp.cli.pipeline_cmd import run_step
 
@@ -251,7 +257,11 @@ def test_a_step_with_workers_runs_its_command_under_torchrun_and_writes_what_one
                 "mix": str(tmp_path / "docs.txt"), "device": "cpu", "workers": workers,
             },
         }  # fmt: skip
-        assert run_pipeline(config, run_step, echo=lambda _: None) == ["cache"]
+        torch.set_num_threads(1)
+        try:
+            assert run_pipeline(config, run_step, echo=lambda _: None) == ["cache"]
+        finally:
+            torch.set_num_threads(threads)
         manifest = json.loads((tmp_path / f"run{workers}" / "cache" / "manifest.json").read_text())
         shards[workers] = [(s["file"], s["sha256"]) for s in manifest["shards"]]
     assert len(shards[1]) == 8 and shards[2] == shards[1]
