@@ -9,10 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from cache_support import mixed_source
 from tiny_models import tiny_pair
 
 from interp.cache import build_cache, cache_config, verify_cache
+from interp.cache import manifest as manifest_module
 from interp.cache import writer as writer_module
 from interp.cache.manifest import add_stats, empty_stats, shard_statistics
 from interp.cache.shard import serialize_shard
@@ -131,3 +133,49 @@ def test_a_failed_write_is_one_line_keeps_the_earlier_shards_and_a_rerun_finishe
     monkeypatch.setattr(writer_module, "write_shard_parts", real_write)
     build_cache(pair, config, tmp_path / "c", source, progress=False)
     assert file_hashes(tmp_path / "c") == json.loads(FIXTURE.read_text())
+
+
+def test_a_shard_is_hashed_while_its_bytes_are_written(tmp_path, monkeypatch):
+    """The write of shard 0 starts before its sha256 is finished: the hash thread and the write
+    thread work on the same shard at once (a writer that hashed first would time out here)."""
+    pair, source = tiny_pair("gemma3"), mixed_source()
+    writing = threading.Event()
+    real_hash, real_write = writer_module.parts_sha256, writer_module.write_shard_parts
+    overlapped = []
+
+    def hash_parts(parts):
+        overlapped.append(writing.wait(timeout=30))
+        return real_hash(parts)
+
+    def write(path, parts):
+        writing.set()
+        return real_write(path, parts)
+
+    monkeypatch.setattr(writer_module, "parts_sha256", hash_parts)
+    monkeypatch.setattr(writer_module, "write_shard_parts", write)
+    build_cache(pair, small_config(pair), tmp_path / "c", source, progress=False)
+    assert overlapped and overlapped[0] is True
+    assert file_hashes(tmp_path / "c") == json.loads(FIXTURE.read_text())
+
+
+def test_the_blockwise_statistics_are_the_float64_sums_of_the_stored_values():
+    """shard_sums on the CPU adds STATS_BLOCK_ROWS-row blocks: the result equals the float64
+    sums of the whole shard at once (exact for bf16 values of a realistic range, so any order
+    gives the same bits), for a row count that is not a multiple of the block, on 1 thread or 2."""
+    generator = torch.Generator().manual_seed(0)
+    n_rows = 3 * manifest_module.STATS_BLOCK_ROWS + 17
+    scale = torch.logspace(-3, 2, 48)  # values over ~17 binades
+    acts = (torch.randn(n_rows, 2, 1, 48, generator=generator) * scale).to(torch.bfloat16)
+    values = acts.double()
+    expected = (values.sum(0), values.norm(dim=-1).sum(0))
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            total, norm_total = manifest_module.shard_sums(acts)
+            assert torch.equal(total, expected[0])
+            # the norms are float32 (as before the blocks), their sum float64
+            assert torch.allclose(norm_total, expected[1], rtol=1e-6, atol=0)
+            assert torch.equal(norm_total, manifest_module.shard_sums(acts)[1])
+    finally:
+        torch.set_num_threads(threads)

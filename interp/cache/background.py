@@ -17,15 +17,23 @@ _STOP = object()
 
 
 class OrderedWorker(Generic[Item]):
-    def __init__(self, name: str, handle: Callable[[Item], object], depth: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[Item], object],
+        depth: int,
+        on_start: Callable[[], object] | None = None,
+    ) -> None:
         assert depth >= 1, f"queue depth {depth}: expected >= 1"
-        self._handle = handle
+        self._handle, self._on_start = handle, on_start
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            self._on_start()  # in the worker's own thread (e.g. its torch thread count)
         while True:
             item = self._queue.get()
             if item is _STOP:

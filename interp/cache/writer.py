@@ -16,9 +16,11 @@ that are NaN or inf are refused, never written.
 """
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,9 @@ from interp.models import ModelPair
 
 ROLES = ("base", "chat")
 LEGACY_TMP_SUFFIX = ".tmp"  # the temp name of shards and manifests before interp.fileio
+# sha256 is sequential within a shard (~1.7 GB/s a core with SHA-NI, no faster than a fast
+# disk): with cores to spare, several shards hash at once
+HASH_THREADS = max(1, min(4, (os.cpu_count() or 1) // 4))
 WRITE_QUEUE_DEPTH = 2  # finished shards waiting per background stage (bounds the memory in flight)
 
 
@@ -450,12 +455,17 @@ class _PendingShard:
 
 
 @dataclass
-class _HashedShard:
+class _MeasuredShard:
     shard: _PendingShard
-    parts: list[memoryview]
-    sha256: str
-    total: np.ndarray
+    total: np.ndarray  # shard_sums: sum of x (finite: every value is) and sum of ||x||
     norm_total: np.ndarray
+
+
+@dataclass
+class _HashedShard:
+    measured: _MeasuredShard
+    parts: list[memoryview]
+    sha256: "Future[str]"  # computed by the hash thread while the write thread writes the parts
 
 
 class _PinnedStaging:
@@ -500,16 +510,24 @@ class _PinnedStaging:
         )
 
 
+def _one_torch_thread() -> None:
+    """The calling thread's CPU torch ops run on one core (OpenMP's thread count is per thread):
+    the writer's statistics take one core beside the forward pass instead of waking a second
+    team of threads for each small block."""
+    torch.set_num_threads(1)
+
+
 class ShardWriter:
     """Writes finished shards behind the forward pass. `submit(index, tensors)` returns at once
-    (once fewer than WRITE_QUEUE_DEPTH shards wait per stage); a first background stage tests
-    finiteness, computes the statistics (unless the GPU already did) and the sha256, a second one
-    writes the shard durably and records it in the manifest, in shard order. On a GPU the
+    (once fewer than WRITE_QUEUE_DEPTH shards wait per stage). Background threads handle shards
+    in order: the first computes the statistics (unless the GPU already did) and so tests
+    finiteness; then one computes the sha256 of the shard's bytes while another writes the same
+    bytes durably and, once both are done, records the shard in the manifest. On a GPU the
     activations are copied to pinned host memory asynchronously (`_PinnedStaging`) and their
     statistics computed on the device. The bytes written are those of `write_shard` and the
     statistics those of `shard_statistics`, as if each shard were written before the next forward.
 
-    A failure in a stage (NaN activations, a full disk, ...) stops both: the shards after it are
+    A failure in a stage (NaN activations, a full disk, ...) stops them all: the shards after it are
     dropped unwritten, the shards before it stay written and recorded, and the error is raised in
     the caller's thread by the next `submit` or by leaving the `with` block. A shard file exists
     only once written whole; one not yet in the manifest is recomputed by a rerun."""
@@ -520,8 +538,9 @@ class ShardWriter:
         self._writing: OrderedWorker[_HashedShard] = OrderedWorker(
             "cache shard write", self._write, WRITE_QUEUE_DEPTH
         )
-        self._hashing: OrderedWorker[_PendingShard] = OrderedWorker(
-            "cache shard hash", self._hash, WRITE_QUEUE_DEPTH
+        self._hashing = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="cache shard hash")
+        self._measuring: OrderedWorker[_PendingShard] = OrderedWorker(
+            "cache shard statistics", self._measure, WRITE_QUEUE_DEPTH, on_start=_one_torch_thread
         )
 
     def submit(self, index: int, tensors: dict[str, Tensor]) -> None:
@@ -532,13 +551,16 @@ class ShardWriter:
             pending = self._staging.stage(index, tensors)
         else:
             pending = _PendingShard(index, tensors, None, None, lambda: None)
-        self._hashing.submit(pending)
+        self._measuring.submit(pending)
 
     def close(self) -> None:
         try:
-            self._hashing.close()
+            self._measuring.close()
         finally:
-            self._writing.close()
+            try:
+                self._writing.close()
+            finally:
+                self._hashing.shutdown()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -552,19 +574,20 @@ class ShardWriter:
         except BaseException:  # noqa: S110 - the caller's error is the one to report
             pass
 
-    def _hash(self, shard: _PendingShard) -> None:
+    def _measure(self, shard: _PendingShard) -> None:
         if shard.copied is not None:
             shard.copied.synchronize()
         sums = shard.sums if shard.sums is not None else shard_sums(shard.tensors["acts"])
         total, norm_total = (values.numpy() for values in sums)
-        name = shard_name(shard.index)
         if not np.isfinite(total).all():
-            refuse_nonfinite(shard.tensors, name, self.dtype)
+            refuse_nonfinite(shard.tensors, shard_name(shard.index), self.dtype)
         parts = shard_parts(shard.tensors, {**self.metadata, "shard_index": str(shard.index)})
-        self._writing.submit(_HashedShard(shard, parts, parts_sha256(parts), total, norm_total))
+        sha256 = self._hashing.submit(parts_sha256, parts)
+        self._writing.submit(_HashedShard(_MeasuredShard(shard, total, norm_total), parts, sha256))
 
     def _write(self, hashed: _HashedShard) -> None:
-        shard, name = hashed.shard, shard_name(hashed.shard.index)
+        measured = hashed.measured
+        shard, name = measured.shard, shard_name(measured.shard.index)
         tensors = shard.tensors
         try:
             write_shard_parts(self.out / name, hashed.parts)
@@ -580,11 +603,11 @@ class ShardWriter:
             "file": name,
             "n_tokens": len(tensors["token_ids"]),
             "n_bytes": n_bytes,
-            "sha256": hashed.sha256,
+            "sha256": hashed.sha256.result(),
             "first_seq_id": int(tensors["seq_ids"][0]),
             "last_seq_id": int(tensors["seq_ids"][-1]),
         }
-        record_shard(self.out, record, hashed.total, hashed.norm_total)
+        record_shard(self.out, record, measured.total, measured.norm_total)
         shard.release()
 
 
