@@ -179,12 +179,20 @@ def test_a_streamed_crosscoder_equals_one_trained_from_a_cache_of_the_same_token
 # --- the command line, killed and resumed ---------------------------------------------------------
 
 KILL_AT_BATCH_ENV = "INTERP_TEST_KILL_AT_STREAM_BATCH"
+KILL_RANK_ENV = "INTERP_TEST_KILL_RANK"  # under torchrun: only this rank dies (default: any)
+# "B" or "B:N": SIGKILL when stream batch B is read for the N-th time (the normalisation warm-up
+# reads the first batches before training reads them again)
 KILL_SCRIPT = """
 import os, signal, sys
 from crosscoders.model_stream import ModelStream
-batch = ModelStream.batch
+batch, seen = ModelStream.batch, {{}}
 def killing(self, index):
-    if os.environ.get({env!r}) == str(index):
+    seen[index] = seen.get(index, 0) + 1
+    target, _, occurrence = os.environ.get({env!r}, "").partition(":")
+    rank = os.environ.get("RANK")
+    if target == str(index) and seen[index] == int(occurrence or 1) and (
+        os.environ.get({rank_env!r}, rank) == rank
+    ):
         os.kill(os.getpid(), signal.SIGKILL)
     return batch(self, index)
 ModelStream.batch = killing
@@ -215,13 +223,13 @@ def stream_args(root: Path, out: Path, tokens: int = N_TOKENS) -> list[str]:
     ]]  # fmt: skip
 
 
-def run_cli(args: list[str], kill_at_batch: int | None = None, kill_at: str | None = None):
+def run_cli(args: list[str], kill_at_batch: int | str | None = None, kill_at: str | None = None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, value in ((KILL_AT_BATCH_ENV, kill_at_batch), (KILL_AT_ENV, kill_at)):
         env.pop(name, None)
         if value is not None:
             env[name] = str(value)
-    script = KILL_SCRIPT.format(env=KILL_AT_BATCH_ENV, args=args)
+    script = KILL_SCRIPT.format(env=KILL_AT_BATCH_ENV, rank_env=KILL_RANK_ENV, args=args)
     return subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
@@ -291,8 +299,8 @@ def test_the_issues_check_command_runs_on_a_tiny_pair_with_no_cache_anywhere(tmp
 
 @pytest.mark.parametrize(
     "kill_at_batch,kill_at",
-    [(13, None), (3, None), (None, "before-final-checkpoint")],
-    ids=["mid-window-after-a-checkpoint", "before-the-first-checkpoint", "end-of-training"],
+    [("13:2", None), (3, None), (None, "before-final-checkpoint")],
+    ids=["mid-window-after-a-checkpoint", "in-the-normalisation-warm-up", "end-of-training"],
 )
 def test_a_killed_streamed_run_resumes_to_the_same_weights_with_every_token_counted(
     folders, uninterrupted, tmp_path, kill_at_batch, kill_at
@@ -302,7 +310,10 @@ def test_a_killed_streamed_run_resumes_to_the_same_weights_with_every_token_coun
     killed = run_cli(args, kill_at_batch=kill_at_batch, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (out / WEIGHTS_FILE).exists()
-    rerun = run_cli(args)
+    checkpointed = (out / "checkpoints" / "latest.json").exists()
+    assert checkpointed == (kill_at_batch != 3)  # batch 3 is read in the warm-up
+    # a rerun that resumes from a checkpoint never reads the warm-up's batch 3 again
+    rerun = run_cli(args, kill_at_batch=3 if checkpointed else None)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         assert (out / name).read_bytes() == (uninterrupted / name).read_bytes(), name
@@ -398,3 +409,41 @@ def test_a_rerun_with_another_number_of_ranks_is_refused(folders, two_ranks):
     last = refused.stderr.splitlines()[-1]
     assert last.startswith("error: ") and "holds a run with a different config" in last
     assert json.loads((two_ranks / STREAM_RECORD).read_text())["ranks"]["count"] == 2
+
+
+def test_a_killed_rank_of_a_two_rank_streamed_run_resumes_to_the_same_weights(
+    folders, two_ranks, tmp_path
+):
+    """Rank 1 of a torchrun-launched 2-rank streamed run dies (SIGKILL) reading stream batch 13
+    in training (after the step-8 checkpoint); torchrun ends the job. Rerun on 2 ranks: every
+    rank seeks its part of the plan to the checkpoint, and the dictionary has the uninterrupted
+    2-rank run's bytes, with every token counted once."""
+    out = tmp_path / "run"
+    args = stream_args(folders, out)
+    script = tmp_path / "killing_rank.py"
+    script.write_text(KILL_SCRIPT.format(env=KILL_AT_BATCH_ENV, rank_env=KILL_RANK_ENV, args=args))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", KILL_AT_BATCH_ENV: "13:2", KILL_RANK_ENV: "1"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script)], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode != 0, killed.stderr[-3000:]
+    assert "Signals.SIGKILL" in killed.stderr or "SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    assert not (out / WEIGHTS_FILE).exists()
+    assert (out / "checkpoints" / "step-00000008").is_dir()
+    assert not (out / "checkpoints" / "step-00000016").exists()
+    # the rerun on 2 ranks dies if either reads the warm-up's batch 3 again: it resumes
+    env[KILL_AT_BATCH_ENV] = "3"
+    del env[KILL_RANK_ENV]
+    rerun = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script)], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        assert (out / name).read_bytes() == (two_ranks / name).read_bytes(), name
+    state = json.loads((out / "checkpoints" / "step-00000024" / "state.json").read_text())
+    assert state["tokens_consumed"] == 24 * BATCH
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["tokens"]) for r in log] == [(s, s * BATCH) for s in range(4, 25, 4)]
+    assert json.loads((out / STREAM_RECORD).read_text())["ranks"]["count"] == 2
