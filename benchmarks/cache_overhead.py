@@ -3,13 +3,15 @@ costs nothing, against writing the same bytes sequentially to the same disk. Pri
 object.
 
 `writer`: `interp.cache.writer.ShardWriter` (finiteness, statistics, sha256, durable shard write,
-manifest record per shard; on the CPU the statistics are computed by its background stage)
+manifest record per shard; on the CPU the statistics are computed by its background threads)
 taking ready-made synthetic shards (bf16 activations, 2 sources = base and chat at one layer,
 d = 640 as Gemma 3 270M, the default ~128 MiB shard) as fast as it accepts them.
 `sequential_write`: the serialized bytes of the same shards written one after the other with
 `interp.fileio.atomic_write_bytes` (temp file, fsync, rename, fsync the folder), nothing else.
-Rounds alternate which goes first; `ratio` is the median over rounds of sequential time / writer
-time (1.0: the writer costs nothing beyond the disk; the target is >= 0.8). `--device cuda` hands
+Rounds alternate which goes first, each run after `os.sync()`; `ratio` is the median over rounds
+of sequential time / writer time (1.0: the writer costs nothing beyond the disk; the target is
+>= 0.8), `ratio_of_fastest` the same for the fastest run of each (other I/O on a shared disk
+only ever slows a run down). `--device cuda` hands
 the writer shards whose activations are on the GPU, as the cache does there (statistics on the
 device, one asynchronous copy into pinned memory per shard).
 
