@@ -83,6 +83,7 @@ class AnalysisContext:
     pair_loader: Callable[[], ModelPair] | None = None  # default: load the cache's models
     prompts: list[str] | None = None  # overrides the prompt recipe (tests)
     device: str = "cpu"  # where the dictionary, the models and the passes run
+    model_dtype: str = "auto"  # the models' dtype (interp.models.model_dtype: auto, bf16, ...)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -125,7 +126,7 @@ class AnalysisContext:
             from interp.models import load_pair
 
             base, chat = self.cache.models
-            pair = load_pair(base, chat, device=self.device)
+            pair = load_pair(base, chat, dtype=self.model_dtype, device=self.device)
         check_pair_matches_cache(pair, self.cache)
         return pair
 
@@ -328,10 +329,12 @@ def analyze(
     pair_loader: Callable[[], ModelPair] | None = None,
     prompts: list[str] | None = None,
     device: str = "cpu",
+    model_dtype: str = "auto",
 ) -> AnalysisContext:
     """Run the analysis units of `units` (in their fixed order); returns the context (timings).
     `device` ("cpu", "cuda", "auto") changes where the work runs, not its results, so it is not
-    part of the recorded config."""
+    part of the recorded config. `model_dtype` is the dtype the cache's models load in for the
+    decoder views, causal and token-shift units (`auto`: bf16 on CUDA, float32 on the CPU)."""
     run_dir = Path(run_dir)
     name = resolve_dict_name(run_dir, dict_name)
     config = config or AnalysisConfig()
@@ -340,7 +343,7 @@ def analyze(
         raise InterpError(f"unknown analysis units {unknown}: expected some of {list(UNIT_NAMES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    context = AnalysisContext(run_dir, name, config, pair_loader, prompts, device)
+    context = AnalysisContext(run_dir, name, config, pair_loader, prompts, device, model_dtype)
     out = context.out
     out.mkdir(parents=True, exist_ok=True)
     recorded = {
