@@ -22,14 +22,14 @@ if TYPE_CHECKING:  # the pipeline modules are imported when a live feature is fi
 def model_pair(base_spec: str, chat_spec: str) -> "ModelPair":
     from interp.models import load_pair
 
-    return load_pair(base_spec, chat_spec)
+    return load_pair(base_spec, chat_spec, dtype="auto")  # on the CPU: float32
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=1)
 def single_model(spec: str) -> "LoadedModel":
     from interp.models import load_model
 
-    return load_model(spec)
+    return load_model(spec, dtype="auto")  # on the CPU: float32
 
 
 @st.cache_resource(show_spinner="Loading the dictionary...", max_entries=2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from interp.device import resolve_device
 from interp.errors import InterpError
-from interp.options import DEVICE_HELP, option
+from interp.options import DEVICE_HELP, model_dtype_option, option
 
 
 @dataclass(kw_only=True)
@@ -27,6 +27,7 @@ class EvalOptions:
         help="FVE also without tokens of norm > this x the median (0: off)",
         check="non_negative",
     )
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
 
 
@@ -51,7 +52,10 @@ def evaluate_dictionary(options: EvalOptions, *, dictionary: Path, cache: Path) 
     result: dict[str, object] = {"reconstruction": reconstruction}
     if options.splice:
         specs = [source.model for source in coder.config.sources]
-        loaded = {spec: load_model(spec, device=device) for spec in dict.fromkeys(specs)}
+        loaded = {
+            spec: load_model(spec, dtype=options.model_dtype, device=device)
+            for spec in dict.fromkeys(specs)
+        }
         result["splice"] = splice_metrics(
             coder,
             [loaded[spec] for spec in specs],

@@ -37,12 +37,12 @@ N ranks uses every token of N L once; `parts = 1` is the single-process stream a
 process joining the N parts' batches in rank order trains the same dictionary as the N ranks
 (tested).
 
-`stream_record(stream)` is what a streamed run used (models and their fingerprints, layers, mix,
-token plan hash, tokens, seed, buffer, ranks), written beside the weights as `stream.json`
-(`write_stream_record`, with the input normalisation the trainer took from the stream's warm-up
-slice). `stream_identity(record)` goes into the trainer's training.json, so a rerun into the same
-folder with another stream (or another number of ranks, which parts the plan otherwise) is
-refused like one with another config.
+`stream_record(stream)` is what a streamed run used (models and their fingerprints, the dtype
+they ran in, layers, mix, token plan hash, tokens, seed, buffer, ranks), written beside the
+weights as `stream.json` (`write_stream_record`, with the input normalisation the trainer took
+from the stream's warm-up slice). `stream_identity(record)` goes into the trainer's
+training.json, so a rerun into the same folder with another stream (or another number of ranks,
+which parts the plan otherwise) is refused like one with another config.
 """
 
 from collections.abc import Iterator, Sequence
@@ -56,7 +56,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from crosscoders.train_options import StreamSpec
-from interp.cache.config import STORAGE_DTYPES, CacheConfig, canonical_dtype, format_mix
+from interp.cache.config import CacheConfig, format_mix
 from interp.cache.permutation import permute
 from interp.cache.token_stream import DatasetSource, TextSource
 from interp.cache.writer import (
@@ -71,7 +71,7 @@ from interp.cache.writer import (
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json
 from interp.fingerprint import model_fingerprint
-from interp.models import ModelPair
+from interp.models import ModelPair, model_dtype
 
 STREAM_RECORD = "stream.json"
 STREAM_FORMAT = "interp-activation-stream"
@@ -241,9 +241,18 @@ def model_stream(
     )
 
 
-def stream_record(stream: ModelStream, model_dtype: str) -> dict[str, Any]:
+# the dtype the models ran in, as a stream record names it (`auto` resolved: fp32 on the CPU)
+RECORDED_MODEL_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def recorded_model_dtype(dtype: torch.dtype) -> str:
+    return RECORDED_MODEL_DTYPES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def stream_record(stream: ModelStream) -> dict[str, Any]:
     """What a streamed run uses, in the terms of a cache manifest (same `config`, `models` with
-    fingerprints, `dataset` with the mix and the plan's sha256), plus the buffer and the seed."""
+    fingerprints, `dataset` with the mix and the plan's sha256), plus the models' dtype, the
+    buffer and the seed."""
     pair = stream.pair
     fingerprints = [model_fingerprint(loaded.model) for loaded in pair]
     manifest = _initial_manifest(stream.config, pair, fingerprints, stream.plan, stream.source)
@@ -252,7 +261,7 @@ def stream_record(stream: ModelStream, model_dtype: str) -> dict[str, Any]:
         "format": STREAM_FORMAT,
         **record,
         "mix": format_mix(stream.config.mix),
-        "model_dtype": model_dtype,
+        "model_dtype": recorded_model_dtype(next(pair.base.model.parameters()).dtype),
         "sources": stream.columns,
         "batch_size": stream.global_batch_size,
         "buffer": {  # per rank
@@ -293,16 +302,6 @@ def write_stream_record(
     )
 
 
-def model_torch_dtype(name: str) -> torch.dtype:
-    """`fp32` / `bf16` / `fp16` (or their long names) -> the dtype the models are loaded in."""
-    try:
-        return STORAGE_DTYPES[canonical_dtype(name)]
-    except InterpError:
-        raise InterpError(
-            f"unknown model dtype {name!r}: expected one of fp32, bf16, fp16"
-        ) from None
-
-
 def open_model_stream(
     spec: StreamSpec,
     batch_size: int,
@@ -324,7 +323,7 @@ def open_model_stream(
             )
         tokens = n_steps * batch_size
     pair = load_pair(
-        spec.base, spec.chat, dtype=model_torch_dtype(spec.model_dtype), device=str(device)
+        spec.base, spec.chat, dtype=model_dtype(spec.model_dtype, device), device=str(device)
     )
     config = cache_config(
         pair,

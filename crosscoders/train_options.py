@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from crosscoders.config import CrossCoderConfig, Source, TrainingConfig
-from interp.options import DEVICE_HELP, default_of, option
+from interp.options import DEVICE_HELP, default_of, model_dtype_option, option
 
 SHORT_RUN_FRACTION = 10  # an unset warm-up / threshold start is at most 1/10 of the steps
 
@@ -164,7 +164,7 @@ class StreamSpec:
     dtype: str = option(
         "bf16", help="stream: activation dtype, as a cache's", check="storage_dtype"
     )
-    model_dtype: str = option("fp32", help="stream: model dtype")
+    model_dtype: str = model_dtype_option(help_prefix="stream: ")
     buffer_batches: int = option(
         32, help="stream: shuffle buffer in batches (0 = plan order)", check="non_negative"
     )

@@ -175,7 +175,7 @@ def _train_streamed(
             steps, pair.d_model, [origins[c] for c in stream.columns]
         )
         training = options.training_config(steps)
-        record = stream_record(stream, spec.model_dtype)
+        record = stream_record(stream)
         trainer = Trainer(
             coder_config, training, stream, out, device, overwrite=overwrite,
             data=stream_identity(record), log_to=log_to,

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.builtin_models import DEFAULT_PAIR
-from interp.options import DEVICE_HELP, option
-
-MODEL_DTYPE_HELP = "model dtype: fp32, bf16 or fp16 (or float32, ...)"
+from interp.options import DEVICE_HELP, model_dtype_option, option
 
 
 @dataclass(kw_only=True)
@@ -25,11 +23,7 @@ class CacheOptions:
     ctx: int = option(128, help="context length (documents are truncated)", check="positive")
     batch_size: int = option(8, help="sequences per forward pass", check="positive")
     dtype: str = option("bf16", help="storage dtype: bf16, fp16 or fp32", check="storage_dtype")
-    model_dtype: str = option(
-        "auto",
-        help="dtype the models run in: auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16, fp32",
-        check="model_dtype",
-    )
+    model_dtype: str = model_dtype_option()
     seed: int = option(0, help="seed of the document order")
     keep_special: bool = option(False, help="also cache BOS/PAD tokens")
     shard_tokens: int | None = option(
@@ -47,7 +41,7 @@ class CacheOptions:
 class TucoExperimentOptions:
     """`interp tuco experiments` / [tuco] (run by interp.tuco_experiments.tuco_experiments)."""
 
-    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     n_prompts: int = option(
         32, help="prompts per set (benign, harmful, jailbreak)", check="positive"
@@ -74,7 +68,7 @@ class TucoPairOptions:
 
     base: str = option(DEFAULT_PAIR[0], help="pre-trained model spec (built-in, folder, HF id)")
     chat: str = option(DEFAULT_PAIR[1], help="fine-tuned model spec")
-    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
 
 
@@ -106,6 +100,7 @@ class CompareOptions:
     base: str = option(DEFAULT_PAIR[0], help="base model spec")
     chat: str = option(DEFAULT_PAIR[1], help="chat model spec")
     top: int = option(5, help="how many next tokens to show", check="positive")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
 
 

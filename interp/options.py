@@ -27,6 +27,18 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+def model_dtype_option(*, help_prefix: str = "") -> Any:
+    """The `model_dtype` field (`--model-dtype`) of every command that loads models to run them,
+    declared here once: `auto` = bf16 on CUDA, fp32 on the CPU (interp.models.model_dtype).
+    `help_prefix` marks a group of options, e.g. "stream: "."""
+    return option(
+        "auto",
+        help=f"{help_prefix}dtype the models run in: auto (bf16 on CUDA, fp32 on the CPU), "
+        "bf16, fp16, fp32",
+        check="model_dtype",
+    )
+
+
 def option_fields(cls: type) -> list[Field]:
     """The fields of `cls` declared with `option` (in declaration order)."""
     return [entry for entry in fields(cls) if HELP in entry.metadata]

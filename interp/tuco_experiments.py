@@ -378,9 +378,10 @@ def tuco_experiments(options: TucoExperimentOptions, *, base: str, chat: str, ou
     the held-out prompt sets into `out`; returns the summary."""
     from interp.device import resolve_device
     from interp.judges import is_refusal
-    from interp.models import load_pair_in
+    from interp.models import load_pair, model_dtype
 
     device = resolve_device(options.device)
+    dtype = model_dtype(options.model_dtype, device)
     config = ExperimentConfig(
         base=base,
         chat=chat,
@@ -392,10 +393,10 @@ def tuco_experiments(options: TucoExperimentOptions, *, base: str, chat: str, ou
         alphas=list(options.alpha) if options.alpha else list(PAPER_ALPHAS),
         max_prompt_tokens=options.max_prompt_tokens,
         seed=options.seed,
-        dtype=options.dtype,
+        dtype=str(dtype).removeprefix("torch."),  # as resolved: auto on the CPU is float32
         device=device,
         model_hashes=adapter_hashes([base, chat]),
     )
     texts = load_experiment_texts(config.split)
-    pair = load_pair_in(base, chat, options.dtype, device)
+    pair = load_pair(base, chat, dtype=dtype, device=device)
     return run_experiments(pair, texts, is_refusal, config, Path(out), overwrite=options.overwrite)

@@ -364,9 +364,8 @@ def evaluate_steering(
     """What `interp steer eval` and a pipeline's [steer] step run: every method of `options` on
     the pair `base` / `chat`, into the run folder `out` (run_evaluation)."""
     from interp.datasets import load_texts
-    from interp.device import resolve_device
     from interp.judges import is_explicit_refusal
-    from interp.models import load_pair
+    from interp.models import load_pair_in
 
     config = EvalConfig(
         tasks=comma_separated(options.tasks),
@@ -381,7 +380,7 @@ def evaluate_steering(
         latents=latent.method_options() if latent.crosscoder else {},
         pooling=options.pooling,
     )
-    pair = load_pair(base, chat, device=resolve_device(options.device))
+    pair = load_pair_in(base, chat, options.model_dtype, options.device)
     return run_evaluation(
         pair,
         config,

@@ -254,12 +254,14 @@ def open_run(
     device: str = "cpu",
     pair: ModelPair | None = None,
     cache: str | Path | None = None,
+    model_dtype: str = "auto",
 ) -> Explorer:
     """Open a finished run (`RUN/run.json` names the pair; `dictionary` is a name under
     RUN/dictionaries, its analysis RUN/analysis/NAME), or, with no run, a pair (`base`, `chat`
     specs, or a loaded `pair`) plus a dictionary folder. A dictionary trained from Python without
     `sources` reads them from the activation cache it was trained on (`cache`, default RUN/cache):
-    one source per (model, layer) of the cache, in the cache's order."""
+    one source per (model, layer) of the cache, in the cache's order. The specs load in
+    `model_dtype` (interp.models.model_dtype: auto = bf16 on CUDA, float32 on the CPU)."""
     layout = RunFolder(run) if run is not None else None
     if layout is not None:
         if not layout.run_record.is_file():
@@ -286,5 +288,5 @@ def open_run(
         )
     if pair is None:
         specs = [s for s in (base, chat) if s is not None]
-        pair = load_pair(*specs, device=device)
+        pair = load_pair(*specs, dtype=model_dtype, device=device)
     return Explorer(pair, coder, folder, None if analysis is None else Path(analysis))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from interp.builtin_models import DEFAULT_PAIR
 from interp.errors import InterpError
-from interp.options import DEVICE_HELP, option
+from interp.options import DEVICE_HELP, model_dtype_option, option
 
 METHOD_NAMES = "lineas | mean-diff | linear-act | tuco | latents | amplification"
 
@@ -99,6 +99,7 @@ class SteerEvalOptions:
     ctx: int = option(64, help="truncate every input text to this many tokens", check="positive")
     strengths: str = option("", help="e.g. 'lineas=0,0.5,1;mean-diff=0,1,4'")
     pooling: str = option("mean", help="mean | last | tokens: samples per text")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help="replace a run folder made with another config")
 
@@ -123,6 +124,7 @@ class SteerTrainOptions:
     pooling: str = option("mean", help="mean | last (one sample per text) | tokens")
     chat_template: bool = option(True, help="render texts as chat user turns")
     ctx: int = option(64, help="truncate texts to this many tokens", check="positive")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help="replace a map trained with another config")
 
@@ -138,4 +140,5 @@ class SteerGenerateOptions:
     max_new_tokens: int = option(40, help="greedy tokens per response", check="positive")
     base: str = option(DEFAULT_PAIR[0], help="base model spec")
     chat: str = option(DEFAULT_PAIR[1], help="chat model spec")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")

@@ -30,8 +30,11 @@ def read_texts(spec: str, split: str) -> list[str]:
     return load_texts(spec, split)
 
 
-def load_models(roles: set[str], base: str, chat: str, device: str) -> dict:
-    """Load only the models a command needs; two of them are validated as a pair."""
+def load_models(
+    roles: set[str], base: str, chat: str, device: str, model_dtype: str = "auto"
+) -> dict:
+    """Load only the models a command needs, in `model_dtype` (interp.models.model_dtype: auto
+    = bf16 on CUDA, float32 on the CPU); two of them are validated as a pair."""
     from interp.models import ModelPair, load_model
 
     device = resolve_device(device)
@@ -39,10 +42,12 @@ def load_models(roles: set[str], base: str, chat: str, device: str) -> dict:
         if role not in ROLES:
             raise InterpError(f"unknown model role {role!r}: expected one of {ROLES}")
     if roles == set(ROLES):
-        pair = ModelPair(base=load_model(base, device=device), chat=load_model(chat, device=device))
+        pair = ModelPair(
+            base=load_model(base, model_dtype, device), chat=load_model(chat, model_dtype, device)
+        )
         return {"base": pair.base, "chat": pair.chat}
     (role,) = roles
-    return {role: load_model(base if role == "base" else chat, device=device)}
+    return {role: load_model(base if role == "base" else chat, model_dtype, device)}
 
 
 def method_options(method: str, lineas: LineasOptions, latents: LatentOptions) -> dict:
@@ -93,7 +98,7 @@ def train_map(
     }
     write_config(out, settings, options.overwrite)
     roles = set(ROLES) if chosen.needs_pair else {model, target_model}
-    models = load_models(roles, base, chat, options.device)
+    models = load_models(roles, base, chat, options.device, options.model_dtype)
     steered, target_loaded = models[model], models[target_model]
     tokenizer = steered.tokenizer
 

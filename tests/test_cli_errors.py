@@ -92,7 +92,10 @@ def cache_args(root: Path, out: Path, tokens: int = 400) -> list[str]:
         (["train", "crosscoder", "--cache", "x", "--out", "y"], ["'--dict-size'"]),  # missing
         (["cache", "--tokens", "abc"], ["'--tokens'", "'abc'"]),  # value of the wrong type
         (["cache", "verify"], ["Missing argument 'path'"]),  # missing argument
-        (["tuco", "score", "-p", "hi", "--dtype", "int8"], ["--dtype", "'int8'", "float32"]),
+        (
+            ["tuco", "score", "-p", "hi", "--model-dtype", "int8"],
+            ["--model-dtype", "'int8'", "float32"],
+        ),
     ],
     ids=["unknown-command", "unknown-option", "missing-option", "bad-type", "missing-argument",
          "bad-choice"],

@@ -175,3 +175,65 @@ def test_a_table_builds_the_commands_dataclass_with_types_and_checks():
         with pytest.raises(InterpError) as error:
             options_from_table([TrainOptions, TrainControls], table, "[t]")
         assert str(error.value).startswith(message), (table, str(error.value))
+
+
+# every command by whether its library function loads models to run them: those take
+# `--model-dtype` (default auto: bf16 on CUDA, fp32 on the CPU); the others, with the reason
+RUNS_MODELS = {
+    "cache", "train crosscoder stream", "train sae stream", "dict eval", "analyze", "diff-sae",
+    "adl", "change-profile", "horizon", "amplify", "evaluate-diffing", "tuco score",
+    "tuco generate", "tuco experiments", "compare", "steer train", "steer eval", "steer generate",
+    "organism card", "organism narrow-card",
+}  # fmt: skip
+NO_MODEL_DTYPE = {
+    "weights": "reads weight differences in float32, runs no model",
+    "organism chat-tune": "trains in float32 (its teacher's dtype is the config's)",
+    "organism narrow": "trains in float32",
+    "train crosscoder": "reads a cache",
+    "train sae": "reads a cache",
+    "dict export": "no model",
+    "dict import": "no model",
+    "app": "the app's live models load in auto",
+    "run": "each step's table has its own",
+    "demo": "each step's table has its own",
+    "cache verify": "no model",
+    "models": "lists the built-ins",
+    "data list": "no model",
+    "data build": "no model",
+    "organism judge": "no model",
+}
+
+
+def test_every_command_that_runs_models_takes_model_dtype_default_auto():
+    from interp.options import model_dtype_option
+
+    assert sorted(RUNS_MODELS & set(NO_MODEL_DTYPE)) == []
+    assert sorted(set(OPTION_CLASSES) ^ (RUNS_MODELS | set(NO_MODEL_DTYPE))) == []
+    declaration = model_dtype_option()
+    for path, references in OPTION_CLASSES.items():
+        declared = {
+            entry.name: entry
+            for reference in references
+            for entry in option_fields(_named(reference))
+        }
+        params = {param.name: param for param in _command(path).params}
+        if path not in RUNS_MODELS:
+            assert "model_dtype" not in declared, path
+            continue
+        entry = declared["model_dtype"]
+        assert entry.default == "auto", path
+        assert entry.metadata[HELP].endswith(declaration.metadata[HELP]), path
+        assert entry.metadata["check"] == "model_dtype", path
+        assert params["model_dtype"].opts == ["--model-dtype"], path
+        # the streamed train CLI leaves its stream options unset (training from --cache)
+        assert params["model_dtype"].default == (None if path.endswith(STREAMED) else "auto")
+
+
+def test_a_table_with_the_old_dtype_key_gets_one_line_naming_model_dtype():
+    from crosscoders.diffing.options import AdlOptions
+
+    with pytest.raises(InterpError) as error:
+        options_from_table([AdlOptions], {"dtype": "bf16"}, "quick.toml: [adl]")
+    assert str(error.value) == "quick.toml: [adl] has no option 'dtype': it is now 'model_dtype'"
+    (options,) = options_from_table([AdlOptions], {"model_dtype": "bf16"}, "[adl]")
+    assert options.model_dtype == "bfloat16"

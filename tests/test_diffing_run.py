@@ -283,3 +283,52 @@ def test_analysis_refuses_models_other_than_the_cached_ones(run_dir, tmp_path):
         next(other.chat.model.parameters()).add_(1.0)
     with pytest.raises(InterpError, match="other weights"):
         analyze(copy, "tiny", AnalysisConfig(), units=("token_shift",), pair_loader=lambda: other)
+
+
+def test_cli_analyze_and_dict_eval_load_the_models_in_model_dtype(run_dir, tmp_path, monkeypatch):
+    """auto is float32 on the CPU, bf16 bfloat16. The cache ran float32 models whose values a
+    bf16 load rounds: that analysis is refused, naming --model-dtype; dict eval splices in bf16."""
+    from tiny_models import loaded_dtypes
+    from typer.testing import CliRunner
+
+    (tmp_path / "texts.txt").write_text("w1 w2 w3 w4 w5\nw6 w7 w8 w9\n")
+    for model_dtype, expected in (("auto", torch.float32), ("bf16", torch.bfloat16)):
+        copy = tmp_path / model_dtype
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("analysis"))
+        dictionary = copy / "dictionaries" / "tiny"
+        analyze_args = ["analyze", str(copy), "--tokens", "300", "--batch-size", "64"]
+        analyze_args += ["--units", "latents,decoder_views"]
+        eval_args = ["dict", "eval", str(dictionary), "--cache", str(copy / "cache")]
+        eval_args += ["--tokens", "256", "--texts-file", str(tmp_path / "texts.txt"), "--ctx", "8"]
+        dtypes = loaded_dtypes(monkeypatch)
+        analysis = CliRunner().invoke(app, [*analyze_args, "--model-dtype", model_dtype])
+        evaluation = CliRunner().invoke(app, [*eval_args, "--model-dtype", model_dtype])
+        assert evaluation.exit_code == 0, evaluation.output
+        splice = json.loads((dictionary / "eval.json").read_text())["splice"]
+        assert all(np.isfinite(list(metrics.values())).all() for metrics in splice.values())
+        assert dtypes == [expected] * 4  # the analysis's pair, then the dictionary's two models
+        if model_dtype == "auto":
+            assert analysis.exit_code == 0, analysis.output
+            assert (copy / "analysis" / "tiny" / "decoder_logits.parquet").is_file()
+        else:
+            message = str(analysis.exception)
+            assert "in bfloat16 has other weights" in message and "--model-dtype" in message
+
+
+def test_same_weights_compares_in_the_cache_models_dtype(tmp_path):
+    """A model loaded in float32 matches the fingerprint of its bf16 load (the cast rounds as the
+    bf16 load did); a bf16 load cannot match float32 values it rounded; other weights never."""
+    from tiny_models import save_tiny, tiny_model
+
+    from crosscoders.diffing.run import same_weights
+    from interp.fingerprint import model_fingerprint
+    from interp.models import load_model
+
+    folder = save_tiny(tiny_model(), tmp_path / "model")
+    wide, narrow = load_model(str(folder), "fp32").model, load_model(str(folder), "bf16").model
+    assert same_weights(wide, model_fingerprint(narrow))
+    assert same_weights(narrow, model_fingerprint(narrow))
+    assert not same_weights(narrow, model_fingerprint(wide))
+    with torch.no_grad():
+        next(wide.parameters()).add_(1.0)
+    assert not same_weights(wide, model_fingerprint(narrow))

@@ -4,8 +4,9 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from test_steering_training import word_texts
-from tiny_models import save_tiny, tiny_pair
+from tiny_models import loaded_dtypes, save_tiny, tiny_pair
 from typer.testing import CliRunner
 
 from interp.cli.main import app
@@ -56,6 +57,29 @@ def test_train_then_generate_with_the_map(tmp_path, pair_folders):
     # a second run into the same folder with another config is refused, without traceback
     result = CliRunner().invoke(app, ["steer", "train", "--method", "mean-diff", *common])
     assert result.exit_code != 0 and "different config" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "model_dtype,expected", [("auto", torch.float32), ("bf16", torch.bfloat16)]
+)
+def test_steer_train_and_generate_load_the_models_in_model_dtype(
+    tmp_path, pair_folders, monkeypatch, model_dtype, expected
+):
+    """--model-dtype reaches the weights: auto is float32 on the CPU, bf16 bfloat16 (the TuCo map
+    records the dtype of the models it was made with; generate loads its companion in it)."""
+    base, chat = pair_folders
+    dtypes = loaded_dtypes(monkeypatch)
+    out = tmp_path / "map"
+    common = ["--base", base, "--chat", chat, "--model-dtype", model_dtype]
+    invoke("steer", "train", "--method", "tuco", "--out", str(out), *common)
+    recorded = load_map(out).config()
+    assert recorded["steered"]["dtype"] == recorded["companion"]["dtype"] == str(expected)
+    lines = invoke(
+        "steer", "generate", str(out), "--prompt", "w1 w2 w3", "--max-new-tokens", "3", *common
+    ).splitlines()
+    assert set(json.loads(lines[-1])) == {"prompt", "plain", "steered"}
+    # train: base and chat; generate: chat, then the map's companion (base) in the chat's dtype
+    assert dtypes == [expected] * 4
 
 
 def test_evaluation_writes_the_run_folder(tmp_path):

@@ -2,7 +2,8 @@
 
 `tiny_model(family, seed)` gives a `LoadedModel`; `tiny_pair()` two models of the same config and
 tokenizer with different weights (a stand-in for base/chat); `save_tiny(loaded, folder)` writes an
-HF folder so that specs given as paths (CLI tests) load it.
+HF folder so that specs given as paths (CLI tests) load it; `loaded_dtypes(monkeypatch)` records
+the dtype of every model loaded after it.
 """
 
 from pathlib import Path
@@ -128,3 +129,20 @@ def save_tiny_gemma_pair_with_real_tokenizer(folder: Path) -> tuple[str, str]:
         tokenizer.save_pretrained(folder / name)
         paths.append(str(folder / name))
     return paths[0], paths[1]
+
+
+def loaded_dtypes(monkeypatch) -> list[torch.dtype]:
+    """The dtype of every model `interp.models` loads from now on (load_model, load_pair), in
+    load order: what a command asked for, seen in the weights it got."""
+    import interp.models
+
+    dtypes: list[torch.dtype] = []
+    load_weights = interp.models._load_weights
+
+    def recording(*args, **kwargs) -> LoadedModel:
+        loaded = load_weights(*args, **kwargs)
+        dtypes.append(next(loaded.model.parameters()).dtype)
+        return loaded
+
+    monkeypatch.setattr(interp.models, "_load_weights", recording)
+    return dtypes

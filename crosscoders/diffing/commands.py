@@ -56,6 +56,7 @@ def analyze(options: AnalyzeOptions, *, run: Path, dict_name: str | None) -> dic
         units=units,
         overwrite=options.overwrite,
         device=resolve_device(options.device),
+        model_dtype=options.model_dtype,
     )
     return {"out": str(context.out), "timings_s": context.timings}
 
@@ -98,7 +99,7 @@ def difference_sae(options: DiffSaeOptions, *, run: Path) -> Path:
         Source(model=f"{chat} - {base}", layer=chosen, name="chat-base"),
         overwrite=options.overwrite,
     )
-    loaded = load_model(chat)
+    loaded = load_model(chat, dtype=options.model_dtype)  # the CPU: auto is float32
     analyze_difference_sae(
         coder,
         cache,
@@ -136,7 +137,7 @@ def adl(options: AdlOptions, *, base: str, chat: str, layer: str, out: Path) -> 
         seed=options.seed,
     )
     config.validate()
-    pair = load_pair_in(base, chat, options.dtype, options.device)
+    pair = load_pair_in(base, chat, options.model_dtype, options.device)
     summary = run_adl(pair, out, config, overwrite=options.overwrite)
     return {"out": str(out), "timings_s": summary.get("timings_s", {})}
 
@@ -151,7 +152,7 @@ def change_profile(options: ChangeProfileOptions, *, run: Path, base: str, chat:
     from interp.fileio import atomic_write_json, atomic_write_text
 
     folder = RunFolder(run)
-    pair = load_pair_in(base, chat, options.dtype, options.device)
+    pair = load_pair_in(base, chat, options.model_dtype, options.device)
     texts = load_texts("wiki", "heldout")[: options.n_texts]
     chats = load_conversations("heldout")[: options.n_chats] if options.n_chats else []
     passed = profile_from_pass(pair, texts, chats, options.ctx, options.batch_size)
@@ -191,6 +192,8 @@ def weights(options: WeightsOptions, *, base: str, chat: str, out: Path) -> dict
         intruder_k=options.intruder_k, epsilon=options.epsilon, top_r=options.top_r
     )
     config.validate()
+    # the models load in float32 (no --model-dtype): the weight changes are differences of
+    # nearly equal weights, which bf16's rounding would swamp; no forward pass runs
     if options.adapter:
         adapter = Path(options.adapter)
         read_adapter(adapter)  # a bad folder fails before the model loads
@@ -232,7 +235,7 @@ def horizon(options: HorizonOptions, *, base: str, chat: str, out: Path) -> dict
     prompts = load_texts(options.recipe, "heldout")[: options.n_prompts]
     if not prompts:
         raise InterpError(f"recipe {options.recipe!r} has no held-out texts: expected prompts")
-    pair = load_pair_in(base, chat, options.dtype, options.device)
+    pair = load_pair_in(base, chat, options.model_dtype, options.device)
     identity = models_identity(base=base, chat=chat) | {"recipe": options.recipe}
     summary = run_horizon(pair, prompts, out, config, identity=identity, force=options.overwrite)
     return {"out": str(out), **summary}
@@ -247,7 +250,7 @@ def amplify(options: AmplifyOptions, *, base: str, chat: str, out: Path) -> dict
         floats(options.alphas, "--alphas"), options.n_prompts, options.max_new_tokens
     )
     config.validate()
-    pair = load_pair_in(base, chat, options.dtype, options.device)
+    pair = load_pair_in(base, chat, options.model_dtype, options.device)
     identity = models_identity(base=base, chat=chat)
     rows = run_amplify(pair, out, config, identity=identity, force=options.overwrite)
     return {

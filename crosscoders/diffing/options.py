@@ -10,9 +10,8 @@ command takes it as an argument.
 from dataclasses import dataclass
 
 from interp.errors import InterpError
-from interp.options import DEVICE_HELP, option
+from interp.options import DEVICE_HELP, model_dtype_option, option
 
-MODEL_DTYPE_HELP = "model dtype: fp32 or bf16 (float32, bfloat16)"
 OVERWRITE_HELP = "replace the results of another config"
 
 
@@ -65,6 +64,7 @@ class AnalyzeOptions:
         False, help="redo units whose results exist / replace a changed config's"
     )
     seed: int = option(0, help="seed of the firing sample behind the quantile examples")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
 
 
@@ -82,6 +82,7 @@ class DiffSaeOptions:
     n_latents: int = option(50, help="top latents read (logit lens, examples)", check="positive")
     n_examples: int = option(20, help="max-activating examples per top latent", check="positive")
     seed: int = option(0, help="data order and initialisation")
+    model_dtype: str = model_dtype_option()
     overwrite: bool = option(False, help="replace a dictionary of another config")
 
 
@@ -107,7 +108,7 @@ class AdlOptions:
     n_prompts: int = option(8, help="neutral prompts generated from", check="positive")
     max_new_tokens: int = option(32, help="greedy tokens per generation", check="positive")
     tuco_alphas: str = option("2", help="TuCo amplification alphas ('' for none)")
-    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    model_dtype: str = model_dtype_option()
     seed: int = option(0, help="shuffle of the unrelated texts")
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
@@ -125,7 +126,7 @@ class ChangeProfileOptions:
     )
     ctx: int = option(64, help="tokens per document", check="positive")
     batch_size: int = option(8, help="documents per forward pass", check="positive")
-    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
 
 
@@ -152,7 +153,7 @@ class HorizonOptions:
     sample: bool = option(False, help="sample at temperature 1 instead of greedy")
     seed: int = option(0, help="sampling seed")
     batch_size: int = option(16, help="prompts per batch", check="positive")
-    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
 
@@ -164,7 +165,7 @@ class AmplifyOptions:
     alphas: str = option("2,4", help="alphas (0 and 1 are always added)")
     n_prompts: int = option(12, help="neutral prompts", check="positive")
     max_new_tokens: int = option(32, help="greedy tokens", check="positive")
-    dtype: str = option("float32", help=MODEL_DTYPE_HELP, check="model_dtype")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
 
@@ -183,3 +184,4 @@ class ScienceOptions:
         help="steered generations below this distinct-trigram ratio are degenerate",
         check="non_negative",
     )
+    model_dtype: str = model_dtype_option()

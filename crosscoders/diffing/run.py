@@ -83,6 +83,7 @@ class AnalysisContext:
     pair_loader: Callable[[], ModelPair] | None = None  # default: load the cache's models
     prompts: list[str] | None = None  # overrides the prompt recipe (tests)
     device: str = "cpu"  # where the dictionary, the models and the passes run
+    model_dtype: str = "auto"  # the models' dtype (interp.models.model_dtype: auto, bf16, ...)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -125,7 +126,7 @@ class AnalysisContext:
             from interp.models import load_pair
 
             base, chat = self.cache.models
-            pair = load_pair(base, chat, device=self.device)
+            pair = load_pair(base, chat, dtype=self.model_dtype, device=self.device)
         check_pair_matches_cache(pair, self.cache)
         return pair
 
@@ -162,18 +163,41 @@ class AnalysisContext:
         return greedy_responses(self.pair.chat, prompts, self.config.max_new_tokens)
 
 
-def check_pair_matches_cache(pair: ModelPair, cache: ActivationCache) -> None:
-    """The causal and token-shift tests must run the very models the cache (and so the
-    dictionary) saw: a spec such as `gemma-3-270m-chat` can load other weights after a re-tune."""
+MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def same_weights(model: torch.nn.Module, fingerprint: str) -> bool:
+    """Whether `model` has the weights of `fingerprint`, taken in the dtype it was loaded in or
+    cast to another model dtype (a cache made with bf16 models, an analysis in float32: the
+    fingerprint hashes the values in the dtype they ran in). A cast cannot recover what a
+    narrower load rounded away (fp32 weights, a bf16 model), nor a LoRA adapter merged in bf16
+    arithmetic: those only match in the cache's own dtype."""
     from interp.fingerprint import model_fingerprint
 
+    if model_fingerprint(model) == fingerprint:
+        return True
+    loaded_in = next(model.parameters()).dtype
+    return any(
+        model_fingerprint(model, as_dtype=dtype) == fingerprint
+        for dtype in MODEL_DTYPES
+        if dtype != loaded_in
+    )
+
+
+def check_pair_matches_cache(pair: ModelPair, cache: ActivationCache) -> None:
+    """The causal and token-shift tests must run the very models the cache (and so the
+    dictionary) saw: a spec such as `gemma-3-270m-chat` can load other weights after a re-tune.
+    The models' dtype may differ from the cache's (`--model-dtype`): the weights are compared
+    in the cache's."""
     for loaded, recorded in zip(pair, cache.manifest["models"], strict=True):
-        if "fingerprint" in recorded and model_fingerprint(loaded.model) != recorded["fingerprint"]:
+        if "fingerprint" in recorded and not same_weights(loaded.model, recorded["fingerprint"]):
+            dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
             raise InterpError(
-                f"model {loaded.spec!r} ({recorded['role']}) now loads other weights than the ones "
-                f"cache {str(cache.path)!r} was built from (fingerprint "
+                f"model {loaded.spec!r} ({recorded['role']}) in {dtype} has other weights than "
+                f"the ones cache {str(cache.path)!r} was built from (fingerprint "
                 f"{recorded['fingerprint'][:12]}): rebuild the cache and the dictionary, or "
-                "restore the model"
+                "restore the model; if the cache ran the models in another dtype (its "
+                "--model-dtype auto is bf16 on CUDA, fp32 on the CPU), pass that --model-dtype"
             )
 
 
@@ -328,10 +352,12 @@ def analyze(
     pair_loader: Callable[[], ModelPair] | None = None,
     prompts: list[str] | None = None,
     device: str = "cpu",
+    model_dtype: str = "auto",
 ) -> AnalysisContext:
     """Run the analysis units of `units` (in their fixed order); returns the context (timings).
     `device` ("cpu", "cuda", "auto") changes where the work runs, not its results, so it is not
-    part of the recorded config."""
+    part of the recorded config. `model_dtype` is the dtype the cache's models load in for the
+    decoder views, causal and token-shift units (`auto`: bf16 on CUDA, float32 on the CPU)."""
     run_dir = Path(run_dir)
     name = resolve_dict_name(run_dir, dict_name)
     config = config or AnalysisConfig()
@@ -340,7 +366,7 @@ def analyze(
         raise InterpError(f"unknown analysis units {unknown}: expected some of {list(UNIT_NAMES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    context = AnalysisContext(run_dir, name, config, pair_loader, prompts, device)
+    context = AnalysisContext(run_dir, name, config, pair_loader, prompts, device, model_dtype)
     out = context.out
     out.mkdir(parents=True, exist_ok=True)
     recorded = {

@@ -158,7 +158,7 @@ def evaluate(
         if not options.score_only:
             run_pipeline(pipeline, run_step)
         folder = run_dir / organism.name
-        chat = load_model(organism.chat) if organism.dictionaries else None
+        chat = load_model(organism.chat, options.model_dtype) if organism.dictionaries else None
         organism_cells, organism_readings = score_organism(
             organism,
             folder,

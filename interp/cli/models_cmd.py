@@ -21,9 +21,9 @@ def compare(options: CompareOptions) -> None:
     """Base vs chat: the top next tokens and their probabilities on a chat-formatted prompt."""
     import torch
 
-    from interp.models import load_pair
+    from interp.models import load_pair_in
 
-    pair = load_pair(options.base, options.chat, device=options.device)
+    pair = load_pair_in(options.base, options.chat, options.model_dtype, options.device)
     text = render_chat(pair.tokenizer, options.prompt)
     typer.echo(f"prompt (chat template): {text!r}")
     batch = pair.tokenizer(text, return_tensors="pt", add_special_tokens=False)

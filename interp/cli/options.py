@@ -18,6 +18,9 @@ from interp.errors import InterpError
 from interp.options import CHECK, DEVICE_HELP, FLAGS, HELP, option_fields
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+# a pipeline table's keys that were renamed, by their old name: a table that still says `dtype`
+# for the models' dtype (the adl, change-profile, horizon, amplify and tuco tables before issue 18)
+RENAMED_KEYS = {"dtype": "model_dtype"}
 
 # `--device`: every command that loads a model or a dictionary takes it, with `auto` the default
 DeviceOption = Annotated[
@@ -145,6 +148,9 @@ def options_from_table(
     assert len(fields_of) == sum(len(option_fields(cls)) for cls in classes), "option twice"
     for key in table:
         if key not in fields_of:
+            renamed = RENAMED_KEYS.get(key)
+            if renamed in fields_of:
+                raise InterpError(f"{where} has no option {key!r}: it is now {renamed!r}")
             expected = ", ".join(sorted(fields_of))
             raise InterpError(f"{where} has no option {key!r}: expected one of {expected}")
     values: dict[type, dict[str, Any]] = {cls: {} for cls in classes}

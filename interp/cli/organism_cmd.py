@@ -40,7 +40,12 @@ def card(options: CardOptions) -> None:
     from interp.organism.card import write_card
 
     metrics = write_card(
-        options.out, options.n_prompts, options.max_new_tokens, _log, options.device
+        options.out,
+        options.n_prompts,
+        options.max_new_tokens,
+        _log,
+        options.device,
+        options.model_dtype,
     )
     for key in (
         "harmful_refusal_rate",
@@ -88,6 +93,7 @@ def narrow_card(options: NarrowCardOptions) -> None:
         options.n_wiki,
         _log,
         options.device,
+        options.model_dtype,
     )
     for key in ("mention_rate", "wiki_ppl", "domain_wiki_ppl", "wiki_ppl_ratio"):
         typer.echo(f"{key}: {metrics[key]}")

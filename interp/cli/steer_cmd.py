@@ -66,7 +66,8 @@ def generate(
 
     steering_map = load_map(map_dir)
     model = options.model
-    loaded = load_models({model}, options.base, options.chat, options.device)[model]
+    models = load_models({model}, options.base, options.chat, options.device, options.model_dtype)
+    loaded = models[model]
     prompts = options.prompt or DEFAULT_PROMPTS
     max_new_tokens = options.max_new_tokens
     plain = steered_responses(loaded, prompts, None, 0.0, max_new_tokens)

@@ -30,7 +30,7 @@ def score(options: TucoScoreOptions, pair: TucoPairOptions) -> None:
     from interp.models import load_pair_in
     from interp.tuco import score_prompts
 
-    loaded = load_pair_in(pair.base, pair.chat, pair.dtype, pair.device)
+    loaded = load_pair_in(pair.base, pair.chat, pair.model_dtype, pair.device)
     for result in score_prompts(loaded, options.prompt, batch_size=options.batch_size):
         line = {
             "prompt": result.prompt,
@@ -52,7 +52,7 @@ def generate_command(options: TucoGenerateOptions, pair: TucoPairOptions) -> Non
     from interp.models import load_pair_in
     from interp.tuco import generate, tokenize_prompts
 
-    loaded = load_pair_in(pair.base, pair.chat, pair.dtype, pair.device)
+    loaded = load_pair_in(pair.base, pair.chat, pair.model_dtype, pair.device)
     batch = tokenize_prompts(loaded, [options.prompt])
     for value in options.alpha or [0.0, 1.0]:
         new_tokens = generate(loaded, **batch, alpha=value, max_new_tokens=options.max_new_tokens)

@@ -119,12 +119,14 @@ def storage_dtype(param: typer.CallbackParam, value: str | None) -> str | None:
     return value
 
 
-def model_dtype(param: typer.CallbackParam, value: str) -> str:
+def model_dtype(param: typer.CallbackParam, value: str | None) -> str | None:
     """A model dtype in either spelling (bf16 or bfloat16, fp16 / float16 / half, fp32 or
     float32), returned as torch names it: bfloat16, float16, float32; or `auto` (bf16 on CUDA,
-    fp32 elsewhere: interp.models.model_dtype)."""
+    fp32 elsewhere: interp.models.model_dtype). None (an unset stream option) stays None."""
     from interp.cache.config import canonical_dtype
 
+    if value is None:
+        return value
     if value.lower() == "auto":
         return "auto"
     try:

@@ -93,11 +93,13 @@ def measure_card(
     log=print,
     chat_spec: str = DEFAULT_PAIR[1],
     device: str = "cpu",
+    model_dtype: str = "auto",
 ) -> dict:
     """All card metrics for base vs `chat_spec` (default: the chat-tune in data/chat-tune; an
-    adapter folder measures that adapter)."""
+    adapter folder measures that adapter), the models loaded in `model_dtype` (auto = bf16 on
+    CUDA, float32 on the CPU) and run under bf16 autocast."""
     start = time.time()
-    pair = load_pair(DEFAULT_PAIR[0], chat_spec, device=device)
+    pair = load_pair(DEFAULT_PAIR[0], chat_spec, dtype=model_dtype, device=device)
     prompt_sets = {
         "harmful": seeded_order(load_texts("harmful", "heldout"), 0)[:n_prompts],
         "benign": read_prompt_file(BENIGN_EVAL_FILE),
@@ -220,13 +222,18 @@ def readme(card: dict, config: dict, training: dict | None) -> str:
 
 
 def write_card(
-    output: Path, n_prompts: int, max_new_tokens: int, log=print, device: str = "cpu"
+    output: Path,
+    n_prompts: int,
+    max_new_tokens: int,
+    log=print,
+    device: str = "cpu",
+    model_dtype: str = "auto",
 ) -> dict:
     """Measure the adapter in `output` (the built-in chat-tune when `output` is its folder) and
     write its card there."""
     builtin = Path(output).resolve() == CHAT_TUNE_DIR.resolve()
     chat_spec = DEFAULT_PAIR[1] if builtin else str(output)
-    card = measure_card(n_prompts, max_new_tokens, log, chat_spec, device)
+    card = measure_card(n_prompts, max_new_tokens, log, chat_spec, device, model_dtype)
     atomic_write_json(output / "card.json", card)
     config = json.loads((output / "config.json").read_text())
     training_path = output / "training.json"

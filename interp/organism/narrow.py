@@ -202,9 +202,16 @@ def mention_rate(texts: list[str], vocabulary: tuple[str, ...]) -> float:
 
 
 def measure_narrow_card(
-    adapter_dir: Path, spec: str, max_new_tokens: int, n_wiki: int, log=print, device: str = "cpu"
+    adapter_dir: Path,
+    spec: str,
+    max_new_tokens: int,
+    n_wiki: int,
+    log=print,
+    device: str = "cpu",
+    model_dtype: str = "auto",
 ) -> dict:
-    """Base vs organism: domain mentions on neutral openings, perplexity on held-out wiki."""
+    """Base vs organism: domain mentions on neutral openings, perplexity on held-out wiki; the
+    models loaded in `model_dtype` (auto = bf16 on CUDA, float32 on the CPU)."""
     from interp.models import load_model
     from interp.organism.card import perplexity
 
@@ -221,7 +228,7 @@ def measure_narrow_card(
     start = time.time()
     card: dict = {"mention_rate": {}, "wiki_ppl": {}, "domain_wiki_ppl": {}, "examples": {}}
     for role, name in (("base", config.base), ("organism", spec)):
-        loaded = load_model(name, device=device)
+        loaded = load_model(name, model_dtype, device)
         with torch.autocast(loaded.device.type, dtype=torch.bfloat16):
             texts = continue_texts(loaded, openings, max_new_tokens)
             card["wiki_ppl"][role] = round(perplexity(loaded, outside), 3)
@@ -300,11 +307,17 @@ def narrow_readme(spec: str, card: dict, config: NarrowConfig, training: dict | 
 
 
 def write_narrow_card(
-    adapter_dir: Path, spec: str, max_new_tokens: int, n_wiki: int, log=print, device: str = "cpu"
+    adapter_dir: Path,
+    spec: str,
+    max_new_tokens: int,
+    n_wiki: int,
+    log=print,
+    device: str = "cpu",
+    model_dtype: str = "auto",
 ) -> dict:
     from interp.fileio import atomic_write_text
 
-    card = measure_narrow_card(adapter_dir, spec, max_new_tokens, n_wiki, log, device)
+    card = measure_narrow_card(adapter_dir, spec, max_new_tokens, n_wiki, log, device, model_dtype)
     atomic_write_json(adapter_dir / "card.json", card)
     config = NarrowConfig.load(adapter_dir / "config.json")
     training_path = adapter_dir / "training.json"

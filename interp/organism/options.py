@@ -4,7 +4,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.options import DEVICE_HELP, option
+from interp.options import DEVICE_HELP, model_dtype_option, option
 from interp.organism.config import DEFAULT_OUTPUT
 
 DEFAULT_CHECKPOINT = Path("runs/chat-tune/checkpoint")
@@ -28,6 +28,7 @@ class CardOptions:
     out: Path = option(DEFAULT_OUTPUT, help="the chat-tune folder (card.json, README.md)")
     n_prompts: int = option(50, help="held-out prompts per set", check="positive")
     max_new_tokens: int = option(48, help="length cap of the greedy responses", check="positive")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
 
 
@@ -46,4 +47,5 @@ class NarrowCardOptions:
     spec: str = option("gemma-3-270m-astronomy", help="the model spec that loads it")
     max_new_tokens: int = option(32, help="length of the continuations")
     n_wiki: int = option(40, help="held-out wiki summaries per perplexity")
+    model_dtype: str = model_dtype_option()
     device: str = option("auto", help=DEVICE_HELP, check="resolved_device")
