@@ -21,12 +21,13 @@
 #   GPU_SUITE_SMOKE=1 bash benchmarks/gpu_suite.sh    # every piece at tiny sizes on the CPU
 #
 # Needs the project installed with its data packages (the Gemma tokenizer comes from the bundled
-# GGUF package; its weights are never used). Work files go to $GPU_SUITE_DIR (default: a new
+# GGUF package; its weights are never used), or, on a machine with no package index, the kit of
+# benchmarks/gpu_kit.py run through benchmarks/gpu_kit_run.sh. Work files go to $GPU_SUITE_DIR (default: a new
 # temporary folder, removed at the end).
 set -euo pipefail
 
 PYTHON=${PYTHON:-python}
-INTERP=${INTERP:-interp}
+read -ra INTERP <<< "${INTERP:-interp}"  # a command of several words, e.g. "python3 -m interp.cli.main"
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${GPU_SUITE_DIR:-$(mktemp -d)}
 [[ -n ${GPU_SUITE_DIR:-} ]] || trap 'rm -rf "$WORK"' EXIT
@@ -58,6 +59,9 @@ line() {  # line NAME JSON: one JSON line {"measure": NAME, "result": JSON}
 }
 
 echo "gpu_suite: random-weight pair with the default pair's config and tokenizer" >&2
+# GPU_SUITE_PAIR_SOURCE: a folder from `gpu_suite_setup.py pair-source` (benchmarks/gpu_kit.py),
+# where the bundled Gemma package is not installed
+[[ -z ${GPU_SUITE_PAIR_SOURCE:-} ]] || PAIR_OPTIONS+=(--from "$GPU_SUITE_PAIR_SOURCE")
 "$PYTHON" "$HERE/gpu_suite_setup.py" pair "$WORK/pair" "${PAIR_OPTIONS[@]}"
 PAIR=("$WORK/pair/base" "$WORK/pair/chat")
 
@@ -93,7 +97,7 @@ print(" ".join(kind for kind in order.split() if kind in tables))' "$CONFIG")
 total_start=$(date +%s.%N)
 for kind in $KINDS; do
     start=$(date +%s.%N)
-    "$INTERP" run "$CONFIG" --steps "$kind" >&2
+    "${INTERP[@]}" run "$CONFIG" --steps "$kind" >&2
     seconds=$("$PYTHON" -c "print(round($(date +%s.%N) - $start, 2))")
     line pipeline_step "{\"step\": \"$kind\", \"seconds\": $seconds, \"device\": \"$DEVICE\"}"
 done

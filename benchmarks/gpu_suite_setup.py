@@ -5,7 +5,11 @@
         tokenizer (with the Gemma chat template) and random weights (seeds 0 and 1), in bf16.
         Costs of caching, training and the pipeline do not depend on weight values, so this pair
         times them without the real weights. `--tiny`: the same tokenizer and vocabulary with a
-        2-block, d = 64 config (the suite's smoke mode on the CPU).
+        2-block, d = 64 config (the suite's smoke mode on the CPU). `--from SOURCE`: the config
+        and tokenizer from a folder `pair-source` wrote (where the Gemma package is not installed).
+    python benchmarks/gpu_suite_setup.py pair-source OUT
+        OUT: the default pair's config.json and tokenizer files, tokenizer.json xz-compressed
+        (benchmarks/gpu_kit.py puts it in the kit for a GPU machine with no package index).
     python benchmarks/gpu_suite_setup.py pipeline PROFILE OUT_TOML --pair BASE CHAT --out RUN
         [--tokens N] [--device D]
         A copy of a pipeline profile (data/pipelines/*.toml) on that pair: [run] out/base/chat
@@ -18,6 +22,9 @@ weights are never dequantized).
 
 import argparse
 import json
+import lzma
+import shutil
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -49,8 +56,30 @@ def default_pair_config_and_tokenizer():
     )
 
 
-def write_pair(out: Path, tiny: bool) -> None:
+def write_pair_source(out: Path) -> None:
     config, tokenizer = default_pair_config_and_tokenizer()
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    tokenizer_json = out / "tokenizer.json"
+    with lzma.open(out / "tokenizer.json.xz", "wb", preset=9) as packed:
+        packed.write(tokenizer_json.read_bytes())
+    tokenizer_json.unlink()
+
+
+def pair_source_config_and_tokenizer(source: Path):
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+        with lzma.open(source / "tokenizer.json.xz") as packed:
+            (Path(folder) / "tokenizer.json").write_bytes(packed.read())
+        return AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def write_pair(out: Path, tiny: bool, source: Path | None = None) -> None:
+    if source is None:
+        config, tokenizer = default_pair_config_and_tokenizer()
+    else:
+        config, tokenizer = pair_source_config_and_tokenizer(source)
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     if tiny:
         for name, value in TINY.items():
@@ -113,6 +142,9 @@ def main() -> None:
     pair = commands.add_parser("pair")
     pair.add_argument("out", type=Path)
     pair.add_argument("--tiny", action="store_true")
+    pair.add_argument("--from", dest="source", type=Path)
+    pair_source = commands.add_parser("pair-source")
+    pair_source.add_argument("out", type=Path)
     pipeline = commands.add_parser("pipeline")
     pipeline.add_argument("profile")
     pipeline.add_argument("out_toml")
@@ -122,7 +154,9 @@ def main() -> None:
     pipeline.add_argument("--device")
     args = parser.parse_args()
     if args.command == "pair":
-        write_pair(args.out, args.tiny)
+        write_pair(args.out, args.tiny, args.source)
+    elif args.command == "pair-source":
+        write_pair_source(args.out)
     else:
         write_pipeline(args)
 

@@ -367,9 +367,25 @@ def build_manifest() -> dict[str, object]:
     return manifest
 
 
+LABELLED_REFUSALS = "datasets/scorer_evals/refusal_scorer/refusal.csv"  # inside PYRIT
+
+
+def data_package_files() -> list[tuple[str, str, Path]]:
+    """(distribution, module, file) for every file the project reads from its data packages
+    (the recipes and the labelled refusals), e.g. to copy them onto a machine with no index."""
+    found = {
+        (source.distribution, source.module, path)
+        for sources in RECIPES.values()
+        for source in sources
+        for path in source.files()
+    }
+    found.add((*PYRIT, package_dir(PYRIT[1], PYRIT[0]) / LABELLED_REFUSALS))
+    return sorted(found)
+
+
 def read_labelled_refusals() -> list[tuple[str, str, bool]]:
     """pyrit's human-labelled (objective, response, is_refusal) rows, for measuring judges."""
-    path = package_dir("pyrit", "pyrit") / "datasets/scorer_evals/refusal_scorer/refusal.csv"
+    path = package_dir(PYRIT[1], PYRIT[0]) / LABELLED_REFUSALS
     if not path.exists():
         raise InterpError(f"package 'pyrit' has no {path.name}: {install_hint('pyrit')}")
     lines = [
