@@ -14,15 +14,23 @@ The forward passes are HF `generate` on the loaded model itself: edits hooked in
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from interp.chat_template import END_OF_TURN, render_chat
 from interp.errors import InterpError
 from interp.models import LoadedModel
+
+# The key/value cache's name in model outputs and generate's arguments: `cache` since transformers
+# 5.2x, `past_key_values` before (5.17, the lent GPU machine's, has only that; later versions
+# still accept it with a deprecation warning).
+KV_CACHE = (
+    "cache" if "cache" in {f.name for f in fields(BaseModelOutputWithPast)} else "past_key_values"
+)
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -95,9 +103,9 @@ def complete(
             attention_mask=attention_mask[:, :-1],
             position_ids=position_ids_from_mask(attention_mask)[:, :-1],
             use_cache=True,
-        ).cache
+        )[KV_CACHE]
         cache.batch_repeat_interleave(num_return_sequences)
-        extra["cache"] = cache
+        extra[KV_CACHE] = cache
         input_ids = input_ids.repeat_interleave(num_return_sequences, dim=0)
         attention_mask = attention_mask.repeat_interleave(num_return_sequences, dim=0)
         num_return_sequences = 1
