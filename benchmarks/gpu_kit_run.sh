@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_kit_run.sh KIT [RESULTS]
 #
 # RESULTS (default: $OUT/gpu_suite.jsonl where OUT is set, else ./gpu_suite.jsonl) receives the
-# suite's JSON lines; the progress goes to stderr. GPU_SUITE_SMOKE=1 runs the suite's CPU smoke
+# suite's JSON lines, cuda_tests.log beside it the CUDA tests' output; the progress goes to stderr. GPU_SUITE_SMOKE=1 runs the suite's CPU smoke
 # mode from the kit instead (to check a kit without a GPU).
 set -euo pipefail
 
@@ -27,5 +27,12 @@ d.build_manifest()'  # every module the suite runs imports, every data file is r
 echo "gpu_kit_run: installed and checked in $(( $(date +%s) - start )) s" >&2
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
     --format=csv,noheader >&2 || true
+
+# the CUDA tests first (cache, TuCo, LinEAS and training on CUDA equal or match their CPU
+# results; they skip without a GPU): their log beside RESULTS, a failure does not stop the suite
+TESTS_LOG=$(dirname "$RESULTS")/cuda_tests.log
+(cd "$REPO" && "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_trainer.py \
+    -k cuda > "$TESTS_LOG" 2>&1) || true
+echo "gpu_kit_run: CUDA tests: $(tail -1 "$TESTS_LOG")" >&2
 
 bash "$REPO/benchmarks/gpu_suite.sh" | tee "$RESULTS"
