@@ -241,14 +241,6 @@ def model_stream(
     )
 
 
-# the dtype the models ran in, as a stream record names it (`auto` resolved: fp32 on the CPU)
-RECORDED_MODEL_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def recorded_model_dtype(dtype: torch.dtype) -> str:
-    return RECORDED_MODEL_DTYPES.get(dtype, str(dtype).removeprefix("torch."))
-
-
 def stream_record(stream: ModelStream) -> dict[str, Any]:
     """What a streamed run uses, in the terms of a cache manifest (same `config`, `models` with
     fingerprints, `dataset` with the mix and the plan's sha256), plus the models' dtype, the
@@ -261,7 +253,6 @@ def stream_record(stream: ModelStream) -> dict[str, Any]:
         "format": STREAM_FORMAT,
         **record,
         "mix": format_mix(stream.config.mix),
-        "model_dtype": recorded_model_dtype(next(pair.base.model.parameters()).dtype),
         "sources": stream.columns,
         "batch_size": stream.global_batch_size,
         "buffer": {  # per rank

@@ -108,18 +108,22 @@ def guard_config(
     what: str = "results",
     previous: Mapping[str, Any] | None = None,
     explain: Callable[[], str] | None = None,
+    recorded_before: Mapping[str, Any] | None = None,
 ) -> bool:
     """Refuse to write into a folder whose `config_path` records a different config, unless
     `overwrite`. `previous` overrides what is read from `config_path` (a caller that normalises the
     saved config first); `explain` words the refusal (a caller that can say more than which keys
     differ, e.g. the cache: which option, other weights, another token stream). True when a
     different config is there and `overwrite` replaces it: the caller removes that config's
-    results. Nothing is written here."""
+    results. `recorded_before`: keys a config written before they existed lacks, with the value
+    it meant (e.g. `model_dtype`: float32). Nothing is written here."""
     config_path = Path(config_path)
     if previous is None:
         if not config_path.is_file():
             return False
         previous = read_json(config_path)
+    if recorded_before and isinstance(previous, Mapping):
+        previous = {**recorded_before, **previous}
     as_saved = json.loads(json.dumps(wanted))  # tuples -> lists, as the saved file has them
     previous = json.loads(json.dumps(previous))
     if previous == as_saved:
@@ -129,15 +133,25 @@ def guard_config(
     if explain is not None:
         raise InterpError(explain())
     if isinstance(previous, dict) and isinstance(as_saved, dict):
-        keys = sorted(
-            k for k in previous.keys() | as_saved.keys() if previous.get(k) != as_saved.get(k)
-        )
+        keys = [
+            _difference(key, previous, as_saved)
+            for key in sorted(previous.keys() | as_saved.keys())
+            if previous.get(key) != as_saved.get(key)
+        ]
     else:
         keys = ["the whole config"]
     raise InterpError(
         f"{str(config_path.parent)!r} holds {what} with a different config (differing: "
         f"{', '.join(keys)}): pass --overwrite to replace it, or choose another folder"
     )
+
+
+def _difference(key: str, previous: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    """`key`, with both values where both configs hold a plain one (what to pass to resume)."""
+    scalars = (str, int, float, bool)
+    if isinstance(previous.get(key), scalars) and isinstance(wanted.get(key), scalars):
+        return f"{key} (recorded {previous[key]!r}, now {wanted[key]!r})"
+    return key
 
 
 def fsync_tree(folder: Path) -> None:

@@ -57,6 +57,11 @@ class LoadedModel:
         return int(self.model.config.hidden_size)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype its weights were loaded in (--model-dtype, resolved)."""
+        return next(self.model.parameters()).dtype
+
+    @property
     def n_layers(self) -> int:
         return int(self.model.config.num_hidden_layers)
 
@@ -324,6 +329,18 @@ def model_dtype(name: "str | torch.dtype", device: "str | torch.device") -> torc
             f"unknown model dtype {name!r}: expected auto, bf16, fp16 or fp32 "
             "(or bfloat16, float16, float32)"
         ) from None
+
+
+# a models' dtype as run records name it (the names --model-dtype lists, so that a refusal can say
+# what to pass): the cache manifest, a streamed run's stream.json, an analysis' or ADL's config
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+# what a record without `model_dtype` ran its models in: every model loaded in float32 before
+# --model-dtype existed (so a resume of such a run in bf16 is refused, not mixed)
+RECORDED_BEFORE_MODEL_DTYPE = "fp32"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
 def attention_implementation(config: PretrainedConfig) -> str | None:

@@ -68,6 +68,7 @@ def train_map(
     target texts' (TuCo: the model's blocks towards the other model's) and save it in `out`
     (map.safetensors, map.json, config.json, training.json); returns the summary."""
     from interp.fileio import atomic_write_json
+    from interp.models import dtype_name, model_dtype
     from steering.activations import encode_texts
     from steering.evaluate import chat_texts, write_config
     from steering.methods import SteeringProblem, get_method
@@ -95,6 +96,7 @@ def train_map(
         "latents": latent.method_options(),
         "base": base,
         "chat": chat,
+        "model_dtype": dtype_name(model_dtype(options.model_dtype, resolve_device(options.device))),
     }
     write_config(out, settings, options.overwrite)
     roles = set(ROLES) if chosen.needs_pair else {model, target_model}

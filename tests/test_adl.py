@@ -159,6 +159,20 @@ def test_run_adl_writes_every_reading_and_refuses_another_config(tmp_path):
     with pytest.raises(InterpError, match="different config"):
         run_adl(pair, tmp_path / "adl", config, texts=texts(30), progress=False)
     assert json.loads((tmp_path / "adl" / "config.json").read_text())["adl"]["n_texts"] == 12
+    # the models' dtype is recorded: the same config in bf16 is refused, naming what was used
+    config.n_texts = 12
+    in_bf16, _ = planted_pair()
+    for loaded in in_bf16:
+        loaded.model.to(torch.bfloat16)
+    with pytest.raises(InterpError, match=r"model_dtype \(recorded 'fp32', now 'bf16'\)"):
+        run_adl(in_bf16, tmp_path / "adl", config, texts=texts(30), progress=False)
+    # a config written before the dtype was recorded meant fp32: resumed, nothing to do
+    config_path = tmp_path / "adl" / "config.json"
+    recorded = json.loads(config_path.read_text())
+    assert recorded.pop("model_dtype") == "fp32"
+    config_path.write_text(json.dumps(recorded))
+    run_adl(pair, tmp_path / "adl", config, texts=texts(30), progress=False)
+    assert (tmp_path / "adl" / "steering.json").stat().st_mtime_ns == before
 
 
 def test_bad_steer_position_is_a_one_line_error():

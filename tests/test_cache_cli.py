@@ -177,6 +177,7 @@ def test_models_run_in_the_model_dtype_and_the_cache_keeps_its_storage_dtype(set
         stored = torch.cat([load_file(out / s["file"])["acts"] for s in manifest["shards"]])
         expected = torch.float32 if storage == "fp32" else torch.bfloat16
         assert manifest["dtype"] == str(expected).removeprefix("torch.")
+        assert manifest["model_dtype"] == ("fp32" if model_dtype == "auto" else "bf16")
         assert stored.dtype == expected
         acts[model_dtype, storage] = stored
     bf16_model, fp32_model = acts["bf16", "fp32"], acts["auto", "fp32"]
@@ -185,11 +186,32 @@ def test_models_run_in_the_model_dtype_and_the_cache_keeps_its_storage_dtype(set
     assert torch.equal(acts["bfloat16", "bf16"], bf16_model.to(torch.bfloat16))
     # the same computation up to bf16 rounding: a few percent of the activations' norm
     assert (bf16_model - fp32_model).norm() / fp32_model.norm() < 0.05
-    # the weights fingerprint includes the dtype: a resume in another model dtype is refused
+    # a resume in another model dtype is refused, naming the one to pass
     args = cache_args(setup, tmp_path / "bf16-fp32", tokens=300)
     args[args.index("--dtype") + 1] = "fp32"
     result = CliRunner().invoke(app, [*args, "--model-dtype", "fp32"])
-    assert result.exit_code != 0 and "other weights" in str(result.exception)
+    message = str(result.exception)
+    assert result.exit_code != 0 and "made with the models in bf16" in message
+    assert "--model-dtype bf16 to resume it" in message
+
+
+def test_a_cache_recorded_before_model_dtype_resumes_in_fp32_only(setup, tmp_path):
+    """A manifest without `model_dtype` was written when every model ran in float32: a rerun in
+    fp32 finds it complete, one in bf16 is refused with one line naming fp32."""
+    out = tmp_path / "old"
+    args = cache_args(setup, out, tokens=300)
+    assert CliRunner().invoke(app, args).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["model_dtype"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    result = CliRunner().invoke(app, [*args, "--model-dtype", "fp32"])
+    assert result.exit_code == 0, result.output
+    _, stderr = run_cli([*args, "--model-dtype", "bf16"]).communicate(timeout=300)
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "made with the models in fp32" in lines[0] and "--model-dtype fp32" in lines[0]
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
 
 
 def test_a_bad_model_dtype_is_one_line(setup, tmp_path):

@@ -232,6 +232,11 @@ def _load(run_dir):
 def test_analysis_refuses_a_different_config(run_dir):
     with pytest.raises(InterpError, match="different config"):
         analyze(run_dir, "tiny", AnalysisConfig(batch_size=64), pair_loader=lambda: None)
+    # the models' dtype (resolved: auto is fp32 on the CPU) is part of the config
+    recorded = json.loads((run_dir / "analysis" / "tiny" / "config.json").read_text())
+    assert recorded["model_dtype"] == "fp32"
+    with pytest.raises(InterpError, match=r"model_dtype \(recorded 'fp32', now 'bf16'\)"):
+        analyze(run_dir, "tiny", pair_loader=lambda: None, model_dtype="bf16")
 
 
 def test_cli_analyze_runs_selected_units(run_dir, tmp_path):
@@ -312,7 +317,8 @@ def test_cli_analyze_and_dict_eval_load_the_models_in_model_dtype(run_dir, tmp_p
             assert (copy / "analysis" / "tiny" / "decoder_logits.parquet").is_file()
         else:
             message = str(analysis.exception)
-            assert "in bfloat16 has other weights" in message and "--model-dtype" in message
+            assert "in bf16 has other weights" in message
+            assert "the cache ran the models in fp32: --model-dtype fp32" in message
 
 
 def test_same_weights_compares_in_the_cache_models_dtype(tmp_path):

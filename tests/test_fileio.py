@@ -59,9 +59,22 @@ def test_guard_config_refuses_a_different_config_naming_the_keys(tmp_path):
         guard_config(path, {"a": 2, "b": (1, 2), "d": 0}, overwrite=False, what="a run")
     message = str(refused.value)
     assert "holds a run with a different config" in message
-    assert "differing: a, c, d" in message and "--overwrite" in message and "\n" not in message
+    assert "differing: a (recorded 1, now 2), c, d" in message and "--overwrite" in message
+    assert "\n" not in message
     assert guard_config(path, {"a": 2}, overwrite=True) is True  # the caller clears the results
     assert json.loads(path.read_text()) == {"a": 1, "b": [1, 2], "c": "x"}  # nothing written
+
+
+def test_guard_config_reads_a_key_an_older_config_lacks_as_what_it_meant(tmp_path):
+    path = tmp_path / "run" / "config.json"
+    atomic_write_json(path, {"a": 1})  # written before `model_dtype` was recorded
+    before = {"model_dtype": "fp32"}
+    wanted = {"a": 1, "model_dtype": "fp32"}
+    assert guard_config(path, wanted, overwrite=False, recorded_before=before) is False
+    with pytest.raises(InterpError, match=r"model_dtype \(recorded 'fp32', now 'bf16'\)"):
+        guard_config(path, {**wanted, "model_dtype": "bf16"}, False, recorded_before=before)
+    with pytest.raises(InterpError, match="differing: model_dtype"):  # without: a new key differs
+        guard_config(path, wanted, overwrite=False)
 
 
 def test_atomic_output_removes_the_temp_file_when_the_writer_fails(tmp_path):

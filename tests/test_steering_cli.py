@@ -74,6 +74,8 @@ def test_steer_train_and_generate_load_the_models_in_model_dtype(
     invoke("steer", "train", "--method", "tuco", "--out", str(out), *common)
     recorded = load_map(out).config()
     assert recorded["steered"]["dtype"] == recorded["companion"]["dtype"] == str(expected)
+    settings = json.loads((out / "config.json").read_text())
+    assert settings["model_dtype"] == {"auto": "fp32", "bf16": "bf16"}[model_dtype]
     lines = invoke(
         "steer", "generate", str(out), "--prompt", "w1 w2 w3", "--max-new-tokens", "3", *common
     ).splitlines()
@@ -110,6 +112,7 @@ def test_evaluation_writes_the_run_folder(tmp_path):
     assert table.equals(pd.read_parquet(tmp_path / "results.parquet"))
     for name in ("config.json", "results.json", "examples.json", "training.json", "plot.png"):
         assert (tmp_path / name).is_file()
+    assert json.loads((tmp_path / "config.json").read_text())["model_dtype"] == "fp32"
     markdown = (tmp_path / "results.md").read_text().splitlines()
     assert markdown[0] == "| " + " | ".join(table.columns) + " |"
     assert len(markdown) == 2 + len(table)

@@ -52,7 +52,7 @@ from interp.fileio import (
 from interp.generation import before_stop, complete, decode_completions
 from interp.hooks import residual_edit, residual_stream
 from interp.layers import resolve_layer
-from interp.models import ModelPair
+from interp.models import RECORDED_BEFORE_MODEL_DTYPE, ModelPair, dtype_name
 from interp.tuco import generate, tokenize_prompts
 
 IDENTITY_PROMPTS = (
@@ -420,10 +420,12 @@ def run_adl(
         },
         "layer": layer,
         "texts": "given" if texts is not None else f"{config.recipe}:{config.split}",
+        "model_dtype": dtype_name(pair.base.dtype),  # a resume computes in the same dtype
     }
     with writer_lock(out, "ADL folder"):
         config_path = out / "config.json"
-        guard_config(config_path, recorded, overwrite, "ADL results")
+        before = {"model_dtype": RECORDED_BEFORE_MODEL_DTYPE}
+        guard_config(config_path, recorded, overwrite, "ADL results", recorded_before=before)
         if overwrite:
             for name in (*FILES, "summary.json"):
                 (out / name).unlink(missing_ok=True)

@@ -40,7 +40,8 @@ from crosscoders.io import load_crosscoder
 from interp.cache import ActivationCache
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json, guard_config, read_json
-from interp.models import ModelPair
+from interp.models import RECORDED_BEFORE_MODEL_DTYPE, ModelPair, dtype_name
+from interp.models import model_dtype as resolve_model_dtype
 from interp.run_folder import RunFolder
 
 CONFIG_FILE = "config.json"
@@ -189,15 +190,25 @@ def check_pair_matches_cache(pair: ModelPair, cache: ActivationCache) -> None:
     dictionary) saw: a spec such as `gemma-3-270m-chat` can load other weights after a re-tune.
     The models' dtype may differ from the cache's (`--model-dtype`): the weights are compared
     in the cache's."""
+    cached_in = cache.manifest.get("model_dtype")  # caches before it was recorded: unknown
     for loaded, recorded in zip(pair, cache.manifest["models"], strict=True):
         if "fingerprint" in recorded and not same_weights(loaded.model, recorded["fingerprint"]):
-            dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+            dtype = dtype_name(loaded.dtype)
+            if cached_in is None:
+                other_dtype = (
+                    "; if the cache ran the models in another dtype (its --model-dtype auto is "
+                    "bf16 on CUDA, fp32 on the CPU), pass that --model-dtype"
+                )
+            elif cached_in != dtype:
+                other_dtype = f"; the cache ran the models in {cached_in}: "
+                other_dtype += f"--model-dtype {cached_in}"
+            else:
+                other_dtype = ""
             raise InterpError(
                 f"model {loaded.spec!r} ({recorded['role']}) in {dtype} has other weights than "
                 f"the ones cache {str(cache.path)!r} was built from (fingerprint "
                 f"{recorded['fingerprint'][:12]}): rebuild the cache and the dictionary, or "
-                "restore the model; if the cache ran the models in another dtype (its "
-                "--model-dtype auto is bf16 on CUDA, fp32 on the CPU), pass that --model-dtype"
+                f"restore the model{other_dtype}"
             )
 
 
@@ -375,9 +386,12 @@ def analyze(
         "cache_config_hash": context.cache.manifest.get("config_hash"),
         "models": context.cache.models,
         "layer": context.dictionary.layer,
+        # the causal and token-shift units' results depend on it: a resume in another is refused
+        "model_dtype": dtype_name(resolve_model_dtype(model_dtype, device)),
     }
     config_path = out / CONFIG_FILE
-    guard_config(config_path, recorded, overwrite, "an analysis")
+    before = {"model_dtype": RECORDED_BEFORE_MODEL_DTYPE}
+    guard_config(config_path, recorded, overwrite, "an analysis", recorded_before=before)
     atomic_write_json(config_path, recorded)
     for unit in UNITS:
         if unit.name not in units or (unit.has_results(out) and not overwrite):

@@ -3,7 +3,9 @@
 Layout (all JSON):
 - `format`, `version`, `config` (a `CacheConfig`), `config_hash`
 - `models`: [{role, spec, fingerprint, family, d_model, n_layers}] in cache order (base, chat)
-- `layers`, `hook_names`, `d_model`, `dtype`, `excluded_token_ids`, `n_tokens`, `n_shards`
+- `layers`, `hook_names`, `d_model`, `dtype` (storage), `model_dtype` (what the models ran in,
+  interp.models.dtype_name; a manifest without it is from when they always ran in fp32),
+  `excluded_token_ids`, `n_tokens`, `n_shards`
 - `dataset`: source, mixture with per-recipe origin/sequences/tokens/passes, `n_sequences`,
   `plan_sha256` (fingerprint of the exact token stream)
 - `shards`: [{index, file, n_tokens, sha256, first_seq_id, last_seq_id}], sorted by index

@@ -59,7 +59,7 @@ from interp.fileio import TMP_MARK, WRITER_LOCK_NAME, guard_config, writer_lock
 from interp.fingerprint import model_fingerprint
 from interp.hooks import residual_stream
 from interp.layers import LayerSpec, hook_name, resolve_layers
-from interp.models import ModelPair
+from interp.models import RECORDED_BEFORE_MODEL_DTYPE, ModelPair, dtype_name
 
 ROLES = ("base", "chat")
 LEGACY_TMP_SUFFIX = ".tmp"  # the temp name of shards and manifests before interp.fileio
@@ -182,6 +182,7 @@ def _initial_manifest(
         "hook_names": [hook_name(layer) for layer in config.layers],
         "d_model": pair.d_model,
         "dtype": config.dtype,
+        "model_dtype": dtype_name(pair.base.dtype),  # the forward's; `dtype` is the storage's
         "excluded_token_ids": plan.excluded,
         "n_tokens": config.n_tokens,
         "shard_tokens": config.shard_tokens,
@@ -209,10 +210,12 @@ def _initial_manifest(
 
 
 def cache_identity(manifest: dict) -> dict:
-    """What makes a folder's cache this very cache: its config, each model's weights and the
-    token stream (the config guard of interp.fileio compares these)."""
+    """What makes a folder's cache this very cache: its config, the dtype the models ran in,
+    each model's weights and the token stream (the config guard of interp.fileio compares
+    these)."""
     return {
         "config_hash": manifest["config_hash"],
+        "model_dtype": manifest.get("model_dtype", RECORDED_BEFORE_MODEL_DTYPE),
         "fingerprints": [model["fingerprint"] for model in manifest["models"]],
         "plan_sha256": manifest["dataset"]["plan_sha256"],
     }
@@ -227,6 +230,13 @@ def _mismatch(out: Path, existing: dict, fresh: dict) -> str:
         return (
             f"{str(out)!r} holds a cache of another config ({'; '.join(differences)}): "
             "rerun with the same options to resume it, choose another --out, or --overwrite"
+        )
+    recorded, running = cache_identity(existing)["model_dtype"], fresh["model_dtype"]
+    if recorded != running:
+        return (
+            f"{str(out)!r} holds a cache made with the models in {recorded}, and they load in "
+            f"{running} now (--model-dtype auto is bf16 on CUDA, fp32 on the CPU): rerun with "
+            f"--model-dtype {recorded} to resume it, choose another --out, or --overwrite"
         )
     for old, new in zip(existing["models"], fresh["models"], strict=True):
         if old["fingerprint"] != new["fingerprint"]:
