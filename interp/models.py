@@ -345,8 +345,11 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def attention_implementation(config: PretrainedConfig) -> str | None:
     """PyTorch's fused attention (`sdpa`) wherever the architecture's transformers class has it;
-    None (transformers' own choice) elsewhere, e.g. Gemma 2, whose attention-logit soft-capping
-    SDPA cannot express."""
+    `eager` where the config soft-caps the attention logits (Gemma 2), which SDPA cannot express:
+    transformers 5.17's Gemma 2 class claims SDPA and its SDPA path drops the `softcap` it is
+    given; None (transformers' own choice) elsewhere."""
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return "eager"
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
     return "sdpa" if getattr(model_class, "_supports_sdpa", False) else None
 

@@ -39,12 +39,22 @@ def file_hashes(folder: Path) -> dict[str, str]:
     }
 
 
+# the sha256 of the manifest the sequential writer of commit 15189a0 wrote: the fixture's, less
+# the `model_dtype` key manifests record since
+MANIFEST_OF_15189A0 = "b8f75e7204825ace3ce2da8c7168c7743c72d31d5abb19665a8ffa466594e923"
+
+
 def test_the_cache_has_the_bytes_the_writer_before_the_background_stages_wrote(tmp_path):
     """tests/fixtures/cache_bytes.json holds the sha256 of every file (shards and manifest) the
-    sequential writer of commit 15189a0 wrote for this config on the tiny pair."""
+    sequential writer of commit 15189a0 wrote for this config on the tiny pair, the manifest
+    with `model_dtype` added (without it, the very bytes of 15189a0)."""
     pair = tiny_pair("gemma3")
     build_cache(pair, small_config(pair), tmp_path / "c", mixed_source(), progress=False)
     assert file_hashes(tmp_path / "c") == json.loads(FIXTURE.read_text())
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest.pop("model_dtype") == "fp32"
+    before = (json.dumps(manifest, indent=1) + "\n").encode()  # as write_manifest writes it
+    assert hashlib.sha256(before).hexdigest() == MANIFEST_OF_15189A0
 
 
 def test_every_shard_and_the_manifest_are_those_of_a_sequential_writer(tmp_path):

@@ -213,6 +213,18 @@ def test_builtin_base_hooks_agree_with_hidden_states(gemma_base):
         )
 
 
+def test_soft_capped_attention_runs_eager_even_where_the_class_claims_sdpa(monkeypatch):
+    """transformers 5.17's Gemma2ForCausalLM says `_supports_sdpa` and its SDPA path ignores the
+    softcap it is passed: a soft-capping config must load eager whatever the class says."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from interp.models import attention_implementation
+
+    monkeypatch.setattr(Gemma2ForCausalLM, "_supports_sdpa", True)
+    assert attention_implementation(Gemma2Config(attn_logit_softcapping=50.0)) == "eager"
+    assert attention_implementation(Gemma2Config(attn_logit_softcapping=None)) == "sdpa"
+
+
 @pytest.mark.parametrize(
     ("family", "attention"), [("gemma3", "sdpa"), ("llama", "sdpa"), ("gemma2", "eager")]
 )
