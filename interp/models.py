@@ -337,6 +337,8 @@ DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp
 # what a record without `model_dtype` ran its models in: every model loaded in float32 before
 # --model-dtype existed (so a resume of such a run in bf16 is refused, not mixed)
 RECORDED_BEFORE_MODEL_DTYPE = "fp32"
+# what guard_config(recorded_before=) reads a config without `model_dtype` as
+MODEL_DTYPE_RECORDED_BEFORE = {"model_dtype": RECORDED_BEFORE_MODEL_DTYPE}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -47,7 +47,7 @@ from interp.fileio import (
 )
 from interp.generation import complete, decode_completions, encode_prompts
 from interp.markdown import markdown_table
-from interp.models import RECORDED_BEFORE_MODEL_DTYPE, LoadedModel, ModelPair, dtype_name
+from interp.models import MODEL_DTYPE_RECORDED_BEFORE, LoadedModel, ModelPair, dtype_name
 from interp.options import comma_separated
 from steering.activations import encode_texts
 from steering.methods import SteeringProblem, get_method
@@ -240,8 +240,13 @@ def run_evaluation(
 ) -> pd.DataFrame:
     """Fit every method for every task, sweep strengths, write the run folder (module doc)."""
     out = Path(out)
-    recorded = {"eval": asdict(config), "base": pair.base.spec, "chat": pair.chat.spec}
-    write_config(out, {**recorded, "model_dtype": dtype_name(pair.base.dtype)}, overwrite)
+    recorded = {
+        "eval": asdict(config),
+        "base": pair.base.spec,
+        "chat": pair.chat.spec,
+        "model_dtype": dtype_name(pair.base.dtype),
+    }
+    write_config(out, recorded, overwrite)
     wiki = load_texts(config.perplexity_recipe, "heldout")[: config.n_perplexity]
     rows: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
@@ -338,8 +343,7 @@ def write_config(out: Path, payload: dict[str, Any], overwrite: bool = False) ->
     """Write `out/config.json`; an existing different config is an error unless `overwrite`
     (one written before `model_dtype` was recorded ran the models in fp32)."""
     path = out / "config.json"
-    before = {"model_dtype": RECORDED_BEFORE_MODEL_DTYPE}
-    guard_config(path, payload, overwrite, "a run", recorded_before=before)
+    guard_config(path, payload, overwrite, "a run", recorded_before=MODEL_DTYPE_RECORDED_BEFORE)
     atomic_write_json(path, payload)
 
 

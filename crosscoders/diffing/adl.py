@@ -52,7 +52,7 @@ from interp.fileio import (
 from interp.generation import before_stop, complete, decode_completions
 from interp.hooks import residual_edit, residual_stream
 from interp.layers import resolve_layer
-from interp.models import RECORDED_BEFORE_MODEL_DTYPE, ModelPair, dtype_name
+from interp.models import MODEL_DTYPE_RECORDED_BEFORE, ModelPair, dtype_name
 from interp.tuco import generate, tokenize_prompts
 
 IDENTITY_PROMPTS = (
@@ -424,8 +424,13 @@ def run_adl(
     }
     with writer_lock(out, "ADL folder"):
         config_path = out / "config.json"
-        before = {"model_dtype": RECORDED_BEFORE_MODEL_DTYPE}
-        guard_config(config_path, recorded, overwrite, "ADL results", recorded_before=before)
+        guard_config(
+            config_path,
+            recorded,
+            overwrite,
+            "ADL results",
+            recorded_before=MODEL_DTYPE_RECORDED_BEFORE,
+        )
         if overwrite:
             for name in (*FILES, "summary.json"):
                 (out / name).unlink(missing_ok=True)

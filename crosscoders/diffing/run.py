@@ -40,7 +40,7 @@ from crosscoders.io import load_crosscoder
 from interp.cache import ActivationCache
 from interp.errors import InterpError
 from interp.fileio import atomic_write_json, guard_config, read_json
-from interp.models import RECORDED_BEFORE_MODEL_DTYPE, ModelPair, dtype_name
+from interp.models import MODEL_DTYPE_RECORDED_BEFORE, ModelPair, dtype_name
 from interp.models import model_dtype as resolve_model_dtype
 from interp.run_folder import RunFolder
 
@@ -390,8 +390,9 @@ def analyze(
         "model_dtype": dtype_name(resolve_model_dtype(model_dtype, device)),
     }
     config_path = out / CONFIG_FILE
-    before = {"model_dtype": RECORDED_BEFORE_MODEL_DTYPE}
-    guard_config(config_path, recorded, overwrite, "an analysis", recorded_before=before)
+    guard_config(
+        config_path, recorded, overwrite, "an analysis", recorded_before=MODEL_DTYPE_RECORDED_BEFORE
+    )
     atomic_write_json(config_path, recorded)
     for unit in UNITS:
         if unit.name not in units or (unit.has_results(out) and not overwrite):
